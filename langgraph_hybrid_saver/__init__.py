@@ -1,0 +1,40 @@
+"""langgraph-hybrid-saver: a LangGraph checkpointer with Redis speed and
+durable-store safety.
+
+    async with AsyncHybridSaver.from_conn_string(
+        "redis://127.0.0.1:6379/0", "postgresql://postgres@127.0.0.1:5432/app"
+    ) as saver:
+        graph = builder.compile(checkpointer=saver)
+"""
+
+from langgraph_hybrid_saver.backends import DurableBackend, open_backend
+from langgraph_hybrid_saver.errors import (
+    ConfigError,
+    CorruptDataError,
+    DurableStoreError,
+    FlushTimeoutError,
+    HybridSaverError,
+    MissingExtraError,
+    SaverClosedError,
+    SerializationError,
+    ServerUnreachableError,
+)
+from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.saver import AsyncHybridSaver, HybridSaver
+
+__all__ = [
+    "AsyncHybridSaver",
+    "ConfigError",
+    "CorruptDataError",
+    "DurableBackend",
+    "DurableStoreError",
+    "FlushTimeoutError",
+    "HybridSaver",
+    "HybridSaverError",
+    "MissingExtraError",
+    "Reconciler",
+    "SaverClosedError",
+    "SerializationError",
+    "ServerUnreachableError",
+    "open_backend",
+]

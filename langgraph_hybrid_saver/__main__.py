@@ -1,0 +1,5 @@
+import sys
+
+from langgraph_hybrid_saver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Durable stores behind the hot tier: one small async protocol.
+
+A backend stores and fetches rows; the LangGraph contract lives in
+`langgraph_hybrid_saver.core`. Every backend keeps, per thread, the outbox
+sequence number up to which it has applied entries (its *watermark*), inside
+the same transaction as the rows, which makes `apply` idempotent and keeps a
+deleted thread deleted: an entry at or below the watermark is skipped.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from langgraph_hybrid_saver.core import ListQuery, Op, StoredCheckpoint
+from langgraph_hybrid_saver.errors import ConfigError, MissingExtraError
+
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+
+
+@runtime_checkable
+class DurableBackend(Protocol):
+    """What the saver and the reconciler need from a durable store."""
+
+    async def setup(self) -> None:
+        """Create or migrate the schema; idempotent, safe to run concurrently."""
+
+    async def apply(self, ops: Sequence[Op]) -> int:
+        """Apply outbox entries in order, in one transaction.
+
+        Entries at or below their thread's watermark are skipped; the watermark
+        then moves to the last applied entry. Returns how many were applied.
+        """
+
+    async def get(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> StoredCheckpoint | None:
+        """One checkpoint with blobs and writes; the latest when no id is given."""
+
+    async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
+        """Checkpoints newest first, with blobs and writes."""
+
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
+        """Delete checkpoints (and their writes) created by the runs; returns
+        the thread ids touched."""
+
+    async def prune_keep_latest(self, thread_ids: Sequence[str]) -> None:
+        """Keep only the newest checkpoint of every namespace of the threads."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def redact(url: str) -> str:
+    """host:port (and scheme) of a URL, never its user or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def open_backend(url: str, **options: Any) -> DurableBackend:
+    """A backend for a durable URL (`postgresql://...`)."""
+    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from langgraph_hybrid_saver.backends.postgres import PostgresBackend
+        except ImportError as e:
+            raise MissingExtraError(
+                "the PostgreSQL backend needs psycopg: pip install "
+                "'langgraph-hybrid-saver[postgres]'"
+            ) from e
+        return PostgresBackend.from_url(url, **options)
+    shown = redact(url) if isinstance(url, str) else repr(url)
+    raise ConfigError(
+        f"durable_url {shown!r} has an unsupported scheme {scheme!r}: use "
+        "postgresql://user@host:5432/dbname"
+    )

@@ -1,0 +1,390 @@
+"""PostgreSQL durable store, in the tables of `langgraph-checkpoint-postgres`.
+
+The official MIGRATIONS are applied as they are (same `checkpoint_migrations`
+versions), so `PostgresSaver` reads what we reconcile and we read what it
+wrote. Our one extra table holds the per-thread watermark.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import Any, cast
+
+from langgraph.checkpoint.postgres.base import MIGRATIONS as OFFICIAL_MIGRATIONS
+from psycopg import AsyncConnection, AsyncCursor, OperationalError
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from langgraph_hybrid_saver.backends import redact
+from langgraph_hybrid_saver.core import (
+    DeleteThreadOp,
+    ListQuery,
+    Op,
+    PutOp,
+    StoredCheckpoint,
+    WriteRow,
+)
+from langgraph_hybrid_saver.errors import ServerUnreachableError
+
+# Append-only; the index is the version (as in checkpoint-postgres).
+MIGRATIONS = [
+    "CREATE TABLE IF NOT EXISTS hybrid_saver_migrations (v INTEGER PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS hybrid_saver_threads (
+    thread_id TEXT PRIMARY KEY,
+    applied_seq TEXT NOT NULL DEFAULT ''
+)""",
+]
+
+SETUP_LOCK_SQL = "SELECT pg_advisory_lock(8842001)"
+SETUP_UNLOCK_SQL = "SELECT pg_advisory_unlock(8842001)"
+
+SELECT_SQL = """
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
+    (
+        SELECT array_agg(array[bl.channel::bytea, bl.type::bytea, bl.blob])
+        FROM jsonb_each_text(checkpoint -> 'channel_versions')
+        INNER JOIN checkpoint_blobs bl
+            ON bl.thread_id = checkpoints.thread_id
+            AND bl.checkpoint_ns = checkpoints.checkpoint_ns
+            AND bl.channel = jsonb_each_text.key
+            AND bl.version = jsonb_each_text.value
+    ) AS channel_values,
+    (
+        SELECT array_agg(array[cw.task_id::bytea, cw.channel::bytea, cw.type::bytea,
+            cw.blob, convert_to(cw.task_path, 'UTF8'), cw.idx::text::bytea])
+        FROM checkpoint_writes cw
+        WHERE cw.thread_id = checkpoints.thread_id
+            AND cw.checkpoint_ns = checkpoints.checkpoint_ns
+            AND cw.checkpoint_id = checkpoints.checkpoint_id
+    ) AS pending_writes
+FROM checkpoints
+"""
+
+# Taken in thread order by every writer, so concurrent batches cannot deadlock.
+ENSURE_THREADS_SQL = """
+INSERT INTO hybrid_saver_threads (thread_id)
+SELECT unnest(%s::text[]) ORDER BY 1
+ON CONFLICT (thread_id) DO NOTHING
+"""
+LOCK_THREADS_SQL = """
+SELECT thread_id, applied_seq FROM hybrid_saver_threads
+WHERE thread_id = ANY(%s) ORDER BY thread_id FOR UPDATE
+"""
+SET_WATERMARKS_SQL = """
+UPDATE hybrid_saver_threads t SET applied_seq = v.seq
+FROM unnest(%s::text[], %s::text[]) AS v(thread_id, seq)
+WHERE t.thread_id = v.thread_id
+"""
+
+UPSERT_BLOBS_SQL = """
+INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+"""
+UPSERT_CHECKPOINTS_SQL = """
+INSERT INTO checkpoints
+    (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
+DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+"""
+_WRITES_INSERT = """
+INSERT INTO checkpoint_writes
+    (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+"""
+UPSERT_WRITES_SQL = (
+    _WRITES_INSERT
+    + "DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob"
+)
+INSERT_WRITES_SQL = _WRITES_INSERT + "DO NOTHING"
+
+DELETE_THREAD_SQL = (
+    "DELETE FROM checkpoints WHERE thread_id = %s",
+    "DELETE FROM checkpoint_blobs WHERE thread_id = %s",
+    "DELETE FROM checkpoint_writes WHERE thread_id = %s",
+)
+
+DELETE_RUNS_SQL = """
+DELETE FROM checkpoints WHERE metadata ->> 'run_id' = ANY(%s)
+RETURNING thread_id, checkpoint_ns, checkpoint_id
+"""
+DELETE_WRITES_OF_SQL = """
+DELETE FROM checkpoint_writes w
+USING unnest(%s::text[], %s::text[], %s::text[]) AS d(thread_id, checkpoint_ns, checkpoint_id)
+WHERE w.thread_id = d.thread_id AND w.checkpoint_ns = d.checkpoint_ns
+  AND w.checkpoint_id = d.checkpoint_id
+"""
+# Blobs no remaining checkpoint of the thread refers to.
+DELETE_ORPHAN_BLOBS_SQL = """
+DELETE FROM checkpoint_blobs b
+WHERE b.thread_id = ANY(%s) AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c
+    WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns
+      AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version
+)
+"""
+DELTA_THREADS_SQL = """
+SELECT DISTINCT thread_id FROM checkpoints
+WHERE thread_id = ANY(%s) AND metadata ? 'counters_since_delta_snapshot'
+"""
+PRUNE_OLDER_SQL = """
+DELETE FROM checkpoints c
+WHERE c.thread_id = ANY(%s) AND c.checkpoint_id <> (
+    SELECT max(k.checkpoint_id) FROM checkpoints k
+    WHERE k.thread_id = c.thread_id AND k.checkpoint_ns = c.checkpoint_ns
+)
+RETURNING thread_id, checkpoint_ns, checkpoint_id
+"""
+
+
+def _stored(row: DictRow) -> StoredCheckpoint:
+    blobs = {ch.decode(): (t.decode(), b) for ch, t, b in row["channel_values"] or []}
+    writes = [
+        WriteRow(tid.decode(), int(idx), path.decode(), ch.decode(), t.decode(), b)
+        for tid, ch, t, b, path, idx in row["pending_writes"] or []
+    ]
+    return StoredCheckpoint(
+        row["thread_id"],
+        row["checkpoint_ns"],
+        row["checkpoint_id"],
+        row["parent_checkpoint_id"],
+        row["checkpoint"],
+        row["metadata"],
+        blobs,
+        writes,
+    )
+
+
+class PostgresBackend:
+    """Durable store on PostgreSQL (psycopg 3 async, psycopg_pool)."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], *, owns_pool: bool = False, where: str = ""
+    ) -> None:
+        self.pool = pool
+        self.owns_pool = owns_pool
+        self.where = where or "PostgreSQL"
+
+    @classmethod
+    def from_url(cls, url: str, *, min_size: int = 1, max_size: int = 8) -> PostgresBackend:
+        pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        )
+        return cls(pool, owns_pool=True, where=redact(url))
+
+    async def open(self, timeout: float = 10.0) -> None:
+        if not self.owns_pool:
+            return
+        try:
+            await self.pool.open(wait=True, timeout=timeout)
+        except Exception as e:
+            await self.pool.close()
+            raise ServerUnreachableError(
+                f"PostgreSQL at {self.where} is unreachable ({type(e).__name__}): "
+                "start it or fix durable_url"
+            ) from None
+
+    async def setup(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(SETUP_LOCK_SQL)
+            try:
+                await _migrate(conn, OFFICIAL_MIGRATIONS, "checkpoint_migrations")
+                await _migrate(conn, MIGRATIONS, "hybrid_saver_migrations")
+            finally:
+                await conn.execute(SETUP_UNLOCK_SQL)
+
+    async def apply(self, ops: Sequence[Op]) -> int:
+        if not ops:
+            return 0
+        threads = sorted({op.thread_id for op in ops})
+        async with self.pool.connection() as conn, conn.transaction():
+            cur: AsyncCursor[Any] = conn.cursor()
+            await cur.execute(ENSURE_THREADS_SQL, (threads,))
+            await cur.execute(LOCK_THREADS_SQL, (threads,))
+            rows = cast(builtins.list[DictRow], await cur.fetchall())
+            marks = {r["thread_id"]: r["applied_seq"] for r in rows}
+            start = dict(marks)
+            todo: list[Op] = []
+            for op in ops:
+                if op.seq > marks[op.thread_id]:
+                    marks[op.thread_id] = op.seq
+                    todo.append(op)
+            # A delete splits the batch: what was queued before it must land first.
+            segment: list[Op] = []
+            for op in todo:
+                if isinstance(op, DeleteThreadOp):
+                    await _write_segment(cur, segment)
+                    segment = []
+                    for sql in DELETE_THREAD_SQL:
+                        await cur.execute(sql, (op.thread_id,))
+                else:
+                    segment.append(op)
+            await _write_segment(cur, segment)
+            moved = [t for t in threads if marks[t] != start[t]]
+            if moved:
+                await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
+        return len(todo)
+
+    async def get(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> StoredCheckpoint | None:
+        if checkpoint_id:
+            where = "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
+            args: tuple[Any, ...] = (thread_id, checkpoint_ns, checkpoint_id)
+        else:
+            where = (
+                "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
+            )
+            args = (thread_id, checkpoint_ns)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(SELECT_SQL + where, args, binary=True)
+            row = await cur.fetchone()
+        return _stored(cast(DictRow, row)) if row else None
+
+    async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
+        wheres: builtins.list[str] = []
+        args: builtins.list[Any] = []
+        for column, value in (
+            ("thread_id", query.thread_id),
+            ("checkpoint_ns", query.checkpoint_ns),
+            ("checkpoint_id", query.checkpoint_id),
+        ):
+            if value is not None:
+                wheres.append(f"{column} = %s")
+                args.append(value)
+        if query.filter:
+            wheres.append("metadata @> %s")
+            args.append(Jsonb(query.filter))
+        if query.before is not None:
+            wheres.append("checkpoint_id < %s")
+            args.append(query.before)
+        sql = SELECT_SQL + ("WHERE " + " AND ".join(wheres) if wheres else "")
+        sql += " ORDER BY checkpoint_id DESC"
+        if query.limit is not None:
+            sql += " LIMIT %s"
+            args.append(query.limit)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, args, binary=True)
+            return [_stored(cast(DictRow, r)) for r in await cur.fetchall()]
+
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(DELETE_RUNS_SQL, (list(run_ids),))
+            gone = cast(builtins.list[DictRow], await cur.fetchall())
+            if not gone:
+                return []
+            await _delete_writes_of(cur, gone)
+            threads = sorted({r["thread_id"] for r in gone})
+            await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
+        return threads
+
+    async def prune_keep_latest(self, thread_ids: Sequence[str]) -> None:
+        threads = sorted(set(thread_ids))
+        async with self.pool.connection() as conn, conn.transaction():
+            # Lock the threads against a concurrent reconcile, like `apply`.
+            cur = await conn.execute(ENSURE_THREADS_SQL, (threads,))
+            await cur.execute(LOCK_THREADS_SQL, (threads,))
+            await cur.execute(DELTA_THREADS_SQL, (threads,))
+            if delta := sorted(cast(DictRow, r)["thread_id"] for r in await cur.fetchall()):
+                raise NotImplementedError(
+                    "keep_latest would sever the DeltaChannel history of threads "
+                    f"{', '.join(delta)}; prune them with strategy='delete' or not at all"
+                )
+            await cur.execute(PRUNE_OLDER_SQL, (threads,))
+            await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
+            await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
+
+    async def count_rows(self) -> dict[str, int]:
+        """Row counts per table (for status reports and tests)."""
+        out = {}
+        async with self.pool.connection() as conn:
+            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
+                cur = await conn.execute(f"SELECT count(*) AS n FROM {table}")
+                out[table] = cast(DictRow, await cur.fetchone())["n"]
+        return out
+
+    async def close(self) -> None:
+        if self.owns_pool:
+            await self.pool.close()
+
+
+async def _migrate(conn: AsyncConnection[Any], migrations: Sequence[str], table: str) -> None:
+    await conn.execute(migrations[0])
+    cur = await conn.execute(f"SELECT v FROM {table} ORDER BY v DESC LIMIT 1")
+    row = await cur.fetchone()
+    version = -1 if row is None else row["v"]
+    for v in range(version + 1, len(migrations)):
+        await conn.execute(migrations[v])
+        await conn.execute(f"INSERT INTO {table} (v) VALUES (%s)", (v,))
+
+
+async def _write_segment(cur: AsyncCursor[Any], ops: Sequence[Op]) -> None:
+    """Rows of consecutive puts and writes; each statement keeps entry order."""
+    blobs: list[tuple[Any, ...]] = []
+    checkpoints: list[tuple[Any, ...]] = []
+    inserts: list[tuple[Any, ...]] = []
+    upserts: list[tuple[Any, ...]] = []
+    for op in ops:
+        if isinstance(op, PutOp):
+            r = op.row
+            blobs += [
+                (r.thread_id, r.checkpoint_ns, b.channel, b.version, b.type, b.blob)
+                for b in op.blobs
+            ]
+            checkpoints.append(
+                (
+                    r.thread_id,
+                    r.checkpoint_ns,
+                    r.checkpoint_id,
+                    r.parent_checkpoint_id,
+                    r.checkpoint,
+                    r.metadata,
+                )
+            )
+        elif not isinstance(op, DeleteThreadOp):
+            rows = [
+                (
+                    op.thread_id,
+                    op.checkpoint_ns,
+                    op.checkpoint_id,
+                    w.task_id,
+                    w.task_path,
+                    w.idx,
+                    w.channel,
+                    w.type,
+                    w.blob,
+                )
+                for w in op.writes
+            ]
+            (upserts if op.upsert else inserts).extend(rows)
+    for sql, params in (
+        (UPSERT_BLOBS_SQL, blobs),
+        (UPSERT_CHECKPOINTS_SQL, checkpoints),
+        (INSERT_WRITES_SQL, inserts),
+        (UPSERT_WRITES_SQL, upserts),
+    ):
+        if params:
+            await cur.executemany(sql, params)
+
+
+async def _delete_writes_of(cur: AsyncCursor[Any], rows: Sequence[DictRow]) -> None:
+    if rows:
+        await cur.execute(
+            DELETE_WRITES_OF_SQL,
+            (
+                [r["thread_id"] for r in rows],
+                [r["checkpoint_ns"] for r in rows],
+                [r["checkpoint_id"] for r in rows],
+            ),
+        )
+
+
+__all__ = ["OperationalError", "PostgresBackend"]

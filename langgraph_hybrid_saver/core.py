@@ -1,0 +1,389 @@
+"""The pure core: the LangGraph contract, shared by the hot tier and every backend.
+
+Nothing here does I/O. Encoding follows `langgraph-checkpoint-postgres` so the
+rows we reconcile are the rows `PostgresSaver` writes: primitive channel values
+stay inline in the checkpoint document, everything else is a typed blob stored
+once per (channel, version); pending writes are keyed by
+(task_id, `WRITES_IDX_MAP.get(channel, idx)`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+from uuid import UUID
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+from langgraph_hybrid_saver.errors import ConfigError, SerializationError
+
+_INLINE_TYPES = (str, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRow:
+    """One channel value at one version (`checkpoint_blobs`)."""
+
+    channel: str
+    version: str
+    type: str
+    blob: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRow:
+    """One pending write (`checkpoint_writes`)."""
+
+    task_id: str
+    idx: int
+    task_path: str
+    channel: str
+    type: str
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A checkpoint as stored: the document holds only inline channel values."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: str  # JSON text, the `checkpoints.checkpoint` column
+    metadata: str  # JSON text, the `checkpoints.metadata` column
+
+
+@dataclass(frozen=True, slots=True)
+class PutOp:
+    """Outbox entry of one `put`: the checkpoint and its new blobs."""
+
+    seq: str
+    row: CheckpointRow
+    blobs: tuple[BlobRow, ...]
+
+    @property
+    def thread_id(self) -> str:
+        return self.row.thread_id
+
+
+@dataclass(frozen=True, slots=True)
+class WritesOp:
+    """Outbox entry of one `put_writes` call."""
+
+    seq: str
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    upsert: bool  # True when every write is a special channel (WRITES_IDX_MAP)
+    writes: tuple[WriteRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteThreadOp:
+    """Outbox entry of `delete_thread`: a fence for everything queued before it."""
+
+    seq: str
+    thread_id: str
+
+
+Op = PutOp | WritesOp | DeleteThreadOp
+
+
+@dataclass(slots=True)
+class StoredCheckpoint:
+    """A checkpoint read back from either tier, not yet deserialized."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: dict[str, Any]
+    metadata: dict[str, Any]
+    blobs: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)
+    writes: list[WriteRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """The arguments of `list`, validated once."""
+
+    thread_id: str | None
+    checkpoint_ns: str | None
+    checkpoint_id: str | None
+    filter: dict[str, Any] | None
+    before: str | None
+    limit: int | None
+
+
+# --- config -------------------------------------------------------------------
+
+
+def normalize_id(value: Any, what: str) -> str:
+    """Accept str, int and UUID ids (as LangGraph users pass them); reject the rest."""
+    if isinstance(value, str):
+        if value:
+            return value
+    elif isinstance(value, (int, UUID)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(
+        f"{what} must be a non-empty str (or int/UUID), got {value!r}: pass "
+        f"config={{'configurable': {{'{what}': 'my-thread'}}}}"
+    )
+
+
+def parse_config(config: RunnableConfig | None) -> tuple[str, str, str | None]:
+    """(thread_id, checkpoint_ns, checkpoint_id) of a config, validated."""
+    configurable = (config or {}).get("configurable")
+    if not isinstance(configurable, Mapping) or "thread_id" not in configurable:
+        raise ConfigError(
+            "config['configurable']['thread_id'] is missing: pass "
+            "config={'configurable': {'thread_id': 'my-thread'}} to invoke/stream"
+        )
+    thread_id = normalize_id(configurable["thread_id"], "thread_id")
+    ns = configurable.get("checkpoint_ns") or ""
+    if not isinstance(ns, str):
+        raise ConfigError(f"checkpoint_ns must be a str, got {ns!r}")
+    cid = configurable.get("checkpoint_id") or None
+    if cid is not None and not isinstance(cid, str):
+        raise ConfigError(f"checkpoint_id must be a str, got {cid!r}")
+    return thread_id, ns, cid
+
+
+def list_query(
+    config: RunnableConfig | None,
+    filter: dict[str, Any] | None,
+    before: RunnableConfig | None,
+    limit: int | None,
+) -> ListQuery:
+    if filter is not None and not isinstance(filter, dict):
+        raise ConfigError(f"filter must be a dict of metadata values, got {filter!r}")
+    if filter:
+        try:
+            json.dumps(filter)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"filter {filter!r} holds a value that is not JSON (str, int, "
+                f"float, bool, None, list, dict): {e}"
+            ) from e
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+        raise ConfigError(f"limit must be an int or None, got {limit!r}")
+    thread_id = ns = cid = None
+    if config is not None and (config.get("configurable") or {}).get("thread_id"):
+        thread_id, ns, cid = parse_config(config)
+        ns = config["configurable"].get("checkpoint_ns")  # None lists every ns
+    before_id = None
+    if before is not None:
+        before_id = (before.get("configurable") or {}).get("checkpoint_id")
+    return ListQuery(thread_id, ns, cid, filter or None, before_id, limit)
+
+
+def next_config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+def next_version(current: str | int | float | None) -> str:
+    """Channel versions in the format of `PostgresSaver.get_next_version`."""
+    if current is None:
+        current_v = 0
+    elif isinstance(current, (int, float)):
+        current_v = int(current)
+    else:
+        current_v = int(current.split(".")[0])
+    return f"{current_v + 1:032}.{random.random():016}"
+
+
+# --- encode -------------------------------------------------------------------
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise SerializationError(
+            f"{what} is not JSON-serializable ({e}); keep metadata values to "
+            "str, int, float, bool, None, lists and dicts"
+        ) from e
+
+
+def encode_put(
+    serde: SerializerProtocol,
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+    new_versions: ChannelVersions,
+) -> tuple[CheckpointRow, list[str], list[BlobRow]]:
+    """Split a checkpoint into its row, the blob fields it reads, and new blobs.
+
+    Returns the row, `blob_refs` (`blob_field` of every channel whose value is
+    a blob, at this checkpoint's version) and the blobs to store now (only
+    channels in `new_versions`: an unchanged value is stored once).
+    """
+    thread_id, ns, parent_id = parse_config(config)
+    doc = cast(dict[str, Any], dict(checkpoint))
+    inline: dict[str, Any] = {}
+    refs: list[str] = []
+    blobs: list[BlobRow] = []
+    versions = checkpoint["channel_versions"]
+    for channel, value in checkpoint["channel_values"].items():
+        if isinstance(value, _DeltaSnapshot):
+            inline[channel] = True  # marker, as PostgresSaver writes it
+        elif value is None or isinstance(value, _INLINE_TYPES):
+            inline[channel] = value
+            continue
+        if channel not in versions:
+            raise SerializationError(
+                f"channel {channel!r} has a value but no entry in "
+                "checkpoint['channel_versions']; version every channel you store"
+            )
+        refs.append(blob_field(channel, str(versions[channel])))
+        if channel in new_versions:
+            try:
+                type_, data = serde.dumps_typed(value)
+            except Exception as e:
+                raise SerializationError(
+                    f"channel {channel!r}: the serializer cannot encode "
+                    f"{type(value).__name__} ({e})"
+                ) from e
+            blobs.append(BlobRow(channel, str(new_versions[channel]), type_, data))
+    doc["channel_values"] = inline
+    row = CheckpointRow(
+        thread_id=thread_id,
+        checkpoint_ns=ns,
+        checkpoint_id=checkpoint["id"],
+        parent_checkpoint_id=parent_id,
+        checkpoint=_dumps(doc, f"checkpoint {checkpoint['id']!r}"),
+        metadata=_dumps(
+            get_serializable_checkpoint_metadata(config, metadata),
+            f"metadata of checkpoint {checkpoint['id']!r}",
+        ),
+    )
+    return row, refs, blobs
+
+
+def encode_writes(
+    serde: SerializerProtocol,
+    writes: Sequence[tuple[str, Any]],
+    task_id: str,
+    task_path: str,
+) -> tuple[list[WriteRow], bool]:
+    """Rows of a `put_writes` call and whether they overwrite (all special)."""
+    rows = []
+    for idx, (channel, value) in enumerate(writes):
+        try:
+            type_, data = serde.dumps_typed(value)
+        except Exception as e:
+            raise SerializationError(
+                f"write to channel {channel!r} by task {task_id!r}: the serializer "
+                f"cannot encode {type(value).__name__} ({e})"
+            ) from e
+        rows.append(
+            WriteRow(task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, type_, data)
+        )
+    return rows, all(w[0] in WRITES_IDX_MAP for w in writes)
+
+
+def blob_field(channel: str, version: str) -> str:
+    """Identity of one stored channel value; NUL never occurs in either part."""
+    return f"{channel}\x00{version}"
+
+
+# --- decode -------------------------------------------------------------------
+
+
+def sort_writes(writes: Sequence[WriteRow]) -> list[WriteRow]:
+    return sorted(writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+
+
+def to_tuple(serde: SerializerProtocol, stored: StoredCheckpoint) -> CheckpointTuple:
+    """Deserialize a stored checkpoint into what LangGraph expects."""
+    values = dict(stored.checkpoint.get("channel_values") or {})
+    for channel, (type_, blob) in stored.blobs.items():
+        if type_ != "empty":
+            values[channel] = serde.loads_typed((type_, cast(bytes, blob)))
+    checkpoint = cast(Checkpoint, {**stored.checkpoint, "channel_values": values})
+    parent = (
+        next_config(stored.thread_id, stored.checkpoint_ns, stored.parent_checkpoint_id)
+        if stored.parent_checkpoint_id
+        else None
+    )
+    return CheckpointTuple(
+        config=next_config(stored.thread_id, stored.checkpoint_ns, stored.checkpoint_id),
+        checkpoint=checkpoint,
+        metadata=cast(CheckpointMetadata, stored.metadata),
+        parent_config=parent,
+        pending_writes=[
+            (w.task_id, w.channel, serde.loads_typed((w.type, w.blob)))
+            for w in sort_writes(stored.writes)
+        ],
+    )
+
+
+# --- list ---------------------------------------------------------------------
+
+
+def json_contains(doc: Any, pattern: Any) -> bool:
+    """PostgreSQL `jsonb @>` semantics, the filter every official saver applies."""
+    if isinstance(pattern, dict):
+        return isinstance(doc, dict) and all(
+            k in doc and json_contains(doc[k], v) for k, v in pattern.items()
+        )
+    if isinstance(pattern, list):
+        return isinstance(doc, list) and all(any(json_contains(d, p) for d in doc) for p in pattern)
+    if isinstance(pattern, bool) or isinstance(doc, bool):
+        return type(pattern) is type(doc) and pattern == doc
+    return bool(doc == pattern)
+
+
+def matches(query: ListQuery, stored: StoredCheckpoint) -> bool:
+    """Whether a hot checkpoint passes the query (thread and ns already chosen)."""
+    if query.checkpoint_id is not None and stored.checkpoint_id != query.checkpoint_id:
+        return False
+    if query.before is not None and not stored.checkpoint_id < query.before:
+        return False
+    return query.filter is None or json_contains(stored.metadata, query.filter)
+
+
+def merge_newest_first(
+    hot: Sequence[StoredCheckpoint],
+    durable: Sequence[StoredCheckpoint],
+    limit: int | None,
+) -> list[StoredCheckpoint]:
+    """Union of both tiers without duplicates, newest first, hot copy preferred.
+
+    The hot copy wins because it may carry pending writes not yet reconciled.
+    """
+    seen: dict[tuple[str, str, str], StoredCheckpoint] = {}
+    for s in (*hot, *durable):
+        seen.setdefault((s.thread_id, s.checkpoint_ns, s.checkpoint_id), s)
+    merged = sorted(seen.values(), key=lambda s: s.checkpoint_id, reverse=True)
+    return merged if limit is None else merged[: max(limit, 0)]
+
+
+# --- outbox order -------------------------------------------------------------
+
+
+def seq_key(stream_id: str) -> str:
+    """A Redis stream id ("ms-seq") as a fixed-width string that sorts in order."""
+    ms, _, n = stream_id.partition("-")
+    return f"{int(ms):016d}-{int(n or 0):010d}"

@@ -1,0 +1,60 @@
+"""Errors raised by langgraph-hybrid-saver.
+
+Every error derives from `HybridSaverError` and from the built-in exception a
+caller would naturally catch (`ValueError`, `ConnectionError`, ...). Messages
+name the offending value and the fix, and never contain a password.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CorruptDataError",
+    "DurableStoreError",
+    "FlushTimeoutError",
+    "HybridSaverError",
+    "MissingExtraError",
+    "SaverClosedError",
+    "SerializationError",
+    "ServerUnreachableError",
+]
+
+
+class HybridSaverError(Exception):
+    """Root of every error this package raises."""
+
+
+class ConfigError(HybridSaverError, ValueError):
+    """A bad argument: a config without `thread_id`, an unknown URL scheme, ..."""
+
+
+class MissingExtraError(HybridSaverError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+
+class ServerUnreachableError(HybridSaverError, ConnectionError):
+    """Redis or the durable store could not be reached (host:port named)."""
+
+
+class DurableStoreError(HybridSaverError, RuntimeError):
+    """The durable store rejected or failed an operation."""
+
+
+class CorruptDataError(HybridSaverError, ValueError):
+    """Stored data could not be decoded; the message names the key."""
+
+
+class SerializationError(HybridSaverError, TypeError):
+    """A checkpoint or its metadata could not be encoded."""
+
+
+class FlushTimeoutError(HybridSaverError, TimeoutError):
+    """`flush`/`aflush` gave up before the outbox drained."""
+
+
+class SaverClosedError(HybridSaverError, RuntimeError):
+    """The saver was used after `close`/`aclose`."""
+
+
+for _cls in list(map(globals().get, __all__)):
+    _cls.__module__ = "langgraph_hybrid_saver"

@@ -1,0 +1,551 @@
+"""The hot tier: checkpoints in plain Redis (>= 6) or Valkey, no modules.
+
+Layout (LAYOUT_VERSION in every key, so a later layout can migrate). A thread
+is assigned to one of `shards` hash tags by crc32; every key of the thread and
+the outbox stream of its shard carry that tag, so each Lua script touches one
+slot and works on Redis Cluster.
+
+    {prefix}:v1:{<shard>}:<len>:<thread_id>           thread base
+      base:n                  set     namespaces of the thread
+      base:g                  string  generation, bumped by delete/invalidate
+      base:i:<len>:<ns>       zset    checkpoint ids (score 0, ordered by id)
+      base:c:<len>:<ns>       hash    checkpoint id -> record
+      base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob
+      base:w:<len>:<ns>       hash    checkpoint id NUL task NUL idx -> write
+      base:z:<len>:<ns>       zset    the same write fields, for a range by id
+    {prefix}:v1:{<shard>}:outbox    stream  entries not yet in the durable store
+    {prefix}:v1:lease:<shard>       string  the reconciler that owns the shard
+    {prefix}:v1:meta                hash    layout facts every process must share
+
+The five keys of one (thread, namespace) are written together and expire
+together, so a namespace is either hot as a whole or read from the durable
+store. A record is msgpack [checkpoint json, metadata json, parent, blob
+fields]. Lengths are UTF-8 byte lengths (Lua's `#`).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ormsgpack
+from redis.asyncio import Redis
+
+from langgraph_hybrid_saver.core import (
+    BlobRow,
+    CheckpointRow,
+    DeleteThreadOp,
+    Op,
+    PutOp,
+    StoredCheckpoint,
+    WriteRow,
+    WritesOp,
+    blob_field,
+    seq_key,
+)
+from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError
+
+LAYOUT_VERSION = "v1"
+DEFAULT_PREFIX = "lhs"
+DEFAULT_SHARDS = 16
+
+# Shared helpers for every script: key names and chunked HMGET/HSET (Lua's
+# unpack() has a stack limit of a few thousand values).
+_LUA_PRELUDE = """
+local base = KEYS[1]
+local function nk(kind, ns) return base .. ':' .. kind .. ':' .. #ns .. ':' .. ns end
+local function call_chunked(cmd, key, list, first, last, step)
+  local out = {}
+  for i = first, last, step do
+    local j = math.min(i + step - 1, last)
+    local r = redis.call(cmd, key, unpack(list, i, j))
+    if type(r) == 'table' then for _, v in ipairs(r) do out[#out + 1] = v end end
+  end
+  return out
+end
+local function expire_ns(ns, ttl)
+  if ttl > 0 then
+    for _, k in ipairs({'i', 'c', 'b', 'w', 'z'}) do redis.call('PEXPIRE', nk(k, ns), ttl) end
+    redis.call('PEXPIRE', base .. ':n', ttl)
+  end
+end
+local function read_writes(ns, cid)
+  local fields = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\\0', '(' .. cid .. '\\1')
+  if #fields == 0 then return {} end
+  return call_chunked('HMGET', nk('w', ns), fields, 1, #fields, 4000)
+end
+"""
+
+# KEYS: base, outbox. ARGV: ttl, thread_id, ns, cid, record, blob field/value pairs.
+_PUT = (
+    _LUA_PRELUDE
+    + """
+local ttl, tid, ns, cid, rec = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+redis.call('ZADD', nk('i', ns), 0, cid)
+redis.call('HSET', nk('c', ns), cid, rec)
+redis.call('SADD', base .. ':n', ns)
+if #ARGV > 5 then call_chunked('HSET', nk('b', ns), ARGV, 6, #ARGV, 4000) end
+local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
+for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+expire_ns(ns, ttl)
+return id
+"""
+)
+
+# KEYS: base, outbox. ARGV: ttl, thread_id, ns, cid, upsert, field/value pairs.
+# Regular writes never overwrite (HSETNX), special ones do, like PostgresSaver.
+_PUT_WRITES = (
+    _LUA_PRELUDE
+    + """
+local ttl, tid, ns, cid, upsert = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local wk, zk = nk('w', ns), nk('z', ns)
+for i = 6, #ARGV, 2 do
+  if upsert == '1' then redis.call('HSET', wk, ARGV[i], ARGV[i + 1])
+  else redis.call('HSETNX', wk, ARGV[i], ARGV[i + 1]) end
+  redis.call('ZADD', zk, 0, ARGV[i])
+end
+redis.call('SADD', base .. ':n', ns)
+local entry = {'k', 'w', 't', tid, 'n', ns, 'c', cid, 'u', upsert}
+for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+expire_ns(ns, ttl)
+return id
+"""
+)
+
+# KEYS: base. ARGV: ns, cid or '', ttl to refresh (0: none).
+# Returns {cid|false, record|false, blob values, write values, generation}.
+_GET = (
+    _LUA_PRELUDE
+    + """
+local ns, cid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local gen = redis.call('GET', base .. ':g') or '0'
+if cid == '' then
+  local top = redis.call('ZREVRANGEBYLEX', nk('i', ns), '+', '-', 'LIMIT', 0, 1)
+  if #top == 0 then return {false, false, {}, {}, gen} end
+  cid = top[1]
+end
+local rec = redis.call('HGET', nk('c', ns), cid)
+local blobs = {}
+if rec then
+  local fields = cmsgpack.unpack(rec)[4]
+  if #fields > 0 then blobs = call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000) end
+  expire_ns(ns, ttl)
+end
+return {cid, rec, blobs, read_writes(ns, cid), gen}
+"""
+)
+
+# KEYS: base. ARGV: ns, before or '', limit (0: all). Records newest first.
+_LIST = (
+    _LUA_PRELUDE
+    + """
+local ns, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local hi = '+'
+if before ~= '' then hi = '(' .. before end
+local ids
+if limit > 0 then ids = redis.call('ZREVRANGEBYLEX', nk('i', ns), hi, '-', 'LIMIT', 0, limit)
+else ids = redis.call('ZREVRANGEBYLEX', nk('i', ns), hi, '-') end
+if #ids == 0 then return {{}, {}} end
+return {ids, call_chunked('HMGET', nk('c', ns), ids, 1, #ids, 4000)}
+"""
+)
+
+# KEYS: base. ARGV: ns, ttl, cid, record, generation, index ('1' when this is
+# the latest), n blob pairs, blob pairs..., write pairs...
+# Read-through: never overwrites hot data (hot is newer or equal) and gives up
+# when the thread was deleted since the read began. Returns the write values.
+_REPOPULATE = (
+    _LUA_PRELUDE
+    + """
+local ns, ttl, cid, rec, gen, index = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if (redis.call('GET', base .. ':g') or '0') ~= gen then return false end
+local nb = tonumber(ARGV[7])
+if index == '1' and redis.call('ZCARD', nk('i', ns)) == 0 then
+  redis.call('ZADD', nk('i', ns), 0, cid)
+end
+redis.call('HSETNX', nk('c', ns), cid, rec)
+for i = 8, 7 + nb, 2 do redis.call('HSETNX', nk('b', ns), ARGV[i], ARGV[i + 1]) end
+for i = 8 + nb, #ARGV, 2 do
+  redis.call('HSETNX', nk('w', ns), ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', nk('z', ns), 0, ARGV[i])
+end
+redis.call('SADD', base .. ':n', ns)
+expire_ns(ns, ttl)
+return read_writes(ns, cid)
+"""
+)
+
+# KEYS: base, outbox. ARGV: thread_id, queue ('1': add a delete entry to the
+# outbox). Drops every hot key of the thread and bumps its generation.
+_DROP_THREAD = (
+    _LUA_PRELUDE
+    + """
+for _, ns in ipairs(redis.call('SMEMBERS', base .. ':n')) do
+  redis.call('DEL', nk('i', ns), nk('c', ns), nk('b', ns), nk('w', ns), nk('z', ns))
+end
+redis.call('DEL', base .. ':n')
+redis.call('INCR', base .. ':g')
+redis.call('PEXPIRE', base .. ':g', 604800000)
+if ARGV[2] == '1' then return redis.call('XADD', KEYS[2], '*', 'k', 'd', 't', ARGV[1]) end
+return false
+"""
+)
+
+# KEYS: base. Namespaces of a thread.
+_NAMESPACES = "return redis.call('SMEMBERS', KEYS[1] .. ':n')"
+
+# KEYS: lease. ARGV: owner, ttl ms. Take a free lease or renew our own.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease. ARGV: owner.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _b(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def pack_blob(type_: str, blob: bytes | None) -> bytes:
+    return type_.encode() + b"\x00" + (blob or b"")
+
+
+def unpack_blob(value: bytes) -> tuple[str, bytes]:
+    type_, _, blob = value.partition(b"\x00")
+    return type_.decode(), blob
+
+
+def write_field(checkpoint_id: str, w: WriteRow) -> str:
+    return f"{checkpoint_id}\x00{w.task_id}\x00{w.idx}"
+
+
+def pack_write(w: WriteRow) -> bytes:
+    return ormsgpack.packb([w.task_id, w.idx, w.task_path, w.channel, w.type, w.blob])
+
+
+def unpack_write(value: bytes) -> WriteRow:
+    task_id, idx, task_path, channel, type_, blob = ormsgpack.unpackb(value)
+    return WriteRow(task_id, idx, task_path, channel, type_, blob)
+
+
+def pack_record(row: CheckpointRow, refs: Sequence[str]) -> bytes:
+    return ormsgpack.packb(
+        [row.checkpoint, row.metadata, row.parent_checkpoint_id or "", list(refs)]
+    )
+
+
+@dataclass(slots=True)
+class HotRead:
+    """What one `get` found: `stored` is None when the hot copy is missing or
+    incomplete; `writes` are the hot pending writes of `checkpoint_id` either way."""
+
+    checkpoint_id: str | None
+    stored: StoredCheckpoint | None
+    writes: list[WriteRow]
+    generation: bytes
+
+
+def _decode_record(
+    thread_id: str, ns: str, cid: str, rec: bytes, where: str
+) -> tuple[StoredCheckpoint, list[str]]:
+    try:
+        doc, md, parent, refs = ormsgpack.unpackb(rec)
+        stored = StoredCheckpoint(
+            thread_id, ns, cid, parent or None, json.loads(doc), json.loads(md)
+        )
+    except (ValueError, TypeError, ormsgpack.MsgpackDecodeError) as e:
+        raise CorruptDataError(
+            f"hot record of checkpoint {cid!r} in {where} cannot be decoded ({e}); "
+            "delete that key and the durable copy will be read through"
+        ) from e
+    return stored, refs
+
+
+class HotTier:
+    """All Redis I/O of the saver and the reconciler; one round trip per call."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        shards: int = DEFAULT_SHARDS,
+        ttl: float | None = 3600.0,
+        refresh_on_read: bool = False,
+    ) -> None:
+        if not prefix or any(c in prefix for c in "{}"):
+            raise ConfigError(
+                f"key_prefix {prefix!r} must be non-empty and free of '{{' and '}}' "
+                "(they delimit Redis Cluster hash tags)"
+            )
+        if not isinstance(shards, int) or not 1 <= shards <= 16384:
+            raise ConfigError(f"shards must be an int in 1..16384, got {shards!r}")
+        if ttl is not None and ttl <= 0:
+            raise ConfigError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        self.redis = redis
+        self.prefix = prefix
+        self.shards = shards
+        self.ttl_ms = int(ttl * 1000) if ttl else 0
+        self.refresh_ms = self.ttl_ms if refresh_on_read else 0
+        root = f"{prefix}:{LAYOUT_VERSION}"
+        self.meta_key = f"{root}:meta"
+        self.outboxes = [f"{root}:{{{s}}}:outbox" for s in range(shards)]
+        self.leases = [f"{root}:lease:{s}" for s in range(shards)]
+        self._root = root
+        r = redis
+        self._put = r.register_script(_PUT)
+        self._put_writes = r.register_script(_PUT_WRITES)
+        self._get = r.register_script(_GET)
+        self._list = r.register_script(_LIST)
+        self._repopulate = r.register_script(_REPOPULATE)
+        self._drop = r.register_script(_DROP_THREAD)
+        self._namespaces = r.register_script(_NAMESPACES)
+        self._lease = r.register_script(_LEASE)
+        self._release = r.register_script(_RELEASE)
+
+    # --- keys -----------------------------------------------------------------
+
+    def shard(self, thread_id: str) -> int:
+        return zlib.crc32(thread_id.encode()) % self.shards
+
+    def base(self, thread_id: str) -> str:
+        return f"{self._root}:{{{self.shard(thread_id)}}}:{len(thread_id.encode())}:{thread_id}"
+
+    def outbox(self, thread_id: str) -> str:
+        return self.outboxes[self.shard(thread_id)]
+
+    async def check_layout(self) -> None:
+        """Refuse to share a prefix with a process that shards threads differently."""
+        await self.redis.hsetnx(self.meta_key, "shards", self.shards)
+        stored = await self.redis.hget(self.meta_key, "shards")
+        if stored is not None and int(stored) != self.shards:
+            raise ConfigError(
+                f"key_prefix {self.prefix!r} is in use with shards={int(stored)}, "
+                f"this saver has shards={self.shards}: use the same value everywhere "
+                "or another key_prefix"
+            )
+
+    # --- writes ---------------------------------------------------------------
+
+    async def put(self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow]) -> str:
+        """Write a checkpoint, its new blobs and its outbox entry atomically."""
+        args: list[Any] = [
+            self.ttl_ms,
+            row.thread_id,
+            row.checkpoint_ns,
+            row.checkpoint_id,
+            pack_record(row, refs),
+        ]
+        for b in blobs:
+            args += (blob_field(b.channel, b.version), pack_blob(b.type, b.blob))
+        tid = row.thread_id
+        return _b(await self._put(keys=[self.base(tid), self.outbox(tid)], args=args))
+
+    async def put_writes(
+        self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRow], upsert: bool
+    ) -> str:
+        args: list[Any] = [self.ttl_ms, thread_id, ns, cid, "1" if upsert else "0"]
+        for w in writes:
+            args += (write_field(cid, w), pack_write(w))
+        keys = [self.base(thread_id), self.outbox(thread_id)]
+        return _b(await self._put_writes(keys=keys, args=args))
+
+    async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
+        """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
+        keys = [self.base(thread_id), self.outbox(thread_id)]
+        sid = await self._drop(keys=keys, args=[thread_id, "1" if queue else "0"])
+        return _b(sid) if sid else None
+
+    # --- reads ----------------------------------------------------------------
+
+    async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
+        base = self.base(thread_id)
+        found, rec, blob_values, write_values, gen = await self._get(
+            keys=[base], args=[ns, cid or "", self.refresh_ms]
+        )
+        found_id = _b(found) if found else None
+        writes = [unpack_write(v) for v in write_values if v is not None]
+        if found_id is None or rec is None:
+            return HotRead(found_id, None, writes, gen)
+        stored, refs = _decode_record(thread_id, ns, found_id, rec, base)
+        if any(v is None for v in blob_values):
+            # A blob this checkpoint needs is gone (evicted, or lost with a
+            # Redis restart): the durable store has the whole checkpoint.
+            return HotRead(found_id, None, writes, gen)
+        for ref, value in zip(refs, blob_values, strict=True):
+            stored.blobs[ref.partition("\x00")[0]] = unpack_blob(value)
+        stored.writes = writes
+        return HotRead(found_id, stored, writes, gen)
+
+    async def namespaces(self, thread_id: str) -> list[str]:
+        return sorted(_b(n) for n in await self._namespaces(keys=[self.base(thread_id)]))
+
+    async def list_headers(
+        self, thread_id: str, ns: str, before: str | None, limit: int | None
+    ) -> list[StoredCheckpoint]:
+        """Checkpoints of one namespace newest first, without blobs or writes."""
+        base = self.base(thread_id)
+        ids, recs = await self._list(keys=[base], args=[ns, before or "", limit or 0])
+        out = []
+        for cid, rec in zip(ids, recs, strict=True):
+            if rec is not None:  # a record evicted alone is read from the durable store
+                out.append(_decode_record(thread_id, ns, _b(cid), rec, base)[0])
+        return out
+
+    async def repopulate(
+        self, stored: StoredCheckpoint, generation: bytes, *, latest: bool
+    ) -> list[WriteRow] | None:
+        """Copy a durable checkpoint into Redis; None if the thread was deleted
+        meanwhile. Returns the union of durable and hot pending writes."""
+        versions = stored.checkpoint.get("channel_versions", {})
+        row = CheckpointRow(
+            stored.thread_id,
+            stored.checkpoint_ns,
+            stored.checkpoint_id,
+            stored.parent_checkpoint_id,
+            json.dumps(stored.checkpoint, separators=(",", ":")),
+            json.dumps(stored.metadata, separators=(",", ":")),
+        )
+        refs: list[str] = []
+        blob_args: list[Any] = []
+        for channel, (type_, blob) in stored.blobs.items():
+            ref = blob_field(channel, str(versions[channel]))
+            refs.append(ref)
+            blob_args += (ref, pack_blob(type_, blob))
+        args: list[Any] = [
+            stored.checkpoint_ns,
+            self.ttl_ms,
+            stored.checkpoint_id,
+            pack_record(row, refs),
+            generation,
+            "1" if latest else "0",
+            len(blob_args),
+            *blob_args,
+        ]
+        for w in stored.writes:
+            args += (write_field(stored.checkpoint_id, w), pack_write(w))
+        values = await self._repopulate(keys=[self.base(stored.thread_id)], args=args)
+        if values is None:
+            return None
+        return [unpack_write(v) for v in values if v is not None]
+
+    # --- outbox ---------------------------------------------------------------
+
+    async def try_lease(self, shard: int, owner: str, ttl_ms: int) -> bool:
+        return bool(await self._lease(keys=[self.leases[shard]], args=[owner, ttl_ms]))
+
+    async def release(self, shard: int, owner: str) -> None:
+        await self._release(keys=[self.leases[shard]], args=[owner])
+
+    async def read_outbox(
+        self, shards: Sequence[int], count: int, block_ms: int | None
+    ) -> list[tuple[int, str, Op]]:
+        """The oldest entries of the given shards (applied ones are deleted, so
+        the head of a stream is always the oldest unapplied entry)."""
+        if not shards:
+            return []
+        streams = {self.outboxes[s]: "0-0" for s in shards}
+        reply: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        index = {self.outboxes[s]: s for s in shards}
+        out = []
+        for stream, entries in reply or []:
+            shard = index[_b(stream)]
+            for sid, fields in entries:
+                out.append((shard, _b(sid), decode_entry(_b(sid), fields)))
+        return out
+
+    async def ack(self, applied: Sequence[tuple[int, str]]) -> None:
+        """Delete applied entries; the durable store has committed them."""
+        by_shard: dict[int, list[str]] = {}
+        for shard, sid in applied:
+            by_shard.setdefault(shard, []).append(sid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, sids in by_shard.items():
+                pipe.xdel(self.outboxes[shard], *sids)
+            await pipe.execute()
+
+    async def outbox_heads(self) -> list[str | None]:
+        """The newest entry id of every shard's outbox (None when empty)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.outboxes:
+                pipe.xrevrange(stream, count=1)
+            replies = await pipe.execute()
+        return [_b(r[0][0]) if r else None for r in replies]
+
+    async def pending_upto(self, heads: Sequence[str | None]) -> int:
+        """How many entries at or before `heads` are still in the outbox."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            todo = [(s, h) for s, h in enumerate(heads) if h is not None]
+            for shard, head in todo:
+                pipe.xrange(self.outboxes[shard], "-", head, count=1)
+            replies = await pipe.execute()
+        return sum(1 for r in replies if r)
+
+    async def backlog(self) -> tuple[int, float | None]:
+        """Entries in the outbox and the age in seconds of the oldest one."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.outboxes:
+                pipe.xlen(stream)
+                pipe.xrange(stream, count=1)
+            pipe.time()
+            replies = await pipe.execute()
+        now_s, now_us = replies[-1]
+        now_ms = now_s * 1000 + now_us // 1000
+        total, oldest = 0, None
+        for i in range(0, len(replies) - 1, 2):
+            total += replies[i]
+            if replies[i + 1]:
+                ms = int(_b(replies[i + 1][0][0]).split("-")[0])
+                oldest = ms if oldest is None else min(oldest, ms)
+        return total, (None if oldest is None else max(now_ms - oldest, 0) / 1000)
+
+    async def unreconciled_puts(self) -> list[PutOp]:
+        """Every put still in the outbox (for `list(None, ...)` across threads)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.outboxes:
+                pipe.xrange(stream)
+            replies = await pipe.execute()
+        ops = (decode_entry(_b(sid), f) for entries in replies for sid, f in entries)
+        return [op for op in ops if isinstance(op, PutOp)]
+
+
+def decode_entry(sid: str, fields: dict[bytes, bytes]) -> Op:
+    """An outbox entry as the operation the durable store must apply."""
+    try:
+        kind = fields[b"k"]
+        thread_id = fields[b"t"].decode()
+        seq = seq_key(sid)
+        if kind == b"d":
+            return DeleteThreadOp(seq, thread_id)
+        ns, cid = fields[b"n"].decode(), fields[b"c"].decode()
+        if kind == b"w":
+            writes = tuple(unpack_write(v) for f, v in fields.items() if b"\x00" in f)
+            return WritesOp(seq, thread_id, ns, cid, fields[b"u"] == b"1", writes)
+        doc, md, parent, _ = ormsgpack.unpackb(fields[b"r"])
+        blobs = []
+        for f, v in fields.items():
+            if b"\x00" in f:
+                channel, _, version = f.decode().partition("\x00")
+                type_, blob = unpack_blob(v)
+                blobs.append(BlobRow(channel, version, type_, blob))
+        row = CheckpointRow(thread_id, ns, cid, parent or None, doc, md)
+        return PutOp(seq, row, tuple(blobs))
+    except (KeyError, ValueError, ormsgpack.MsgpackDecodeError) as e:
+        raise CorruptDataError(
+            f"outbox entry {sid} cannot be decoded ({e}); inspect it with XRANGE "
+            "and delete it with XDEL once its data is saved elsewhere"
+        ) from e

@@ -1,0 +1,153 @@
+"""The reconciler: drains the Redis outbox into the durable store.
+
+Ordering and crash safety, in short:
+
+* Each shard's outbox is a Redis stream; a thread always lands in the same
+  shard, so stream order is per-thread order.
+* One reconciler at a time owns a shard (a lease key with a TTL, renewed while
+  it works). Several reconcilers split the shards between them; when one dies,
+  its leases expire and another takes its shards over.
+* An entry is deleted from the stream (XDEL) only after the durable store has
+  committed it, so the head of a stream is always the oldest unapplied entry:
+  whatever a dead reconciler had read is simply read again.
+* The durable store keeps a per-thread watermark in the same transaction as
+  the rows, so an entry applied twice (a crash between commit and XDEL, or a
+  stale owner whose lease ran out) changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from langgraph_hybrid_saver.backends import DurableBackend
+from langgraph_hybrid_saver.hot import HotTier
+
+logger = logging.getLogger("langgraph_hybrid_saver.reconciler")
+
+WORKERS_KEY = "workers"
+
+
+@dataclass(slots=True)
+class ReconcilerStats:
+    applied: int = 0
+    read: int = 0
+    batches: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    owned_shards: list[int] = field(default_factory=list)
+
+
+class Reconciler:
+    """Applies outbox entries of the shards it leases, in order, in batches."""
+
+    def __init__(
+        self,
+        hot: HotTier,
+        backend: DurableBackend,
+        *,
+        owner: str | None = None,
+        batch_size: int = 512,
+        lease_ms: int = 5000,
+        block_ms: int = 100,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.hot = hot
+        self.backend = backend
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.batch_size = batch_size
+        self.lease_ms = lease_ms
+        self.block_ms = block_ms
+        self.max_backoff = max_backoff
+        self.stats = ReconcilerStats()
+        self._owned: set[int] = set()
+        self._renewed_at = 0.0
+        self._workers_key = f"{hot.meta_key}:{WORKERS_KEY}"
+
+    async def _refresh_leases(self) -> None:
+        """Heartbeat, then hold a fair share of the shards (ceil(shards/workers))."""
+        now_ms = int(time.time() * 1000)
+        redis = self.hot.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._workers_key, {self.owner: now_ms + self.lease_ms})
+            pipe.zremrangebyscore(self._workers_key, "-inf", now_ms)
+            pipe.zcard(self._workers_key)
+            _, _, workers = await pipe.execute()
+        share = math.ceil(self.hot.shards / max(int(workers), 1))
+        for shard in sorted(self._owned):
+            if not await self.hot.try_lease(shard, self.owner, self.lease_ms):
+                self._owned.discard(shard)  # our lease ran out and was taken
+        for shard in range(self.hot.shards):
+            if len(self._owned) >= share:
+                break
+            if shard not in self._owned and await self.hot.try_lease(
+                shard, self.owner, self.lease_ms
+            ):
+                self._owned.add(shard)
+        for shard in sorted(self._owned)[share:]:
+            await self.hot.release(shard, self.owner)
+            self._owned.discard(shard)
+        self.stats.owned_shards = sorted(self._owned)
+        self._renewed_at = time.monotonic()
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Read one batch of the owned shards, apply it, delete it. Returns the
+        number of entries processed."""
+        if time.monotonic() - self._renewed_at > self.lease_ms / 3000:
+            await self._refresh_leases()
+        if not self._owned:
+            await asyncio.sleep((block_ms or 0) / 1000)
+            return 0
+        entries = await self.hot.read_outbox(sorted(self._owned), self.batch_size, block_ms)
+        if not entries:
+            return 0
+        self.stats.read += len(entries)
+        self.stats.applied += await self.backend.apply([op for _, _, op in entries])
+        await self.hot.ack([(shard, sid) for shard, sid, _ in entries])
+        self.stats.batches += 1
+        return len(entries)
+
+    async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
+        """Work until `stop` is set, then drain the owned shards and let go."""
+        backoff = 0.05
+        while not stop.is_set():
+            try:
+                await self.step(self.block_ms)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the durable store or Redis is down: retry
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                logger.warning("reconcile failed, retrying in %.2fs: %s", backoff, e)
+                try:
+                    await asyncio.wait_for(stop.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(backoff * 2, self.max_backoff)
+        await self.drain(drain_timeout)
+        await self.release_all()
+
+    async def drain(self, timeout: float) -> None:
+        """Apply what the owned shards hold, for at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if await self.step(None) == 0:
+                    return
+            except Exception as e:
+                logger.warning("drain on close failed: %s", e)
+                await asyncio.sleep(0.1)
+        logger.warning("outbox not drained within %.1fs; another reconciler will finish", timeout)
+
+    async def release_all(self) -> None:
+        for shard in sorted(self._owned):
+            await self.hot.release(shard, self.owner)
+        self._owned.clear()
+        await self.hot.redis.zrem(self._workers_key, self.owner)

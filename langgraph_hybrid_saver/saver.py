@@ -1,0 +1,760 @@
+"""The public savers: `AsyncHybridSaver` and its sync front `HybridSaver`.
+
+Write path (`write_behind`, the default): one Lua script writes the checkpoint,
+its new blobs and its outbox entry to Redis atomically; the reconciler applies
+the entry to the durable store later. `write_through` additionally waits until
+the entry is applied before returning.
+
+Read path: Redis first; on a miss, the durable store, and the result is copied
+back into Redis. `list` merges both tiers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Literal, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend, open_backend, redact
+from langgraph_hybrid_saver.core import (
+    BlobRow,
+    CheckpointRow,
+    DeleteThreadOp,
+    ListQuery,
+    StoredCheckpoint,
+    blob_field,
+    encode_put,
+    encode_writes,
+    list_query,
+    matches,
+    merge_newest_first,
+    next_config,
+    next_version,
+    normalize_id,
+    parse_config,
+    seq_key,
+    to_tuple,
+)
+from langgraph_hybrid_saver.errors import (
+    ConfigError,
+    DurableStoreError,
+    FlushTimeoutError,
+    SaverClosedError,
+    ServerUnreachableError,
+)
+from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
+from langgraph_hybrid_saver.reconciler import Reconciler
+
+logger = logging.getLogger("langgraph_hybrid_saver")
+
+T = TypeVar("T")
+Durability = Literal["write_behind", "write_through"]
+Placement = Literal["in_process", "external"]
+
+
+class AsyncHybridSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer: Redis for hot reads, a durable store behind it.
+
+    Args:
+        redis: A `redis.asyncio.Redis` client (bytes responses).
+        backend: A durable backend (see `langgraph_hybrid_saver.backends`).
+        serde: Serializer for channel values and writes.
+        ttl: Seconds a thread's hot copy lives after its last write (None:
+            forever). The durable store keeps everything.
+        key_prefix: Prefix of every Redis key; one per application/tenant.
+        shards: Number of outbox streams (hash tags); the same in every process.
+        reconciler: "in_process" runs the reconciler as a task on this event
+            loop; "external" leaves it to `python -m langgraph_hybrid_saver
+            reconcile` workers.
+        durability: "write_behind" (default) or "write_through".
+        refresh_ttl_on_read: Also refresh the TTL when a thread is read.
+        flush_timeout: Default timeout of `aflush` and write-through waits.
+
+    Must be constructed on the event loop it will be used from.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        backend: DurableBackend,
+        *,
+        serde: SerializerProtocol | None = None,
+        ttl: float | None = 3600.0,
+        key_prefix: str = DEFAULT_PREFIX,
+        shards: int = DEFAULT_SHARDS,
+        reconciler: Placement = "in_process",
+        durability: Durability = "write_behind",
+        refresh_ttl_on_read: bool = False,
+        flush_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(serde=serde)
+        if reconciler not in ("in_process", "external"):
+            raise ConfigError(f"reconciler={reconciler!r}: use 'in_process' or 'external'")
+        if durability not in ("write_behind", "write_through"):
+            raise ConfigError(f"durability={durability!r}: use 'write_behind' or 'write_through'")
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigError(
+                "AsyncHybridSaver must be created inside a running event loop; "
+                "from sync code use HybridSaver"
+            ) from None
+        self.hot = HotTier(
+            redis,
+            prefix=key_prefix,
+            shards=shards,
+            ttl=ttl,
+            refresh_on_read=refresh_ttl_on_read,
+        )
+        self.backend = backend
+        self.placement = reconciler
+        self.durability = durability
+        self.flush_timeout = flush_timeout
+        self.reconciler: Reconciler | None = (
+            Reconciler(self.hot, backend) if reconciler == "in_process" else None
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._closed = False
+        self._on_close: list[Callable[[], Awaitable[Any]]] = []
+
+    # --- lifecycle ------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls, redis_url: str, durable_url: str, **options: Any
+    ) -> AsyncIterator[AsyncHybridSaver]:
+        """Open clients for the URLs, run `setup()`, and close everything on exit.
+
+        Args:
+            redis_url: `redis://[:password@]host:port/db` (or `rediss://`).
+            durable_url: `postgresql://user@host:port/dbname`.
+            **options: Constructor options (`ttl`, `key_prefix`, ...).
+        """
+        saver = await cls.open(redis_url, durable_url, **options)
+        try:
+            yield saver
+        finally:
+            await saver.aclose()
+
+    @classmethod
+    async def open(cls, redis_url: str, durable_url: str, **options: Any) -> AsyncHybridSaver:
+        """Like `from_conn_string`, without the context manager: call `aclose()`."""
+        backend = open_backend(durable_url)
+        redis = await connect_redis(redis_url)
+        try:
+            await backend.open()  # type: ignore[attr-defined]
+            saver = cls(redis, backend, **options)
+            saver._on_close += [backend.close, redis.aclose]
+            await saver.setup()
+        except BaseException:
+            await backend.close()
+            await redis.aclose()
+            raise
+        return saver
+
+    async def setup(self) -> None:
+        """Create or migrate the durable schema and check the Redis layout.
+
+        Idempotent. Also starts the in-process reconciler.
+        """
+        await self.hot.check_layout()
+        await self.backend.setup()
+        self._start()
+
+    def _start(self) -> None:
+        if self._closed:
+            raise SaverClosedError(
+                "this saver is closed; open a new one with from_conn_string(...)"
+            )
+        if self.reconciler is not None and self._task is None:
+            self._task = self.loop.create_task(
+                self.reconciler.run(self._stop), name="hybrid-saver-reconciler"
+            )
+
+    async def aclose(self, drain_timeout: float = 10.0) -> None:
+        """Stop the reconciler after draining what it owns, then close clients."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._stop.set()
+            try:
+                await asyncio.wait_for(self._task, drain_timeout + 5)
+            except asyncio.TimeoutError:
+                logger.warning("reconciler did not stop in time; cancelling it")
+        for close in self._on_close:
+            await close()
+
+    async def __aenter__(self) -> AsyncHybridSaver:
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- reads ----------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Get a checkpoint tuple: Redis first, then the durable store.
+
+        Args:
+            config: `thread_id`, optional `checkpoint_ns` and `checkpoint_id`
+                (latest when absent).
+
+        Returns:
+            The checkpoint tuple with pending writes in `writes_sort_key` order,
+            or None.
+        """
+        thread_id, ns, cid = parse_config(config)
+        stored = await self._get_stored(thread_id, ns, cid)
+        return to_tuple(self.serde, stored) if stored else None
+
+    async def _get_stored(
+        self, thread_id: str, ns: str, cid: str | None
+    ) -> StoredCheckpoint | None:
+        self._check_open()
+        read = await self.hot.get(thread_id, ns, cid)
+        if read.stored is not None:
+            return read.stored
+        stored = await self.backend.get(thread_id, ns, read.checkpoint_id or cid)
+        if stored is None:
+            return None
+        writes = await self.hot.repopulate(stored, read.generation, latest=cid is None)
+        if writes is None:  # deleted while we read it
+            return None
+        stored.writes = writes
+        return stored
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """List checkpoints newest first from both tiers, without duplicates.
+
+        Args:
+            config: `thread_id` (and optional `checkpoint_ns`), or None for all
+                threads.
+            filter: Metadata that must be contained (jsonb `@>` semantics).
+            before: Only checkpoints older than this config's `checkpoint_id`.
+            limit: Maximum number of checkpoints.
+        """
+        query = list_query(config, filter, before, limit)
+        for stored in await self._list_stored(query):
+            yield to_tuple(self.serde, stored)
+
+    async def _list_stored(self, query: ListQuery) -> builtins.list[StoredCheckpoint]:
+        self._check_open()
+        # Hot first, then durable: an entry the reconciler moves in between is
+        # seen in one tier or the other, never in neither.
+        if query.thread_id is None:
+            hot = [
+                StoredCheckpoint(
+                    op.row.thread_id,
+                    op.row.checkpoint_ns,
+                    op.row.checkpoint_id,
+                    op.row.parent_checkpoint_id,
+                    json.loads(op.row.checkpoint),
+                    json.loads(op.row.metadata),
+                )
+                for op in await self.hot.unreconciled_puts()
+            ]
+        else:
+            namespaces = (
+                [query.checkpoint_ns]
+                if query.checkpoint_ns is not None
+                else await self.hot.namespaces(query.thread_id)
+            )
+            hot_limit = query.limit if query.filter is None else None
+            hot = [
+                h
+                for ns in namespaces
+                for h in await self.hot.list_headers(query.thread_id, ns, query.before, hot_limit)
+            ]
+        hot = [h for h in hot if matches(query, h)]
+        durable = await self.backend.list(query)
+        complete = {id(d) for d in durable}
+        out = []
+        for s in merge_newest_first(hot, durable, query.limit):
+            if id(s) not in complete:  # a hot header: fetch blobs and writes
+                full = await self._get_stored(s.thread_id, s.checkpoint_ns, s.checkpoint_id)
+                if full is None:
+                    logger.warning(
+                        "checkpoint %s of thread %s vanished while listing",
+                        s.checkpoint_id,
+                        s.thread_id,
+                    )
+                    continue
+                s = full
+            out.append(s)
+        return out
+
+    # --- writes ---------------------------------------------------------------
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint: one atomic Redis write (checkpoint, new blobs,
+        outbox entry); the durable store follows asynchronously.
+
+        Returns:
+            The config of the stored checkpoint.
+        """
+        self._check_open()
+        row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, new_versions)
+        await self._write(self.hot.put(row, refs, blobs), row.thread_id)
+        return next_config(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store pending writes of a task, idempotently per (task_id, idx)."""
+        self._check_open()
+        thread_id, ns, cid = parse_config(config)
+        if cid is None:
+            raise ConfigError(
+                "put_writes needs config['configurable']['checkpoint_id'] (the "
+                "checkpoint the writes belong to)"
+            )
+        rows, upsert = encode_writes(self.serde, writes, task_id, task_path)
+        await self._write(self.hot.put_writes(thread_id, ns, cid, rows, upsert), thread_id)
+
+    async def _write(self, hot_write: Awaitable[str], thread_id: str) -> None:
+        self._start()
+        sid = await hot_write
+        if self.durability == "write_through":
+            await self._wait_applied({self.hot.shard(thread_id): sid}, self.flush_timeout)
+
+    # --- deletes --------------------------------------------------------------
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete a thread from both tiers.
+
+        Redis is cleared and a delete entry is queued in one atomic step; the
+        durable store is cleared before returning. Entries of the thread queued
+        before the call can never bring it back (they sit below the delete in
+        the thread's watermark).
+        """
+        self._check_open()
+        thread_id = normalize_id(thread_id, "thread_id")
+        sid = await self.hot.drop_thread(thread_id, queue=True)
+        assert sid is not None
+        try:
+            await self.backend.apply([DeleteThreadOp(seq_key(sid), thread_id)])
+        except Exception as e:
+            raise DurableStoreError(
+                f"thread {thread_id!r} is deleted from Redis, but the durable store "
+                f"failed ({type(e).__name__}: {e}); the deletion is queued and the "
+                "reconciler applies it when the store is back"
+            ) from e
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints and writes created by the given runs."""
+        self._check_open()
+        if isinstance(run_ids, str):
+            raise ConfigError("run_ids must be a list of run ids, not a str")
+        ids = [normalize_id(r, "run_id") for r in run_ids]
+        if not ids:
+            return
+        await self.aflush()
+        for thread_id in await self.backend.delete_for_runs(ids):
+            await self.hot.drop_thread(thread_id, queue=False)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads: "keep_latest" keeps the newest checkpoint of each
+        namespace (refusing threads with a DeltaChannel), "delete" deletes them.
+        """
+        self._check_open()
+        if isinstance(thread_ids, str):
+            raise ConfigError("thread_ids must be a list of thread ids, not a str")
+        if strategy not in PRUNE_STRATEGIES:
+            raise ConfigError(f"strategy={strategy!r}: use one of {PRUNE_STRATEGIES}")
+        ids = [normalize_id(t, "thread_id") for t in thread_ids]
+        if strategy == "delete":
+            for thread_id in ids:
+                await self.adelete_thread(thread_id)
+            return
+        if not ids:
+            return
+        await self.aflush()
+        await self.backend.prune_keep_latest(ids)
+        for thread_id in ids:
+            await self.hot.drop_thread(thread_id, queue=False)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint (all namespaces, full parent chain) and its
+        pending writes to another thread."""
+        self._check_open()
+        src = normalize_id(source_thread_id, "source_thread_id")
+        dst = normalize_id(target_thread_id, "target_thread_id")
+        stored = await self._list_stored(ListQuery(src, None, None, None, None, None))
+        for s in reversed(stored):  # oldest first, as they were written
+            versions = s.checkpoint.get("channel_versions", {})
+            row = CheckpointRow(
+                dst,
+                s.checkpoint_ns,
+                s.checkpoint_id,
+                s.parent_checkpoint_id,
+                json.dumps(s.checkpoint, separators=(",", ":")),
+                json.dumps(s.metadata, separators=(",", ":")),
+            )
+            blobs = [BlobRow(ch, str(versions[ch]), t, b) for ch, (t, b) in s.blobs.items()]
+            refs = [blob_field(b.channel, b.version) for b in blobs]
+            await self._write(self.hot.put(row, refs, blobs), dst)
+            if s.writes:
+                await self._write(
+                    self.hot.put_writes(dst, s.checkpoint_ns, s.checkpoint_id, s.writes, True),
+                    dst,
+                )
+
+    # --- durability -----------------------------------------------------------
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        """Return once every entry written before the call is in the durable store.
+
+        Raises:
+            FlushTimeoutError: The outbox did not drain within `timeout` seconds
+                (default: `flush_timeout`).
+        """
+        self._check_open()
+        heads = await self.hot.outbox_heads()
+        await self._wait_applied(dict(enumerate(heads)), timeout)
+
+    async def _wait_applied(self, heads: dict[int, str | None], timeout: float | None) -> None:
+        timeout = self.flush_timeout if timeout is None else timeout
+        targets = [heads.get(s) for s in range(self.hot.shards)]
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while await self.hot.pending_upto(targets):
+            if time.monotonic() > deadline:
+                backlog, age = await self.hot.backlog()
+                hint = (
+                    "is a reconciler running? start one with `python -m "
+                    "langgraph_hybrid_saver reconcile --redis URL --durable URL`"
+                    if self.placement == "external"
+                    else "is the durable store reachable? see the reconciler's log"
+                )
+                raise FlushTimeoutError(
+                    f"outbox not drained after {timeout}s: {backlog} entries pending, "
+                    f"oldest {age or 0:.1f}s old; {hint}"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    async def astats(self) -> dict[str, Any]:
+        """Backlog, reconcile lag and the in-process reconciler's counters."""
+        backlog, age = await self.hot.backlog()
+        out: dict[str, Any] = {"backlog": backlog, "lag_seconds": age or 0.0}
+        if self.reconciler is not None:
+            st = self.reconciler.stats
+            out |= {
+                "applied": st.applied,
+                "batches": st.batches,
+                "errors": st.errors,
+                "last_error": st.last_error,
+                "owned_shards": st.owned_shards,
+            }
+        return out
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        return next_version(current)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SaverClosedError(
+                "this saver is closed; open a new one with from_conn_string(...)"
+            )
+
+    # --- sync bridge ----------------------------------------------------------
+    # One implementation (async); sync calls run it on the saver's loop, from
+    # another thread, as AsyncPostgresSaver does.
+
+    def _sync(self, coro: Awaitable[T]) -> T:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            raise asyncio.InvalidStateError(
+                "synchronous calls to AsyncHybridSaver are not allowed on its own "
+                "event loop (they would block it): use the async methods (ainvoke, "
+                "aget_tuple, ...) or HybridSaver from sync code"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+
+    async def _collect(self, query: ListQuery) -> builtins.list[CheckpointTuple]:
+        return [to_tuple(self.serde, s) for s in await self._list_stored(query)]
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._sync(self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        return iter(self._sync(self._collect(list_query(config, filter, before, limit))))
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._sync(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        return self._sync(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        return self._sync(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        return self._sync(self.adelete_for_runs(run_ids))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        return self._sync(self.aprune(thread_ids, strategy=strategy))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        return self._sync(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def flush(self, timeout: float | None = None) -> None:
+        return self._sync(self.aflush(timeout))
+
+    def stats(self) -> dict[str, Any]:
+        return self._sync(self.astats())
+
+
+class HybridSaver(BaseCheckpointSaver[str]):
+    """The sync saver: an `AsyncHybridSaver` on a private event-loop thread.
+
+    Works with `invoke`/`stream` and, from any event loop, with
+    `ainvoke`/`astream`. Takes the same options as `AsyncHybridSaver`.
+    Call `close()` (or use `from_conn_string`) to stop it.
+    """
+
+    def __init__(self, redis_url: str, durable_url: str, **options: Any) -> None:
+        super().__init__(serde=options.get("serde"))
+        options["serde"] = self.serde
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="hybrid-saver-loop", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.inner = asyncio.run_coroutine_threadsafe(
+                AsyncHybridSaver.open(redis_url, durable_url, **options), self._loop
+            ).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(
+        cls, redis_url: str, durable_url: str, **options: Any
+    ) -> Iterator[HybridSaver]:
+        """Open a saver for the URLs (schema set up) and close it on exit."""
+        saver = cls(redis_url, durable_url, **options)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+    def close(self) -> None:
+        """Drain the in-process reconciler, close clients, stop the loop thread."""
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self.inner.aclose(), self._loop).result()
+            finally:
+                self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> HybridSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _hop(self, coro: Awaitable[T]) -> T:
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+            coro,
+            self._loop,  # type: ignore[arg-type]
+        )
+        return await asyncio.wrap_future(future)
+
+    @property
+    def hot(self) -> HotTier:
+        return self.inner.hot
+
+    @property
+    def backend(self) -> DurableBackend:
+        return self.inner.backend
+
+    # sync API: the inner saver's bridge
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.inner.get_tuple(config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self.inner.put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self.inner.put_writes(config, writes, task_id, task_path)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.inner.delete_thread(thread_id)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self.inner.delete_for_runs(run_ids)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self.inner.prune(thread_ids, strategy=strategy)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self.inner.copy_thread(source_thread_id, target_thread_id)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.inner.flush(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats()
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        return next_version(current)
+
+    # async API: hop onto the private loop, whatever loop the caller is on
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._hop(self.inner.aget_tuple(config))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        query = list_query(config, filter, before, limit)
+        for tup in await self._hop(self.inner._collect(query)):
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._hop(self.inner.aput(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._hop(self.inner.aput_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._hop(self.inner.adelete_thread(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._hop(self.inner.adelete_for_runs(run_ids))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._hop(self.inner.aprune(thread_ids, strategy=strategy))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._hop(self.inner.acopy_thread(source_thread_id, target_thread_id))
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        await self._hop(self.inner.aflush(timeout))
+
+
+async def connect_redis(url: str, **kwargs: Any) -> Redis:
+    """A bytes-mode asyncio client for `url`, checked with PING."""
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        shown = redact(url) if isinstance(url, str) else repr(url)
+        raise ConfigError(
+            f"redis_url {shown!r} is not a Redis URL: use redis://host:6379/0 "
+            "(or rediss:// for TLS)"
+        )
+    client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
+    try:
+        await client.ping()
+    except (RedisConnectionError, OSError) as e:
+        await client.aclose()
+        raise ServerUnreachableError(
+            f"Redis at {redact(url)} is unreachable ({type(e).__name__}): start it or fix redis_url"
+        ) from None
+    return client
