@@ -21,7 +21,7 @@ async def reconcile(args: argparse.Namespace) -> None:
     backend = open_backend(args.durable)
     redis = await connect_redis(args.redis)
     try:
-        await backend.open()  # type: ignore[attr-defined]
+        await backend.open()
         hot = HotTier(redis, prefix=args.key_prefix, shards=args.shards)
         await hot.check_layout()
         if args.setup:

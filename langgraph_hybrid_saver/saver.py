@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, TypeVar
 
@@ -163,7 +163,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         backend = open_backend(durable_url)
         redis = await connect_redis(redis_url)
         try:
-            await backend.open()  # type: ignore[attr-defined]
+            await backend.open()
             saver = cls(redis, backend, **options)
             saver._on_close += [backend.close, redis.aclose]
             await saver.setup()
@@ -501,7 +501,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     # One implementation (async); sync calls run it on the saver's loop, from
     # another thread, as AsyncPostgresSaver does.
 
-    def _sync(self, coro: Awaitable[T]) -> T:
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -514,7 +514,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "event loop (they would block it): use the async methods (ainvoke, "
                 "aget_tuple, ...) or HybridSaver from sync code"
             )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     async def _collect(self, query: ListQuery) -> builtins.list[CheckpointTuple]:
         return [to_tuple(self.serde, s) for s in await self._list_stored(query)]
@@ -623,10 +623,10 @@ class HybridSaver(BaseCheckpointSaver[str]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def _hop(self, coro: Awaitable[T]) -> T:
+    async def _hop(self, coro: Coroutine[Any, Any, T]) -> T:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
             coro,
-            self._loop,  # type: ignore[arg-type]
+            self._loop,
         )
         return await asyncio.wrap_future(future)
 

@@ -13,7 +13,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -55,20 +56,49 @@ def schema_url(base: str, schema: str) -> str:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
-@pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
+@contextmanager
+def pg_schema(admin_url: str) -> Iterator[str]:
     """A fresh schema; the URL selects it through search_path."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    yield schema_url(pg_admin_url, schema)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield schema_url(admin_url, schema)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
-async def saver(redis_url: str, pg_url: str, key_prefix: str) -> AsyncIterator[AsyncHybridSaver]:
-    async with AsyncHybridSaver.from_conn_string(redis_url, pg_url, key_prefix=key_prefix) as s:
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    with pg_schema(pg_admin_url) as url:
+        yield url
+
+
+# Durable backends every behavioural test runs on, by test id. A factory
+# yields an isolated durable URL (own schema / file / database).
+def _pg_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
+    return pg_schema(request.getfixturevalue("pg_admin_url"))
+
+
+DURABLE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractContextManager[str]]] = {
+    "pg": _pg_durable,
+}
+
+
+@pytest.fixture(params=sorted(DURABLE_BACKENDS))
+def durable_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    with DURABLE_BACKENDS[request.param](request) as url:
+        yield url
+
+
+@pytest.fixture
+async def saver(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> AsyncIterator[AsyncHybridSaver]:
+    async with AsyncHybridSaver.from_conn_string(
+        redis_url, durable_url, key_prefix=key_prefix
+    ) as s:
         yield s
         keys = [k async for k in s.hot.redis.scan_iter(f"{key_prefix}:*")]
         if keys:

@@ -22,12 +22,14 @@ ALL_CAPABILITIES = {
 }
 
 
-async def test_conformance_pg(redis_url: str, pg_url: str) -> None:
-    @checkpointer_test(name="AsyncHybridSaver[pg]")
+async def test_conformance(redis_url: str, durable_url: str) -> None:
+    @checkpointer_test(name="AsyncHybridSaver")
     async def factory() -> AsyncIterator[AsyncHybridSaver]:
         # A fresh key prefix per capability suite, like a fresh database.
         prefix = f"conf{uuid.uuid4().hex[:10]}"
-        async with AsyncHybridSaver.from_conn_string(redis_url, pg_url, key_prefix=prefix) as s:
+        async with AsyncHybridSaver.from_conn_string(
+            redis_url, durable_url, key_prefix=prefix
+        ) as s:
             yield s
 
     report = await validate(factory, progress=ProgressCallbacks.verbose())

@@ -24,6 +24,9 @@ PRUNE_STRATEGIES = ("keep_latest", "delete")
 class DurableBackend(Protocol):
     """What the saver and the reconciler need from a durable store."""
 
+    async def open(self) -> None:
+        """Connect; raise `ServerUnreachableError` (naming host:port) if it can't."""
+
     async def setup(self) -> None:
         """Create or migrate the schema; idempotent, safe to run concurrently."""
 

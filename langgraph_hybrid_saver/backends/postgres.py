@@ -180,11 +180,11 @@ class PostgresBackend:
         )
         return cls(pool, owns_pool=True, where=redact(url))
 
-    async def open(self, timeout: float = 10.0) -> None:
+    async def open(self) -> None:
         if not self.owns_pool:
             return
         try:
-            await self.pool.open(wait=True, timeout=timeout)
+            await self.pool.open(wait=True, timeout=10.0)
         except Exception as e:
             await self.pool.close()
             raise ServerUnreachableError(
