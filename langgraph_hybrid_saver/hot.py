@@ -132,7 +132,9 @@ end
 local rec = redis.call('HGET', nk('c', ns), cid)
 local blobs = {}
 if rec then
-  local fields = cmsgpack.unpack(rec)[4]
+  -- A corrupt record is returned as is: the client names the key in its error.
+  local ok, r = pcall(cmsgpack.unpack, rec)
+  local fields = ok and type(r) == 'table' and r[4] or {}
   if #fields > 0 then blobs = call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000) end
   expire_ns(ns, ttl)
 end

@@ -32,7 +32,10 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.core import (
@@ -749,6 +752,10 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis:
             f"redis_url {shown!r} is not a Redis URL: use redis://host:6379/0 "
             "(or rediss:// for TLS)"
         )
+    # Retrying is safe: every script is idempotent on the hot tier, and an
+    # outbox entry written twice is applied twice with the same result.
+    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 5))
+    kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
     client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
     try:
         await client.ping()
