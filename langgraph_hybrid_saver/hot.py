@@ -79,18 +79,49 @@ local function read_writes(ns, cid)
 end
 """
 
-# KEYS: base, outbox. ARGV: ttl, thread_id, ns, cid, record, blob field/value pairs.
+# KEYS: base, outbox. ARGV: ttl, window, thread_id, ns, cid, record, blob
+# field/value pairs. With a window, only the newest `window` checkpoints of the
+# namespace stay hot: older records, their writes and the blobs only they used
+# are dropped from Redis (the durable store has them once reconciled).
 _PUT = (
     _LUA_PRELUDE
     + """
-local ttl, tid, ns, cid, rec = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-redis.call('ZADD', nk('i', ns), 0, cid)
-redis.call('HSET', nk('c', ns), cid, rec)
+local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tid, ns, cid, rec = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ik, ck = nk('i', ns), nk('c', ns)
+redis.call('ZADD', ik, 0, cid)
+redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
-if #ARGV > 5 then call_chunked('HSET', nk('b', ns), ARGV, 6, #ARGV, 4000) end
+if #ARGV > 6 then call_chunked('HSET', nk('b', ns), ARGV, 7, #ARGV, 4000) end
 local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
-for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+local over = window > 0 and redis.call('ZCARD', ik) - window or 0
+if over > 0 then
+  local old = redis.call('ZRANGE', ik, 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', ik, 0, over - 1)
+  -- Channel versions only grow along a thread, so a blob the oldest kept
+  -- checkpoint does not use is not used by a newer one either.
+  local keep = {}
+  for _, kept in ipairs({redis.call('ZRANGE', ik, 0, 0)[1], cid}) do
+    local r = redis.call('HGET', ck, kept)
+    if r then for _, f in ipairs(cmsgpack.unpack(r)[4]) do keep[f] = true end end
+  end
+  for _, gone in ipairs(old) do
+    local r = redis.call('HGET', ck, gone)
+    if r then
+      for _, f in ipairs(cmsgpack.unpack(r)[4]) do
+        if not keep[f] then redis.call('HDEL', nk('b', ns), f) end
+      end
+    end
+    redis.call('HDEL', ck, gone)
+    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    if #wf > 0 then
+      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
+      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    end
+  end
+end
 expire_ns(ns, ttl)
 return id
 """
@@ -288,6 +319,7 @@ class HotTier:
         shards: int = DEFAULT_SHARDS,
         ttl: float | None = 3600.0,
         refresh_on_read: bool = False,
+        window: int | None = None,
     ) -> None:
         if not prefix or any(c in prefix for c in "{}"):
             raise ConfigError(
@@ -298,7 +330,10 @@ class HotTier:
             raise ConfigError(f"shards must be an int in 1..16384, got {shards!r}")
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ConfigError(f"hot_window must be a positive int or None, got {window!r}")
         self.redis = redis
+        self.window = window or 0
         self.prefix = prefix
         self.shards = shards
         self.ttl_ms = int(ttl * 1000) if ttl else 0
@@ -347,6 +382,7 @@ class HotTier:
         """Write a checkpoint, its new blobs and its outbox entry atomically."""
         args: list[Any] = [
             self.ttl_ms,
+            self.window,
             row.thread_id,
             row.checkpoint_ns,
             row.checkpoint_id,
@@ -375,15 +411,16 @@ class HotTier:
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
-        base = self.base(thread_id)
-        found, rec, blob_values, write_values, gen = await self._get(
-            keys=[base], args=[ns, cid or "", self.refresh_ms]
-        )
+        reply = await self._get(keys=[self.base(thread_id)], args=[ns, cid or "", self.refresh_ms])
+        return self._read(thread_id, ns, reply)
+
+    def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
+        found, rec, blob_values, write_values, gen = reply
         found_id = _b(found) if found else None
         writes = [unpack_write(v) for v in write_values if v is not None]
         if found_id is None or rec is None:
             return HotRead(found_id, None, writes, gen)
-        stored, refs = _decode_record(thread_id, ns, found_id, rec, base)
+        stored, refs = _decode_record(thread_id, ns, found_id, rec, self.base(thread_id))
         if any(v is None for v in blob_values):
             # A blob this checkpoint needs is gone (evicted, or lost with a
             # Redis restart): the durable store has the whole checkpoint.
@@ -392,6 +429,18 @@ class HotTier:
             stored.blobs[ref.partition("\x00")[0]] = unpack_blob(value)
         stored.writes = writes
         return HotRead(found_id, stored, writes, gen)
+
+    async def get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[HotRead]:
+        """`get` of several (thread_id, ns, checkpoint_id) in one round trip."""
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for thread_id, ns, cid in keys:
+                await self._get(
+                    keys=[self.base(thread_id)], args=[ns, cid, self.refresh_ms], client=pipe
+                )
+            replies = await pipe.execute()
+        return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
     async def namespaces(self, thread_id: str) -> list[str]:
         return sorted(_b(n) for n in await self._namespaces(keys=[self.base(thread_id)]))
