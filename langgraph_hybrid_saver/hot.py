@@ -25,6 +25,7 @@ fields]. Lengths are UTF-8 byte lengths (Lua's `#`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ormsgpack
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from langgraph_hybrid_saver.core import (
     BlobRow,
@@ -313,7 +314,7 @@ class HotTier:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
@@ -332,7 +333,10 @@ class HotTier:
             raise ConfigError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ConfigError(f"hot_window must be a positive int or None, got {window!r}")
-        self.redis = redis
+        self.redis: Any = redis
+        # Redis Cluster: scripts and single-stream reads route by key slot;
+        # reads of several shards cannot share one command there.
+        self.cluster = isinstance(redis, RedisCluster)
         self.window = window or 0
         self.prefix = prefix
         self.shards = shards
@@ -431,15 +435,24 @@ class HotTier:
         return HotRead(found_id, stored, writes, gen)
 
     async def get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[HotRead]:
-        """`get` of several (thread_id, ns, checkpoint_id) in one round trip."""
+        """`get` of several (thread_id, ns, checkpoint_id) in one round trip
+        (concurrent per-slot calls on Redis Cluster)."""
         if not keys:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for thread_id, ns, cid in keys:
-                await self._get(
-                    keys=[self.base(thread_id)], args=[ns, cid, self.refresh_ms], client=pipe
+        if self.cluster:
+            replies = await asyncio.gather(
+                *(
+                    self._get(keys=[self.base(t)], args=[ns, cid, self.refresh_ms])
+                    for t, ns, cid in keys
                 )
-            replies = await pipe.execute()
+            )
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for t, ns, cid in keys:
+                    await self._get(
+                        keys=[self.base(t)], args=[ns, cid, self.refresh_ms], client=pipe
+                    )
+                replies = await pipe.execute()
         return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
     async def namespaces(self, thread_id: str) -> list[str]:
@@ -509,9 +522,17 @@ class HotTier:
         the head of a stream is always the oldest unapplied entry)."""
         if not shards:
             return []
-        streams = {self.outboxes[s]: "0-0" for s in shards}
-        reply: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
         index = {self.outboxes[s]: s for s in shards}
+        if self.cluster:
+            replies = await asyncio.gather(
+                *(self.redis.xread({self.outboxes[s]: "0-0"}, count=count) for s in shards)
+            )
+            reply = [r for rs in replies for r in (rs or [])]
+            if not reply and block_ms:
+                await asyncio.sleep(min(block_ms, 20) / 1000)
+        else:
+            streams = {self.outboxes[s]: "0-0" for s in shards}
+            reply = await self.redis.xread(streams, count=count, block=block_ms)
         out = []
         for stream, entries in reply or []:
             shard = index[_b(stream)]
@@ -552,12 +573,11 @@ class HotTier:
             for stream in self.outboxes:
                 pipe.xlen(stream)
                 pipe.xrange(stream, count=1)
-            pipe.time()
             replies = await pipe.execute()
-        now_s, now_us = replies[-1]
+        now_s, now_us = await self.redis.time()
         now_ms = now_s * 1000 + now_us // 1000
         total, oldest = 0, None
-        for i in range(0, len(replies) - 1, 2):
+        for i in range(0, len(replies), 2):
             total += replies[i]
             if replies[i + 1]:
                 ms = int(_b(replies[i + 1][0][0]).split("-")[0])

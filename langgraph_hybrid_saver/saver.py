@@ -41,7 +41,7 @@ from langgraph.checkpoint.base import (
     PendingWrite,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -89,7 +89,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer: Redis for hot reads, a durable store behind it.
 
     Args:
-        redis: A `redis.asyncio.Redis` client (bytes responses).
+        redis: A `redis.asyncio.Redis` or `RedisCluster` client (bytes responses).
         backend: A durable backend (see `langgraph_hybrid_saver.backends`).
         serde: Serializer for channel values and writes.
         ttl: Seconds a thread's hot copy lives after its last write (None:
@@ -111,7 +111,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         backend: DurableBackend,
         *,
         serde: SerializerProtocol | None = None,
@@ -832,8 +832,11 @@ class HybridSaver(BaseCheckpointSaver[str]):
         )
 
 
-async def connect_redis(url: str, **kwargs: Any) -> Redis:
-    """A bytes-mode asyncio client for `url`, checked with PING."""
+async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
+    """A bytes-mode asyncio client for `url`, checked with PING.
+
+    A Redis Cluster node URL gives a cluster client (detected with INFO).
+    """
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
         shown = redact(url) if isinstance(url, str) else repr(url)
         raise ConfigError(
@@ -846,10 +849,16 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis:
     kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
     client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
     try:
-        await client.ping()
-    except (RedisConnectionError, OSError) as e:
+        info = await client.info("cluster")
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         await client.aclose()
         raise ServerUnreachableError(
             f"Redis at {redact(url)} is unreachable ({type(e).__name__}): start it or fix redis_url"
-        ) from None
-    return client
+        ) from e
+    if not info.get("cluster_enabled"):
+        return client
+    await client.aclose()
+    kwargs.pop("retry_on_error")
+    cluster: RedisCluster = RedisCluster.from_url(url, decode_responses=False, **kwargs)
+    await cluster.initialize()
+    return cluster
