@@ -62,6 +62,12 @@ SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint
 FROM checkpoints
 """
 
+SELECT_BLOBS_SQL = """
+SELECT channel, type, blob FROM checkpoint_blobs
+WHERE thread_id = %s AND checkpoint_ns = %s
+  AND (channel, version) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+
 # Taken in thread order by every writer, so concurrent batches cannot deadlock.
 ENSURE_THREADS_SQL = """
 INSERT INTO hybrid_saver_threads (thread_id)
@@ -138,6 +144,15 @@ WHERE c.thread_id = ANY(%s) AND c.checkpoint_id <> (
     WHERE k.thread_id = c.thread_id AND k.checkpoint_ns = c.checkpoint_ns
 )
 RETURNING thread_id, checkpoint_ns, checkpoint_id
+"""
+# A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
+UNLINK_PRUNED_PARENTS_SQL = """
+UPDATE checkpoints c SET parent_checkpoint_id = NULL
+WHERE c.thread_id = ANY(%s) AND c.parent_checkpoint_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM checkpoints p
+    WHERE p.thread_id = c.thread_id AND p.checkpoint_ns = c.checkpoint_ns
+      AND p.checkpoint_id = c.parent_checkpoint_id
+)
 """
 
 
@@ -253,6 +268,15 @@ class PostgresBackend:
             row = await cur.fetchone()
         return _stored(cast(DictRow, row)) if row else None
 
+    async def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[str, bytes | None]]:
+        args = (thread_id, checkpoint_ns, [c for c, _ in refs], [v for _, v in refs])
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(SELECT_BLOBS_SQL, args, binary=True)
+            rows = cast(builtins.list[DictRow], await cur.fetchall())
+        return {r["channel"]: (r["type"], r["blob"]) for r in rows}
+
     async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
         wheres: builtins.list[str] = []
         args: builtins.list[Any] = []
@@ -304,6 +328,7 @@ class PostgresBackend:
                 )
             await cur.execute(PRUNE_OLDER_SQL, (threads,))
             await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
+            await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
 
     async def count_rows(self) -> dict[str, int]:
