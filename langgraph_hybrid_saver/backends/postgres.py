@@ -7,6 +7,7 @@ wrote. Our one extra table holds the per-thread watermark.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Sequence
 from typing import Any, cast
@@ -37,8 +38,11 @@ MIGRATIONS = [
 )""",
 ]
 
-SETUP_LOCK_SQL = "SELECT pg_advisory_lock(8842001)"
-SETUP_UNLOCK_SQL = "SELECT pg_advisory_unlock(8842001)"
+# One setup at a time per schema. Taken with try-and-sleep, never a blocking
+# wait: the official migrations run CREATE INDEX CONCURRENTLY, which waits for
+# every open transaction, including a session blocked on the lock.
+SETUP_LOCK_SQL = "SELECT pg_try_advisory_lock(8842001, hashtext(current_schema())) AS ok"
+SETUP_UNLOCK_SQL = "SELECT pg_advisory_unlock(8842001, hashtext(current_schema()))"
 
 SELECT_SQL = """
 SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
@@ -213,7 +217,8 @@ class PostgresBackend:
 
     async def setup(self) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(SETUP_LOCK_SQL)
+            while not cast(DictRow, await (await conn.execute(SETUP_LOCK_SQL)).fetchone())["ok"]:
+                await asyncio.sleep(0.05)
             try:
                 await _migrate(conn, OFFICIAL_MIGRATIONS, "checkpoint_migrations")
                 await _migrate(conn, MIGRATIONS, "hybrid_saver_migrations")
