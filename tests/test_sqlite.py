@@ -197,6 +197,15 @@ async def test_apply_keeps_entry_order_around_a_delete(backend: SqliteBackend) -
     assert await backend.count_rows() == {"checkpoints": 1, "hybrid_saver_blobs": 1, "writes": 1}
 
 
+async def test_get_blobs_by_channel_version(backend: SqliteBackend) -> None:
+    await backend.apply(chain_ops("t", 2))
+    v1, v2 = f"{1:032}.0", f"{2:032}.0"
+    found = await backend.get_blobs("t", "", [("messages", v1), ("step", v1), ("x", v2)])
+    assert list(found) == ["messages"]  # `step` is inline, `x` was never stored
+    assert SERDE.loads_typed(found["messages"]) == ["m0"]  # type: ignore[arg-type]
+    assert await backend.get_blobs("t", "child:1", [("messages", v1)]) == {}
+
+
 async def test_list_applies_the_limit_after_the_filter(backend: SqliteBackend) -> None:
     await backend.apply(chain_ops("t", 5))  # run ids alternate: run-0, run-1, ...
     q = ListQuery("t", None, None, {"run_id": "run-1"}, None, 1)

@@ -222,6 +222,16 @@ WHERE thread_id IN (SELECT value FROM json_each(?)) AND checkpoint_id <> (
 )
 RETURNING thread_id, checkpoint_ns, checkpoint_id
 """
+# A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
+UNLINK_PRUNED_PARENTS_SQL = """
+UPDATE checkpoints SET parent_checkpoint_id = NULL
+WHERE thread_id IN (SELECT value FROM json_each(?)) AND parent_checkpoint_id IS NOT NULL
+    AND NOT EXISTS (
+        SELECT 1 FROM checkpoints AS p
+        WHERE p.thread_id = checkpoints.thread_id AND p.checkpoint_ns = checkpoints.checkpoint_ns
+            AND p.checkpoint_id = checkpoints.parent_checkpoint_id
+    )
+"""
 
 URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
@@ -464,6 +474,12 @@ class SqliteBackend:
             rows = list(await conn.execute_fetchall(SELECT_SQL + where, args))
             return await self._load(conn, rows[0]) if rows else None
 
+    async def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[str, bytes | None]]:
+        async with self._reading() as conn:
+            return await _blobs(conn, thread_id, checkpoint_ns, dict(refs))
+
     async def list(self, query: ListQuery) -> builtins.list[StoredCheckpoint]:
         if query.limit is not None and query.limit <= 0:
             return []
@@ -564,6 +580,7 @@ class SqliteBackend:
                 )
             gone = await conn.execute_fetchall(PRUNE_OLDER_SQL, (threads,))
             await conn.executemany(DELETE_WRITES_OF_SQL, gone)
+            await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await _delete_orphan_blobs(conn, json.loads(threads))
 
     async def count_rows(self) -> dict[str, int]:
