@@ -191,7 +191,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
         Args:
             redis_url: `redis://[:password@]host:port/db` (or `rediss://`).
-            durable_url: `postgresql://user@host:port/dbname`.
+            durable_url: `postgresql://user@host:port/dbname` or
+                `sqlite:///path/to/file.db`.
             **options: Constructor options (`ttl`, `key_prefix`, ...).
         """
         saver = await cls.open(redis_url, durable_url, **options)
@@ -203,7 +204,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     @classmethod
     async def open(cls, redis_url: str, durable_url: str, **options: Any) -> AsyncHybridSaver:
         """Like `from_conn_string`, without the context manager: call `aclose()`."""
-        backend = open_backend(durable_url)
+        backend = open_backend(durable_url, serde=options.get("serde"))
         redis = await connect_redis(redis_url)
         try:
             await backend.open()
