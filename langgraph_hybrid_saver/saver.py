@@ -18,7 +18,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, TypeVar
 
@@ -29,10 +37,15 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.core import (
@@ -68,6 +81,7 @@ logger = logging.getLogger("langgraph_hybrid_saver")
 
 T = TypeVar("T")
 Durability = Literal["write_behind", "write_through"]
+DELTA_PAGE_SIZE = 64  # ancestors read per page by aget_delta_channel_history
 Placement = Literal["in_process", "external"]
 
 
@@ -75,7 +89,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer: Redis for hot reads, a durable store behind it.
 
     Args:
-        redis: A `redis.asyncio.Redis` client (bytes responses).
+        redis: A `redis.asyncio.Redis` or `RedisCluster` client (bytes responses).
         backend: A durable backend (see `langgraph_hybrid_saver.backends`).
         serde: Serializer for channel values and writes.
         ttl: Seconds a thread's hot copy lives after its last write (None:
@@ -87,6 +101,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             reconcile` workers.
         durability: "write_behind" (default) or "write_through".
         refresh_ttl_on_read: Also refresh the TTL when a thread is read.
+        hot_window: Keep only the newest N checkpoints of each namespace in
+            Redis (None: all within the TTL); older ones are read from the
+            durable store.
         flush_timeout: Default timeout of `aflush` and write-through waits.
 
     Must be constructed on the event loop it will be used from.
@@ -94,7 +111,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         backend: DurableBackend,
         *,
         serde: SerializerProtocol | None = None,
@@ -104,6 +121,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         reconciler: Placement = "in_process",
         durability: Durability = "write_behind",
         refresh_ttl_on_read: bool = False,
+        hot_window: int | None = None,
         flush_timeout: float = 30.0,
     ) -> None:
         super().__init__(serde=serde)
@@ -124,6 +142,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             shards=shards,
             ttl=ttl,
             refresh_on_read=refresh_ttl_on_read,
+            window=hot_window,
         )
         self.backend = backend
         self.placement = reconciler
@@ -297,21 +316,76 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             ]
         hot = [h for h in hot if matches(query, h)]
         durable = await self.backend.list(query)
+        merged = merge_newest_first(hot, durable, query.limit)
         complete = {id(d) for d in durable}
+        headers = [s for s in merged if id(s) not in complete]
+        reads = await self.hot.get_many(
+            [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
+        )
+        full = {id(h): r.stored for h, r in zip(headers, reads, strict=True)}
         out = []
-        for s in merge_newest_first(hot, durable, query.limit):
-            if id(s) not in complete:  # a hot header: fetch blobs and writes
-                full = await self._get_stored(s.thread_id, s.checkpoint_ns, s.checkpoint_id)
-                if full is None:
+        for s in merged:
+            if id(s) in full:  # a hot header: blobs and writes fetched above
+                got = full[id(s)] or await self._get_stored(
+                    s.thread_id, s.checkpoint_ns, s.checkpoint_id
+                )
+                if got is None:
                     logger.warning(
                         "checkpoint %s of thread %s vanished while listing",
                         s.checkpoint_id,
                         s.thread_id,
                     )
                     continue
-                s = full
+                s = got
             out.append(s)
         return out
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The ancestor writes and seed of each channel (DeltaChannel support).
+
+        Same result as `BaseCheckpointSaver`'s walk, but the ancestors are read
+        in pages of the namespace (both tiers, a few round trips per page)
+        instead of one `get_tuple` per ancestor.
+        """
+        if not channels:
+            return {}
+        thread_id, ns, cid = parse_config(config)
+        target = await self._get_stored(thread_id, ns, cid)
+        collected: dict[str, builtins.list[PendingWrite]] = {c: [] for c in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        page: dict[str, StoredCheckpoint] = {}
+        cursor = target.parent_checkpoint_id if target else None
+        oldest = target.checkpoint_id if target else None
+        while cursor is not None and remaining:
+            if cursor not in page:
+                if oldest is None or cursor >= oldest:
+                    break  # the parent was deleted (pruned): the walk ends here
+                query = ListQuery(thread_id, ns, None, None, oldest, DELTA_PAGE_SIZE)
+                rows = await self._list_stored(query)
+                if not rows:
+                    break
+                page.update((r.checkpoint_id, r) for r in rows)
+                oldest = rows[-1].checkpoint_id
+                continue
+            tup = to_tuple(self.serde, page[cursor])
+            for write in reversed(tup.pending_writes or []):
+                if write[1] in remaining:
+                    collected[write[1]].append(write)
+            for ch in list(remaining):
+                if ch in tup.checkpoint["channel_values"]:
+                    seeds[ch] = tup.checkpoint["channel_values"][ch]
+                    remaining.discard(ch)
+            cursor = page[cursor].parent_checkpoint_id
+        result: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            entry: DeltaChannelHistory = {"writes": collected[ch][::-1]}
+            if ch in seeds:
+                entry["seed"] = seeds[ch]
+            result[ch] = entry
+        return result
 
     # --- writes ---------------------------------------------------------------
 
@@ -562,6 +636,11 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         return self._sync(self.acopy_thread(source_thread_id, target_thread_id))
 
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
+
     def flush(self, timeout: float | None = None) -> None:
         return self._sync(self.aflush(timeout))
 
@@ -740,21 +819,46 @@ class HybridSaver(BaseCheckpointSaver[str]):
     async def aflush(self, timeout: float | None = None) -> None:
         await self._hop(self.inner.aflush(timeout))
 
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self.inner.get_delta_channel_history(config=config, channels=channels)
 
-async def connect_redis(url: str, **kwargs: Any) -> Redis:
-    """A bytes-mode asyncio client for `url`, checked with PING."""
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self._hop(
+            self.inner.aget_delta_channel_history(config=config, channels=channels)
+        )
+
+
+async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
+    """A bytes-mode asyncio client for `url`, checked with PING.
+
+    A Redis Cluster node URL gives a cluster client (detected with INFO).
+    """
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
         shown = redact(url) if isinstance(url, str) else repr(url)
         raise ConfigError(
             f"redis_url {shown!r} is not a Redis URL: use redis://host:6379/0 "
             "(or rediss:// for TLS)"
         )
+    # Retrying is safe: every script is idempotent on the hot tier, and an
+    # outbox entry written twice is applied twice with the same result.
+    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 5))
+    kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
     client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
     try:
-        await client.ping()
-    except (RedisConnectionError, OSError) as e:
+        info = await client.info("cluster")
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         await client.aclose()
         raise ServerUnreachableError(
             f"Redis at {redact(url)} is unreachable ({type(e).__name__}): start it or fix redis_url"
-        ) from None
-    return client
+        ) from e
+    if not info.get("cluster_enabled"):
+        return client
+    await client.aclose()
+    kwargs.pop("retry_on_error")
+    cluster: RedisCluster = RedisCluster.from_url(url, decode_responses=False, **kwargs)
+    await cluster.initialize()
+    return cluster

@@ -184,13 +184,17 @@ class PostgresBackend:
         if not self.owns_pool:
             return
         try:
+            # One direct attempt first: a refused connection fails at once
+            # instead of after the pool's retry timeout.
+            probe = await AsyncConnection.connect(str(self.pool.conninfo), connect_timeout=10)
+            await probe.close()
             await self.pool.open(wait=True, timeout=10.0)
         except Exception as e:
             await self.pool.close()
             raise ServerUnreachableError(
                 f"PostgreSQL at {self.where} is unreachable ({type(e).__name__}): "
                 "start it or fix durable_url"
-            ) from None
+            ) from e
 
     async def setup(self) -> None:
         async with self.pool.connection() as conn:
