@@ -291,16 +291,29 @@ class Demo:
             )
         runs = ", ".join(f"{n} {'+'.join(map(str, p))}" for n, p in report.nodes.items())
         print(f"\n  nodes by pid: {runs}", flush=True)
-
+        first, last = report.workers[0], report.workers[-1]
+        later = ", ".join(n for n, pids in report.nodes.items() if last.pid in pids)
+        print(
+            f"  pid {last.pid} resumed from checkpoint {report.state_after_stop['checkpoint_id']}"
+            f"\n  (the last one pid {first.pid} stored) and ran only: {later}",
+            flush=True,
+        )
         # What must hold: no completed node ran again (the refund crash point
         # is the one planned exception), one ledger row per effect target.
         allowed_rerun = {"issue_refund"} if report.crash_after == "refund" else set()
         reran = {n for n, pids in report.nodes.items() if len(pids) > 1}
+        if reran:
+            print(
+                f"  {', '.join(sorted(reran))} ran in both processes: its checkpoint was never "
+                "written, so LangGraph ran it again;\n  the ledger's idempotency key made the "
+                "second refund a no-op (attempts 2, performed once)",
+                flush=True,
+            )
         targets = [(e.kind, e.target) for e in effects]
         report.checks = {
-            "no_completed_node_reran": reran <= allowed_rerun,
-            "each_side_effect_once": len(targets) == len(set(targets)),
-            "finished": report.final_response is not None,
+            "no_completed_node_ran_again": reran <= allowed_rerun,
+            "each_side_effect_exactly_once": len(targets) == len(set(targets)),
+            "workflow_finished": report.final_response is not None,
         }
 
         started = time.monotonic()
@@ -311,12 +324,10 @@ class Demo:
             hot = await saver.aget_tuple(CONFIG)
         report.durable_checkpoint_id = durable.checkpoint_id if durable else None
         report.hot_checkpoint_id = hot.config["configurable"]["checkpoint_id"] if hot else None
-        report.checks["durable_has_final_checkpoint"] = (
+        report.checks["durable_store_has_the_final_checkpoint"] = (
             report.durable_checkpoint_id is not None
             and report.durable_checkpoint_id == report.hot_checkpoint_id
         )
-        for name, ok in report.checks.items():
-            print(f"  {'ok  ' if ok else 'FAIL'} {name.replace('_', ' ')}", flush=True)
         print(
             f"  durable store: latest checkpoint {report.durable_checkpoint_id} "
             f"(Redis: {report.hot_checkpoint_id}); outbox drained in {waited:.1f}s",
@@ -324,17 +335,12 @@ class Demo:
         )
         if lease_note and waited > 1:
             print(
-                "    (the killed worker still held its reconciler leases; another "
+                "  (the killed worker still held its reconciler leases; another "
                 "reconciler takes its shards over when they expire, after 5 s)",
                 flush=True,
             )
-        if reran:
-            print(
-                f"  re-ran after the crash: {', '.join(sorted(reran))}: its checkpoint was "
-                "never written, so LangGraph runs it again; the ledger's idempotency key "
-                "turned the second refund into a no-op (attempts 2, performed once)",
-                flush=True,
-            )
+        for name, ok in report.checks.items():
+            print(f"  {'ok  ' if ok else 'FAIL'} {name.replace('_', ' ')}", flush=True)
 
     # --- the scenarios ----------------------------------------------------------
 
