@@ -29,7 +29,7 @@ import asyncio
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ormsgpack
@@ -284,13 +284,16 @@ def pack_record(row: CheckpointRow, refs: Sequence[str]) -> bytes:
 
 @dataclass(slots=True)
 class HotRead:
-    """What one `get` found: `stored` is None when the hot copy is missing or
-    incomplete; `writes` are the hot pending writes of `checkpoint_id` either way."""
+    """What one `get` found: `stored` is None when the record is not hot;
+    `writes` are the hot pending writes of `checkpoint_id` either way;
+    `missing` names blobs the record refers to that Redis no longer has (after
+    a restart or an eviction) — the durable store has them."""
 
     checkpoint_id: str | None
     stored: StoredCheckpoint | None
     writes: list[WriteRow]
     generation: bytes
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, version)
 
 
 def _decode_record(
@@ -425,14 +428,15 @@ class HotTier:
         if found_id is None or rec is None:
             return HotRead(found_id, None, writes, gen)
         stored, refs = _decode_record(thread_id, ns, found_id, rec, self.base(thread_id))
-        if any(v is None for v in blob_values):
-            # A blob this checkpoint needs is gone (evicted, or lost with a
-            # Redis restart): the durable store has the whole checkpoint.
-            return HotRead(found_id, None, writes, gen)
+        missing = []
         for ref, value in zip(refs, blob_values, strict=True):
-            stored.blobs[ref.partition("\x00")[0]] = unpack_blob(value)
+            channel, _, version = ref.partition("\x00")
+            if value is None:
+                missing.append((channel, version))
+            else:
+                stored.blobs[channel] = unpack_blob(value)
         stored.writes = writes
-        return HotRead(found_id, stored, writes, gen)
+        return HotRead(found_id, stored, writes, gen, missing)
 
     async def get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[HotRead]:
         """`get` of several (thread_id, ns, checkpoint_id) in one round trip

@@ -74,7 +74,7 @@ from langgraph_hybrid_saver.errors import (
     SaverClosedError,
     ServerUnreachableError,
 )
-from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
+from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotRead, HotTier
 from langgraph_hybrid_saver.reconciler import Reconciler
 
 logger = logging.getLogger("langgraph_hybrid_saver")
@@ -253,8 +253,17 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self, thread_id: str, ns: str, cid: str | None
     ) -> StoredCheckpoint | None:
         self._check_open()
-        read = await self.hot.get(thread_id, ns, cid)
+        return await self._complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
+
+    async def _complete(
+        self, thread_id: str, ns: str, cid: str | None, read: HotRead
+    ) -> StoredCheckpoint | None:
+        """A hot read made whole: blobs Redis lost come from the durable store;
+        a checkpoint that is not hot is read through and copied back."""
         if read.stored is not None:
+            if read.missing:
+                found = await self.backend.get_blobs(thread_id, ns, read.missing)
+                read.stored.blobs.update(found)
             return read.stored
         stored = await self.backend.get(thread_id, ns, read.checkpoint_id or cid)
         if stored is None:
@@ -322,12 +331,15 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         reads = await self.hot.get_many(
             [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
         )
-        full = {id(h): r.stored for h, r in zip(headers, reads, strict=True)}
+        full = {id(h): r for h, r in zip(headers, reads, strict=True)}
         out = []
         for s in merged:
             if id(s) in full:  # a hot header: blobs and writes fetched above
-                got = full[id(s)] or await self._get_stored(
-                    s.thread_id, s.checkpoint_ns, s.checkpoint_id
+                read = full[id(s)]
+                got = (
+                    read.stored
+                    if read.stored and not read.missing
+                    else await self._complete(s.thread_id, s.checkpoint_ns, s.checkpoint_id, read)
                 )
                 if got is None:
                     logger.warning(
