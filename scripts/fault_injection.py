@@ -80,18 +80,28 @@ class Scale:
     fanout_wide: int = 16
     delete_after_s: float = 1.5
     late_s: float = 1.0
+    # leases
+    lease_rounds: int = 3
+    lease_ttl_s: float = 3.0
 
 
 SCALES = {
     "small": Scale(
         "small",
-        kills=30,
-        kill_budget_s=25,
-        kill_every_s=(0.1, 0.6),
+        kills=24,
+        kill_budget_s=20,
+        kill_every_s=(0.1, 0.5),
         workers=3,
         reconcilers=2,
         reconciler_kill_share=0.25,
         threads=12,
+        wipe_load_s=2.0,
+        wipe_after_s=1.5,
+        outage_s=4.0,
+        outage_warmup_s=2.0,
+        outage_after_s=1.0,
+        lease_rounds=2,
+        lease_ttl_s=1.0,
     ),
     "large": Scale(
         "large",
@@ -111,6 +121,7 @@ SCALES = {
         tasks_per_writer=50,
         delete_after_s=4,
         late_s=2,
+        lease_rounds=10,
     ),
 }
 
@@ -254,6 +265,7 @@ class Events:
     tasks: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     effects: Counter[str] = field(default_factory=Counter)
     resumes: int = 0
+    resumed: Counter[str] = field(default_factory=Counter)
     runs_completed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -278,6 +290,7 @@ def read_events(folder: str | Path) -> Events:
                 ev.effects[f[1]] += 1
             elif kind == "R":
                 ev.resumes += 1
+                ev.resumed[f[0]] += 1
             elif kind == "C":
                 ev.runs_completed += 1
     return ev
@@ -313,6 +326,15 @@ def read_durable(url: str) -> Durable:
         marks = dict(conn.execute("SELECT thread_id, applied_seq FROM hybrid_saver_threads"))
         dangling = conn.execute(DANGLING_SQL).fetchone()
     return Durable(checkpoints, writes, marks, dangling[0] if dangling else 0)  # type: ignore[arg-type]
+
+
+def count_writes(url: str, thread: str, checkpoint_id: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_id = %s",
+            (thread, checkpoint_id),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def ledger_keys(path: str) -> Counter[str]:
@@ -740,9 +762,7 @@ async def concurrent_writers(lab: Lab, scale: Scale) -> dict[str, Any]:
             "writer exit codes != 0": sum(p.exitcode != 0 for p in procs),
             "pending writes expected on the shared checkpoint": 2 * expected_tasks,
             "pending writes read back (hot)": len(hot.pending_writes) if hot else 0,
-            "tasks with writes in PostgreSQL": sum(
-                1 for t, _, c, _ in durable.writes if t == shared and c == cid
-            ),
+            "pending writes in PostgreSQL": count_writes(spec["durable_url"], shared, cid),
         }
         # 2. A graph whose 16 parallel Send branches write to one checkpoint.
         wide = spec | {"fanout": scale.fanout_wide, "max_runs": 3, "graph_durability": ["sync"]}
@@ -834,33 +854,171 @@ async def late_older_checkpoint(saver: AsyncHybridSaver, spec: dict[str, Any]) -
     }
 
 
+def lease_events(folder: str) -> list[tuple[str, str, str, list[str]]]:
+    """(process log, thread, token, what...) of every `L` line."""
+    out = []
+    for path in sorted(Path(folder).glob("contender-*.log")):
+        for line in path.read_text().splitlines():
+            if line.startswith("L "):
+                _, thread, token, *what = line.split(" ")
+                out.append((path.stem, thread, token, what))
+    return out
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def interrupt_runs(lab: Lab, spec: dict[str, Any], threads: list[str]) -> None:
+    """Leave each thread in the middle of its first run: a slow worker is
+    SIGKILLed once every thread has run two tasks."""
+    logs = str(lab.workdir(f"{spec['key_prefix']}-setup"))
+    slow = {"threads": threads, "pause": 0.3, "log_dir": logs, "graph_durability": ["sync"]}
+    proc = lab.fork(wl.worker_main, spec | slow)
+
+    def started() -> bool:
+        ev = read_events(logs)
+        return all(sum(len(ev.tasks[k]) for k in ev.tasks if k[0] == t) >= 2 for t in threads)
+
+    await wait_for(started, 60, "the runs to start")
+    proc.kill()
+    await asyncio.to_thread(proc.join, 10)
+
+
+async def double_dispatch(lab: Lab, scale: Scale) -> dict[str, Any]:
+    """Two processes resume the same interrupted thread at once under
+    `saver.alease`; a holder is SIGKILLed; a holder is paused (SIGSTOP) past
+    its lease while another takes over."""
+    redis = lab.redis()
+    spec = base_spec(lab, "lease", redis, scale)
+    spec |= {"ttl": scale.lease_ttl_s, "pause": 0.05}
+    threads = thread_names("lease", scale.lease_rounds + 3)
+    logs = spec["log_dir"]
+    figures: dict[str, Any] = {"lease ttl s": scale.lease_ttl_s}
+
+    def said(thread: str, word: str) -> list[tuple[str, str, str, list[str]]]:
+        return [e for e in lease_events(logs) if e[1] == thread and e[3][0] == word]
+
+    async with harness_saver(spec) as saver:
+        recs = [lab.reconciler(spec)]
+        await wait_reconcilers(saver, 1)
+        await interrupt_runs(lab, spec, threads)
+        # 1. Double dispatch: two processes per thread, all at the same instant.
+        at = time.time() + 2.0
+        pairs = [
+            lab.fork(wl.contender_main, spec | {"thread": t, "mode": "run", "start_at": at})
+            for t in threads[: scale.lease_rounds]
+            for _ in range(2)
+        ]
+        for p in pairs:
+            await asyncio.to_thread(p.join, 60)
+        ev = read_events(logs)
+        exactly_one = resumed = 0
+        for thread in threads[: scale.lease_rounds]:
+            won, lost = said(thread, "acquired"), said(thread, "busy")
+            exactly_one += len(won) == 1 and len(lost) == 1 and len(said(thread, "ran")) == 1
+            resumed += ev.resumed.get(thread, 0) == 1
+        figures |= {
+            "double dispatches": scale.lease_rounds,
+            "exactly one proceeded, the other got ThreadBusyError": exactly_one,
+            "interrupted runs resumed by the one that proceeded": resumed,
+        }
+        # 2. The holder is SIGKILLed: the lease is free once its ttl ran out.
+        thread = threads[scale.lease_rounds]
+        holder = lab.fork(wl.contender_main, spec | {"thread": thread, "mode": "hang"})
+        await wait_for(lambda: bool(said(thread, "acquired")), 60, "the lease")
+        holder.kill()
+        killed_at = time.time()
+        waiter = lab.fork(wl.contender_main, spec | {"thread": thread, "mode": "wait"})
+        await asyncio.to_thread(waiter.join, 60)
+        taken = [e for e in said(thread, "acquired") if e[0] != said(thread, "acquired")[0][0]]
+        figures |= {
+            "lease taken over after its holder's SIGKILL, s": (
+                round(float(taken[0][3][2]) - killed_at, 2) if taken else None
+            ),
+            "ThreadBusyError answers before that": int(taken[0][3][1]) if taken else None,
+            "run resumed by the new holder": bool(said(thread, "ran")),
+        }
+        # 3./4. The holder is paused (SIGSTOP) past its ttl mid-run; another
+        # process takes over; the paused one wakes while the new holder still
+        # holds the lease (3) or after it released it (4).
+        for thread, hold, label in (
+            (threads[-2], 3.0, "while the new holder holds the lease"),
+            (threads[-1], 0.0, "after the new holder released the lease"),
+        ):
+            stale = lab.fork(
+                wl.contender_main,
+                spec | {"thread": thread, "mode": "run", "pause": 1.0, "min_pause": 0.8},
+            )
+            log = Path(logs) / f"contender-{stale.pid}.log"
+            # SIGSTOP once it runs a task (each takes >= 0.8 s): mid-run, lease held.
+            await wait_for(lambda f=log: f.exists() and "\nB " in f.read_text(), 60, "a task")
+            os.kill(stale.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+            await asyncio.sleep(scale.lease_ttl_s + 1)
+            new = lab.fork(
+                wl.contender_main, spec | {"thread": thread, "mode": "wait", "hold_s": hold}
+            )
+            await wait_for(lambda t=thread: bool(said(t, "ran")), 60, "the takeover")
+            if not hold:
+                await asyncio.to_thread(new.join, 60)
+            os.kill(stale.pid, signal.SIGCONT)  # type: ignore[arg-type]
+            await asyncio.to_thread(stale.join, 60)
+            await asyncio.to_thread(new.join, 60)
+            outcome = [
+                e[3][0]
+                for e in lease_events(logs)
+                if e[1] == thread and e[0] == f"contender-{stale.pid}"
+            ]
+            figures[f"stale holder woken {label}: its writes"] = (
+                "rejected (ThreadBusyError)"
+                if "fenced" in outcome
+                else "accepted"
+                if "ran" in outcome
+                else f"? {outcome}"
+            )
+        await saver.aflush(timeout=120)
+        stop_reconcilers(recs)
+        ev = read_events(logs)
+        figures |= await check_graph_threads(saver, spec, threads, ev)
+    return figures
+
+
 SCENARIOS: dict[str, Callable[[Lab, Scale], Any]] = {
     "kill_storm": kill_storm,
     "redis_wipe_write_behind": lambda lab, s: redis_wipe(lab, s, "write_behind"),
     "redis_wipe_write_through": lambda lab, s: redis_wipe(lab, s, "write_through"),
     "pg_outage": pg_outage,
     "concurrent_writers": concurrent_writers,
+    "double_dispatch": double_dispatch,
 }
 
 
 @contextlib.contextmanager
-def open_lab() -> Iterator[Lab]:
+def open_lab(pg: PostgresCluster | None = None) -> Iterator[Lab]:
+    """Servers for a run: `pg` (or a new throwaway cluster) and a temp folder."""
     folder = Path(tempfile.mkdtemp(prefix="lhs-faults-"))
-    pg = PostgresCluster()
+    own = pg is None
+    cluster = PostgresCluster() if pg is None else pg
+    debug = os.environ.get("LHS_FAULTS_DEBUG")
     try:
-        pg.init()
-        lab = Lab(pg, folder)
+        if own:
+            cluster.init()
+        lab = Lab(cluster, folder)
         try:
             yield lab
         finally:
             lab.close()
     finally:
-        if os.environ.get("LHS_FAULTS_DEBUG"):  # keep logs and data to look at
-            pg.stop()
-            print(f"kept {folder} and {pg.folder}", flush=True)
+        if debug:  # keep logs (and the cluster's data) to look at
+            print(f"kept {folder}" + (f" and {cluster.folder}" if own else ""), flush=True)
         else:
-            pg.remove()
             shutil.rmtree(folder, ignore_errors=True)
+        if own:
+            cluster.stop() if debug else cluster.remove()
 
 
 async def run_scenario(lab: Lab, name: str, scale: Scale) -> dict[str, Any]:

@@ -124,7 +124,13 @@ class Branch(TypedDict):
 
 
 def build_graph(
-    saver: Any, events: EventLog, ledger: Ledger, fanout: int, pause: float, seed: str
+    saver: Any,
+    events: EventLog,
+    ledger: Ledger,
+    fanout: int,
+    pause: float,
+    seed: str,
+    min_pause: float = 0.0,
 ) -> Any:
     """prepare -> fanout x branch (Send, parallel: pending writes of one
     checkpoint) -> charge (side effect with an idempotency key) -> finish."""
@@ -136,7 +142,7 @@ def build_graph(
         return str(thread)
 
     async def nap() -> None:
-        await asyncio.sleep(rng.uniform(0, pause))
+        await asyncio.sleep(rng.uniform(min_pause, pause))
 
     async def prepare(state: State, config: RunnableConfig) -> State:
         task_started(config)
@@ -338,3 +344,54 @@ async def _writer(spec: dict[str, Any]) -> None:
 
 def writer_main(spec: dict[str, Any]) -> None:
     asyncio.run(_writer(spec))
+
+
+async def _contend(spec: dict[str, Any]) -> None:
+    """Take the thread's lease, then resume its interrupted run (or run the
+    next one): a retry that may have been dispatched twice. Logs
+    `L <thread> <token> <what>`.
+
+    Modes: "run"; "hang" (hold the lease and never finish: to be killed);
+    "wait" (retry until the lease is free, then run). `hold_s` keeps the
+    lease that long after the run.
+    """
+    from langgraph_hybrid_saver import ThreadBusyError
+
+    events = EventLog(spec["log_dir"], "contender")
+    thread, mode = spec["thread"], spec["mode"]
+    async with _open_saver(spec, events) as saver:
+        graph = build_graph(
+            saver,
+            events,
+            Ledger(spec["ledger"]),
+            spec["fanout"],
+            spec["pause"],
+            thread,
+            spec.get("min_pause", 0.0),
+        )
+        await asyncio.sleep(max(spec.get("start_at", 0) - time.time(), 0))
+        busy = 0
+        while True:
+            try:
+                async with saver.alease(thread, ttl=spec["ttl"]) as token:
+                    events.write("L", thread, token, f"acquired {busy} {time.time():.6f}")
+                    if mode == "hang":
+                        await asyncio.sleep(3600)
+                    try:
+                        await advance(graph, thread, "sync", events)
+                        events.write("L", thread, token, "ran")
+                    except ThreadBusyError:
+                        events.write("L", thread, token, "fenced")
+                        return
+                    await asyncio.sleep(spec.get("hold_s", 0))
+                    return
+            except ThreadBusyError:
+                busy += 1
+                if mode != "wait":
+                    events.write("L", thread, "-", "busy")
+                    return
+                await asyncio.sleep(0.05)
+
+
+def contender_main(spec: dict[str, Any]) -> None:
+    asyncio.run(_contend(spec))

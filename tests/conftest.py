@@ -23,7 +23,9 @@ import psycopg
 import pytest
 
 from langgraph_hybrid_saver import AsyncHybridSaver
+from scripts.servers import PostgresCluster, TLSFiles, make_tls
 
+THROWAWAY_APP_PASSWORD = "app-s3cret-pw"
 REDIS_URL = os.environ.get("HYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_BASE = os.environ.get("HYBRID_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -179,3 +181,22 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+# Destructive and security tests: servers of our own (scripts/servers.py).
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A throwaway CA with a server and a client certificate (openssl)."""
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def throwaway_pg(tls_files: TLSFiles) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of our own (initdb + postgres on a free port, ssl
+    on, roles postgres/app/tls_only), removed by PID at the end of the session."""
+    cluster = PostgresCluster(app_password=THROWAWAY_APP_PASSWORD, ssl=tls_files)
+    try:
+        cluster.init()
+        yield cluster
+    finally:
+        cluster.remove()
