@@ -107,10 +107,10 @@ SCALES = {
         "large",
         kills=1000,
         kill_budget_s=330,
-        kill_every_s=(0.05, 0.5),
+        kill_every_s=(0.05, 0.45),
         workers=6,
         reconcilers=3,
-        reconciler_kill_share=0.2,
+        reconciler_kill_share=0.15,
         threads=60,
         wipe_load_s=10,
         wipe_stall_s=3,
@@ -498,10 +498,10 @@ async def kill_storm(lab: Lab, scale: Scale) -> dict[str, Any]:
                 if now - w.started_at >= scale.min_age_s  # type: ignore[attr-defined]
             ]
             if rng.random() < scale.reconciler_kill_share:
-                pool = [
+                pool = [  # not while it is still importing: it would not hold shards yet
                     ("reconciler", i)
                     for i, r in enumerate(recs)
-                    if now - r.started_at >= scale.min_age_s  # type: ignore[attr-defined]
+                    if now - r.started_at >= 4 * scale.min_age_s  # type: ignore[attr-defined]
                 ] or pool
             if not pool:
                 continue
