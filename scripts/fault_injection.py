@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -106,8 +107,8 @@ SCALES = {
     "large": Scale(
         "large",
         kills=1000,
-        kill_budget_s=330,
-        kill_every_s=(0.05, 0.45),
+        kill_budget_s=360,
+        kill_every_s=(0.02, 0.3),
         workers=6,
         reconcilers=3,
         reconciler_kill_share=0.15,
@@ -338,8 +339,6 @@ def count_writes(url: str, thread: str, checkpoint_id: str) -> int:
 
 
 def ledger_keys(path: str) -> Counter[str]:
-    import sqlite3
-
     with contextlib.closing(sqlite3.connect(path)) as db:
         return Counter(k for (k,) in db.execute("SELECT key FROM ledger"))
 
@@ -907,13 +906,23 @@ async def double_dispatch(lab: Lab, scale: Scale) -> dict[str, Any]:
         recs = [lab.reconciler(spec)]
         await wait_reconcilers(saver, 1)
         await interrupt_runs(lab, spec, threads)
-        # 1. Double dispatch: two processes per thread, all at the same instant.
-        at = time.time() + 2.0
+        # 1. Double dispatch: two processes per thread, started together once
+        # all are ready; the one that proceeds holds the lease a little longer.
+        go = Path(logs) / "go"
         pairs = [
-            lab.fork(wl.contender_main, spec | {"thread": t, "mode": "run", "start_at": at})
+            lab.fork(
+                wl.contender_main,
+                spec | {"thread": t, "mode": "run", "go_file": str(go), "hold_s": 0.5},
+            )
             for t in threads[: scale.lease_rounds]
             for _ in range(2)
         ]
+        await wait_for(
+            lambda: sum(e[3][0] == "ready" for e in lease_events(logs)) == len(pairs),
+            120,
+            "the contenders to be ready",
+        )
+        go.touch()
         for p in pairs:
             await asyncio.to_thread(p.join, 60)
         ev = read_events(logs)

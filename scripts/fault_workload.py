@@ -369,7 +369,10 @@ async def _contend(spec: dict[str, Any]) -> None:
             thread,
             spec.get("min_pause", 0.0),
         )
-        await asyncio.sleep(max(spec.get("start_at", 0) - time.time(), 0))
+        if go := spec.get("go_file"):  # a start line shared with the other contender
+            events.write("L", thread, "-", "ready")
+            while not os.path.exists(go):
+                await asyncio.sleep(0.002)
         busy = 0
         while True:
             try:
