@@ -21,6 +21,7 @@ import dataclasses
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -271,9 +272,9 @@ class Events:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-def read_events(folder: str | Path) -> Events:
+def read_events(folder: str | Path, pattern: str = "*-*.log") -> Events:
     ev = Events()
-    for path in sorted(Path(folder).glob("*-*.log")):
+    for path in sorted(Path(folder).glob(pattern)):
         for line in path.read_text().splitlines():
             kind, _, rest = line.partition(" ")
             if kind == "X":
@@ -527,6 +528,7 @@ async def kill_storm(lab: Lab, scale: Scale) -> dict[str, Any]:
         await saver.aflush(timeout=120)
         stop_reconcilers([final])
         ev = read_events(spec["log_dir"])
+        at_end = read_events(spec["log_dir"], "finisher-*.log").resumes
         figures: dict[str, Any] = {
             "kills": kills["worker"] + kills["reconciler"],
             "worker kills": kills["worker"],
@@ -535,16 +537,13 @@ async def kill_storm(lab: Lab, scale: Scale) -> dict[str, Any]:
             "storm seconds": round(storm_s, 1),
             "backlog peak": max((b for _, b, _ in samples), default=0),
             "lag peak s": round(max((lag for _, _, lag in samples), default=0.0), 2),
-            "interrupted runs resumed during the storm": ev.resumes,
+            "interrupted runs resumed during the storm": ev.resumes - at_end,
+            "interrupted runs resumed at the end (finisher)": at_end,
             "finisher exit code": resumed_exit,
             "errors seen by workers": dict(ev.errors),
         }
         figures |= loss(ev, read_durable(spec["durable_url"]))
         figures |= await check_graph_threads(saver, spec, threads, ev)
-        # Resumed at the end = runs the finisher found interrupted.
-        figures["interrupted runs resumed at the end"] = read_events(spec["log_dir"]).resumes - (
-            ev.resumes
-        )
     return figures
 
 
@@ -1040,27 +1039,30 @@ async def run_scenario(lab: Lab, name: str, scale: Scale) -> dict[str, Any]:
 # --- report ---------------------------------------------------------------------
 
 
-def render(results: dict[str, dict[str, Any]], scale: Scale, command: str, seconds: float) -> str:
+def render_section(name: str, figures: dict[str, Any], command: str) -> str:
     lines = [
-        REPORT_BEGIN,
+        f"### `{name}`",
         "",
-        f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} in {seconds:.0f} s "
-        f"(scale `{scale.name}`: {dataclasses.asdict(scale)}).",
+        f"`{command}`, {time.strftime('%Y-%m-%d')}.",
         "",
+        "| figure | value |",
+        "|---|---|",
     ]
-    for name, figures in results.items():
-        lines += [f"### `{name}`", "", "| figure | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in figures.items() if not k.startswith("_")]
-        lines.append("")
-    lines.append(REPORT_END)
-    return "\n".join(lines)
+    lines += [f"| {k} | {v} |" for k, v in figures.items() if not k.startswith("_")]
+    return "\n".join(lines) + "\n\n"
 
 
-def write_report(path: Path, block: str) -> None:
+def write_report(path: Path, sections: dict[str, str], scale: Scale) -> None:
+    """Replace the sections of the scenarios that ran; keep the others."""
     text = path.read_text() if path.exists() else f"# Reliability\n\n{REPORT_BEGIN}\n{REPORT_END}\n"
     head, _, rest = text.partition(REPORT_BEGIN)
-    _, _, tail = rest.partition(REPORT_END)
-    path.write_text(head + block + tail)
+    old, _, tail = rest.partition(REPORT_END)
+    parts = re.split(r"^### `(\w+)`\n", old, flags=re.M)
+    kept = {n: f"### `{n}`\n{body}" for n, body in zip(parts[1::2], parts[2::2], strict=True)}
+    params = {k: v for k, v in dataclasses.asdict(scale).items() if k != "name"}
+    block = [REPORT_BEGIN, "", f"Scale `{scale.name}`: {params}.", ""]
+    block += [sections.get(n) or kept.get(n, "") for n in SCENARIOS]
+    path.write_text(head + "\n".join(block).rstrip() + "\n\n" + REPORT_END + tail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1070,7 +1072,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS))
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
-    started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     with open_lab() as lab:
         for name in args.only or SCENARIOS:
@@ -1081,7 +1082,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   {k}: {v}", flush=True)
     command = "python -m scripts.fault_injection " + " ".join(argv or sys.argv[1:])
     if args.out:
-        write_report(args.out, render(results, scale, command, time.monotonic() - started))
+        sections = {n: render_section(n, f, command) for n, f in results.items()}
+        write_report(args.out, sections, scale)
     return 0
 
 
