@@ -1060,9 +1060,9 @@ def write_report(path: Path, sections: dict[str, str], scale: Scale) -> None:
     parts = re.split(r"^### `(\w+)`\n", old, flags=re.M)
     kept = {n: f"### `{n}`\n{body}" for n, body in zip(parts[1::2], parts[2::2], strict=True)}
     params = {k: v for k, v in dataclasses.asdict(scale).items() if k != "name"}
-    block = [REPORT_BEGIN, "", f"Scale `{scale.name}`: {params}.", ""]
-    block += [sections.get(n) or kept.get(n, "") for n in SCENARIOS]
-    path.write_text(head + "\n".join(block).rstrip() + "\n\n" + REPORT_END + tail)
+    body = "".join(sections.get(n) or kept.get(n, "") for n in SCENARIOS).rstrip()
+    block = f"{REPORT_BEGIN}\n\nScale `{scale.name}`: {params}.\n\n{body}\n\n{REPORT_END}"
+    path.write_text(head + block + tail)
 
 
 def main(argv: list[str] | None = None) -> int:
