@@ -25,14 +25,15 @@ fields]. Lengths are UTF-8 byte lengths (Lua's `#`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ormsgpack
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from langgraph_hybrid_saver.core import (
     BlobRow,
@@ -79,18 +80,49 @@ local function read_writes(ns, cid)
 end
 """
 
-# KEYS: base, outbox. ARGV: ttl, thread_id, ns, cid, record, blob field/value pairs.
+# KEYS: base, outbox. ARGV: ttl, window, thread_id, ns, cid, record, blob
+# field/value pairs. With a window, only the newest `window` checkpoints of the
+# namespace stay hot: older records, their writes and the blobs only they used
+# are dropped from Redis (the durable store has them once reconciled).
 _PUT = (
     _LUA_PRELUDE
     + """
-local ttl, tid, ns, cid, rec = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-redis.call('ZADD', nk('i', ns), 0, cid)
-redis.call('HSET', nk('c', ns), cid, rec)
+local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tid, ns, cid, rec = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ik, ck = nk('i', ns), nk('c', ns)
+redis.call('ZADD', ik, 0, cid)
+redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
-if #ARGV > 5 then call_chunked('HSET', nk('b', ns), ARGV, 6, #ARGV, 4000) end
+if #ARGV > 6 then call_chunked('HSET', nk('b', ns), ARGV, 7, #ARGV, 4000) end
 local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
-for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+local over = window > 0 and redis.call('ZCARD', ik) - window or 0
+if over > 0 then
+  local old = redis.call('ZRANGE', ik, 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', ik, 0, over - 1)
+  -- Channel versions only grow along a thread, so a blob the oldest kept
+  -- checkpoint does not use is not used by a newer one either.
+  local keep = {}
+  for _, kept in ipairs({redis.call('ZRANGE', ik, 0, 0)[1], cid}) do
+    local r = redis.call('HGET', ck, kept)
+    if r then for _, f in ipairs(cmsgpack.unpack(r)[4]) do keep[f] = true end end
+  end
+  for _, gone in ipairs(old) do
+    local r = redis.call('HGET', ck, gone)
+    if r then
+      for _, f in ipairs(cmsgpack.unpack(r)[4]) do
+        if not keep[f] then redis.call('HDEL', nk('b', ns), f) end
+      end
+    end
+    redis.call('HDEL', ck, gone)
+    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    if #wf > 0 then
+      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
+      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    end
+  end
+end
 expire_ns(ns, ttl)
 return id
 """
@@ -252,13 +284,16 @@ def pack_record(row: CheckpointRow, refs: Sequence[str]) -> bytes:
 
 @dataclass(slots=True)
 class HotRead:
-    """What one `get` found: `stored` is None when the hot copy is missing or
-    incomplete; `writes` are the hot pending writes of `checkpoint_id` either way."""
+    """What one `get` found: `stored` is None when the record is not hot;
+    `writes` are the hot pending writes of `checkpoint_id` either way;
+    `missing` names blobs the record refers to that Redis no longer has (after
+    a restart or an eviction) — the durable store has them."""
 
     checkpoint_id: str | None
     stored: StoredCheckpoint | None
     writes: list[WriteRow]
     generation: bytes
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, version)
 
 
 def _decode_record(
@@ -282,12 +317,13 @@ class HotTier:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
         ttl: float | None = 3600.0,
         refresh_on_read: bool = False,
+        window: int | None = None,
     ) -> None:
         if not prefix or any(c in prefix for c in "{}"):
             raise ConfigError(
@@ -298,7 +334,13 @@ class HotTier:
             raise ConfigError(f"shards must be an int in 1..16384, got {shards!r}")
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-        self.redis = redis
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ConfigError(f"hot_window must be a positive int or None, got {window!r}")
+        self.redis: Any = redis
+        # Redis Cluster: scripts and single-stream reads route by key slot;
+        # reads of several shards cannot share one command there.
+        self.cluster = isinstance(redis, RedisCluster)
+        self.window = window or 0
         self.prefix = prefix
         self.shards = shards
         self.ttl_ms = int(ttl * 1000) if ttl else 0
@@ -347,6 +389,7 @@ class HotTier:
         """Write a checkpoint, its new blobs and its outbox entry atomically."""
         args: list[Any] = [
             self.ttl_ms,
+            self.window,
             row.thread_id,
             row.checkpoint_ns,
             row.checkpoint_id,
@@ -375,23 +418,46 @@ class HotTier:
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
-        base = self.base(thread_id)
-        found, rec, blob_values, write_values, gen = await self._get(
-            keys=[base], args=[ns, cid or "", self.refresh_ms]
-        )
+        reply = await self._get(keys=[self.base(thread_id)], args=[ns, cid or "", self.refresh_ms])
+        return self._read(thread_id, ns, reply)
+
+    def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
+        found, rec, blob_values, write_values, gen = reply
         found_id = _b(found) if found else None
         writes = [unpack_write(v) for v in write_values if v is not None]
         if found_id is None or rec is None:
             return HotRead(found_id, None, writes, gen)
-        stored, refs = _decode_record(thread_id, ns, found_id, rec, base)
-        if any(v is None for v in blob_values):
-            # A blob this checkpoint needs is gone (evicted, or lost with a
-            # Redis restart): the durable store has the whole checkpoint.
-            return HotRead(found_id, None, writes, gen)
+        stored, refs = _decode_record(thread_id, ns, found_id, rec, self.base(thread_id))
+        missing = []
         for ref, value in zip(refs, blob_values, strict=True):
-            stored.blobs[ref.partition("\x00")[0]] = unpack_blob(value)
+            channel, _, version = ref.partition("\x00")
+            if value is None:
+                missing.append((channel, version))
+            else:
+                stored.blobs[channel] = unpack_blob(value)
         stored.writes = writes
-        return HotRead(found_id, stored, writes, gen)
+        return HotRead(found_id, stored, writes, gen, missing)
+
+    async def get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[HotRead]:
+        """`get` of several (thread_id, ns, checkpoint_id) in one round trip
+        (concurrent per-slot calls on Redis Cluster)."""
+        if not keys:
+            return []
+        if self.cluster:
+            replies = await asyncio.gather(
+                *(
+                    self._get(keys=[self.base(t)], args=[ns, cid, self.refresh_ms])
+                    for t, ns, cid in keys
+                )
+            )
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for t, ns, cid in keys:
+                    await self._get(
+                        keys=[self.base(t)], args=[ns, cid, self.refresh_ms], client=pipe
+                    )
+                replies = await pipe.execute()
+        return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
     async def namespaces(self, thread_id: str) -> list[str]:
         return sorted(_b(n) for n in await self._namespaces(keys=[self.base(thread_id)]))
@@ -460,9 +526,17 @@ class HotTier:
         the head of a stream is always the oldest unapplied entry)."""
         if not shards:
             return []
-        streams = {self.outboxes[s]: "0-0" for s in shards}
-        reply: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
         index = {self.outboxes[s]: s for s in shards}
+        if self.cluster:
+            replies = await asyncio.gather(
+                *(self.redis.xread({self.outboxes[s]: "0-0"}, count=count) for s in shards)
+            )
+            reply = [r for rs in replies for r in (rs or [])]
+            if not reply and block_ms:
+                await asyncio.sleep(min(block_ms, 20) / 1000)
+        else:
+            streams = {self.outboxes[s]: "0-0" for s in shards}
+            reply = await self.redis.xread(streams, count=count, block=block_ms)
         out = []
         for stream, entries in reply or []:
             shard = index[_b(stream)]
@@ -503,12 +577,11 @@ class HotTier:
             for stream in self.outboxes:
                 pipe.xlen(stream)
                 pipe.xrange(stream, count=1)
-            pipe.time()
             replies = await pipe.execute()
-        now_s, now_us = replies[-1]
+        now_s, now_us = await self.redis.time()
         now_ms = now_s * 1000 + now_us // 1000
         total, oldest = 0, None
-        for i in range(0, len(replies) - 1, 2):
+        for i in range(0, len(replies), 2):
             total += replies[i]
             if replies[i + 1]:
                 ms = int(_b(replies[i + 1][0][0]).split("-")[0])

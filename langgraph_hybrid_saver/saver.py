@@ -18,7 +18,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, TypeVar
 
@@ -29,9 +37,11 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -64,13 +74,14 @@ from langgraph_hybrid_saver.errors import (
     SaverClosedError,
     ServerUnreachableError,
 )
-from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
+from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotRead, HotTier
 from langgraph_hybrid_saver.reconciler import Reconciler
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
 T = TypeVar("T")
 Durability = Literal["write_behind", "write_through"]
+DELTA_PAGE_SIZE = 64  # ancestors read per page by aget_delta_channel_history
 Placement = Literal["in_process", "external"]
 
 
@@ -78,7 +89,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer: Redis for hot reads, a durable store behind it.
 
     Args:
-        redis: A `redis.asyncio.Redis` client (bytes responses).
+        redis: A `redis.asyncio.Redis` or `RedisCluster` client (bytes responses).
         backend: A durable backend (see `langgraph_hybrid_saver.backends`).
         serde: Serializer for channel values and writes.
         ttl: Seconds a thread's hot copy lives after its last write (None:
@@ -90,6 +101,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             reconcile` workers.
         durability: "write_behind" (default) or "write_through".
         refresh_ttl_on_read: Also refresh the TTL when a thread is read.
+        hot_window: Keep only the newest N checkpoints of each namespace in
+            Redis (None: all within the TTL); older ones are read from the
+            durable store.
         flush_timeout: Default timeout of `aflush` and write-through waits.
 
     Must be constructed on the event loop it will be used from.
@@ -97,7 +111,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         backend: DurableBackend,
         *,
         serde: SerializerProtocol | None = None,
@@ -107,6 +121,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         reconciler: Placement = "in_process",
         durability: Durability = "write_behind",
         refresh_ttl_on_read: bool = False,
+        hot_window: int | None = None,
         flush_timeout: float = 30.0,
     ) -> None:
         super().__init__(serde=serde)
@@ -127,6 +142,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             shards=shards,
             ttl=ttl,
             refresh_on_read=refresh_ttl_on_read,
+            window=hot_window,
         )
         self.backend = backend
         self.placement = reconciler
@@ -237,8 +253,17 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self, thread_id: str, ns: str, cid: str | None
     ) -> StoredCheckpoint | None:
         self._check_open()
-        read = await self.hot.get(thread_id, ns, cid)
+        return await self._complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
+
+    async def _complete(
+        self, thread_id: str, ns: str, cid: str | None, read: HotRead
+    ) -> StoredCheckpoint | None:
+        """A hot read made whole: blobs Redis lost come from the durable store;
+        a checkpoint that is not hot is read through and copied back."""
         if read.stored is not None:
+            if read.missing:
+                found = await self.backend.get_blobs(thread_id, ns, read.missing)
+                read.stored.blobs.update(found)
             return read.stored
         stored = await self.backend.get(thread_id, ns, read.checkpoint_id or cid)
         if stored is None:
@@ -300,21 +325,79 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             ]
         hot = [h for h in hot if matches(query, h)]
         durable = await self.backend.list(query)
+        merged = merge_newest_first(hot, durable, query.limit)
         complete = {id(d) for d in durable}
+        headers = [s for s in merged if id(s) not in complete]
+        reads = await self.hot.get_many(
+            [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
+        )
+        full = {id(h): r for h, r in zip(headers, reads, strict=True)}
         out = []
-        for s in merge_newest_first(hot, durable, query.limit):
-            if id(s) not in complete:  # a hot header: fetch blobs and writes
-                full = await self._get_stored(s.thread_id, s.checkpoint_ns, s.checkpoint_id)
-                if full is None:
+        for s in merged:
+            if id(s) in full:  # a hot header: blobs and writes fetched above
+                read = full[id(s)]
+                got = (
+                    read.stored
+                    if read.stored and not read.missing
+                    else await self._complete(s.thread_id, s.checkpoint_ns, s.checkpoint_id, read)
+                )
+                if got is None:
                     logger.warning(
                         "checkpoint %s of thread %s vanished while listing",
                         s.checkpoint_id,
                         s.thread_id,
                     )
                     continue
-                s = full
+                s = got
             out.append(s)
         return out
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The ancestor writes and seed of each channel (DeltaChannel support).
+
+        Same result as `BaseCheckpointSaver`'s walk, but the ancestors are read
+        in pages of the namespace (both tiers, a few round trips per page)
+        instead of one `get_tuple` per ancestor.
+        """
+        if not channels:
+            return {}
+        thread_id, ns, cid = parse_config(config)
+        target = await self._get_stored(thread_id, ns, cid)
+        collected: dict[str, builtins.list[PendingWrite]] = {c: [] for c in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        page: dict[str, StoredCheckpoint] = {}
+        cursor = target.parent_checkpoint_id if target else None
+        oldest = target.checkpoint_id if target else None
+        while cursor is not None and remaining:
+            if cursor not in page:
+                if oldest is None or cursor >= oldest:
+                    break  # the parent was deleted (pruned): the walk ends here
+                query = ListQuery(thread_id, ns, None, None, oldest, DELTA_PAGE_SIZE)
+                rows = await self._list_stored(query)
+                if not rows:
+                    break
+                page.update((r.checkpoint_id, r) for r in rows)
+                oldest = rows[-1].checkpoint_id
+                continue
+            tup = to_tuple(self.serde, page[cursor])
+            for write in reversed(tup.pending_writes or []):
+                if write[1] in remaining:
+                    collected[write[1]].append(write)
+            for ch in list(remaining):
+                if ch in tup.checkpoint["channel_values"]:
+                    seeds[ch] = tup.checkpoint["channel_values"][ch]
+                    remaining.discard(ch)
+            cursor = page[cursor].parent_checkpoint_id
+        result: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            entry: DeltaChannelHistory = {"writes": collected[ch][::-1]}
+            if ch in seeds:
+                entry["seed"] = seeds[ch]
+            result[ch] = entry
+        return result
 
     # --- writes ---------------------------------------------------------------
 
@@ -565,6 +648,11 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         return self._sync(self.acopy_thread(source_thread_id, target_thread_id))
 
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
+
     def flush(self, timeout: float | None = None) -> None:
         return self._sync(self.aflush(timeout))
 
@@ -743,9 +831,24 @@ class HybridSaver(BaseCheckpointSaver[str]):
     async def aflush(self, timeout: float | None = None) -> None:
         await self._hop(self.inner.aflush(timeout))
 
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self.inner.get_delta_channel_history(config=config, channels=channels)
 
-async def connect_redis(url: str, **kwargs: Any) -> Redis:
-    """A bytes-mode asyncio client for `url`, checked with PING."""
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self._hop(
+            self.inner.aget_delta_channel_history(config=config, channels=channels)
+        )
+
+
+async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
+    """A bytes-mode asyncio client for `url`, checked with PING.
+
+    A Redis Cluster node URL gives a cluster client (detected with INFO).
+    """
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
         shown = redact(url) if isinstance(url, str) else repr(url)
         raise ConfigError(
@@ -758,10 +861,16 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis:
     kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
     client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
     try:
-        await client.ping()
-    except (RedisConnectionError, OSError) as e:
+        info = await client.info("cluster")
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         await client.aclose()
         raise ServerUnreachableError(
             f"Redis at {redact(url)} is unreachable ({type(e).__name__}): start it or fix redis_url"
-        ) from None
-    return client
+        ) from e
+    if not info.get("cluster_enabled"):
+        return client
+    await client.aclose()
+    kwargs.pop("retry_on_error")
+    cluster: RedisCluster = RedisCluster.from_url(url, decode_responses=False, **kwargs)
+    await cluster.initialize()
+    return cluster

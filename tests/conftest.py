@@ -111,22 +111,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class PrivateRedis:
-    """A redis-server of our own, for tests that wipe or restart Redis."""
+def redis_server_binary() -> str:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not on PATH; install Redis >= 6")
+    return exe
 
-    def __init__(self, workdir: Path) -> None:
+
+class PrivateRedis:
+    """A Redis-protocol server of our own, for tests that wipe or restart it,
+    run it in cluster mode or use another implementation (Valkey)."""
+
+    def __init__(self, workdir: Path, exe: str | None = None, *extra: str) -> None:
         self.port = free_port()
-        self.workdir = workdir
+        self.workdir = workdir / f"redis-{self.port}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.exe = exe or redis_server_binary()
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is not on PATH; install Redis >= 6")
         self.proc = subprocess.Popen(
             [
-                exe,
+                self.exe,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -137,6 +145,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -148,7 +157,7 @@ class PrivateRedis:
                 return
             except OSError:
                 time.sleep(0.05)
-        pytest.fail(f"private redis-server on port {self.port} did not start")
+        pytest.fail(f"private {self.exe} on port {self.port} did not start")
 
     def stop(self) -> None:
         if self.proc is not None:

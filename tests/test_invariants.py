@@ -19,9 +19,10 @@ from .conftest import PrivateRedis
 
 
 async def put_chain(
-    saver: AsyncHybridSaver, thread_id: str, n: int, *, ns: str = "", run_id: str = "r"
+    saver: Any, thread_id: str, n: int, *, ns: str = "", run_id: str = "r", rolling: int = 0
 ) -> list[dict[str, Any]]:
-    """n checkpoints, each with a blob channel, a new version and one write."""
+    """n checkpoints, each with a blob channel, a new version and one write
+    (with `rolling`, the messages channel keeps only its last N entries)."""
     configs: list[dict[str, Any]] = []
     parent: str | None = None
     for i in range(n):
@@ -30,7 +31,12 @@ async def put_chain(
             config["configurable"]["checkpoint_id"] = parent
         version = saver.get_next_version(None if i == 0 else str(i), None)
         cp = generate_checkpoint(
-            channel_values={"messages": [f"m{j}" for j in range(i + 1)], "step": i},
+            channel_values={
+                "messages": [
+                    f"m{j}" for j in range(max(0, i + 1 - rolling) if rolling else 0, i + 1)
+                ],
+                "step": i,
+            },
             channel_versions={"messages": version, "step": version},
         )
         stored = await saver.aput(

@@ -42,6 +42,11 @@ class DurableBackend(Protocol):
     ) -> StoredCheckpoint | None:
         """One checkpoint with blobs and writes; the latest when no id is given."""
 
+    async def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[str, bytes | None]]:
+        """Blobs by (channel, version), keyed by channel; absent ones are left out."""
+
     async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
         """Checkpoints newest first, with blobs and writes."""
 
