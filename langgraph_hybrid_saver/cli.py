@@ -581,7 +581,7 @@ def _render_history(console: Console, h: ThreadHistory) -> None:
             node, wrote = _task_cells(c.pending)
             _row(table, _styled("(pending)", "dim"), "", "next", "", "", node, wrote)
         node, wrote = _task_cells(c.changes)
-        tier = c.tier if c.hot_complete or c.tier == "durable" else f"{c.tier} (blobs evicted)"
+        tier = c.tier if c.hot_complete or c.tier == "durable" else f"{c.tier} (partial in Redis)"
         _row(
             table,
             c.checkpoint_id,

@@ -89,12 +89,15 @@ def _merge(
 async def _hot_full(
     target: Target, thread_id: str, ns: str, header: StoredCheckpoint
 ) -> tuple[StoredCheckpoint, bool]:
-    """The hot checkpoint with blobs and writes; (header, False) if a blob is gone."""
+    """The hot checkpoint with blobs and writes, and whether Redis alone had
+    it all. Blobs Redis lost (restart, eviction) come from the durable store."""
     read = await target.hot.get(thread_id, ns, header.checkpoint_id)
-    if read.stored is not None:
-        return read.stored, True
-    header.writes = read.writes
-    return header, False
+    if read.stored is None:
+        header.writes = read.writes
+        return header, False
+    if read.missing and target.backend is not None:
+        read.stored.blobs.update(await target.backend.get_blobs(thread_id, ns, read.missing))
+    return read.stored, not read.missing
 
 
 async def load_history(target: Target, thread_id: str, ns: str, limit: int | None) -> list[Loaded]:

@@ -11,9 +11,12 @@ Costs, so an operator knows what a refresh does to Redis:
   returns the ids (not the payloads) of at most `sample` oldest entries and
   the newest id. Entry ids are XADD times, so an id is the entry's age.
 * workers and leases: one `ZRANGE` and `GET`/`PTTL` per shard.
-* hot threads: `SCAN` over the key prefix (`COUNT 1000`). SCAN is never used
-  on the saver's hot path; for an operator command it is acceptable, but it
-  walks the whole keyspace of the database, so `--no-scan` skips it.
+* hot threads: `SCAN` over the key prefix (`COUNT 1000`; every primary of a
+  cluster). SCAN is never used on the saver's hot path; for an operator
+  command it is acceptable, but it walks the whole keyspace of the database,
+  so `--no-scan` skips it.
+* memory: `INFO memory` (of every primary of a cluster), `MEMORY USAGE` of
+  each outbox stream.
 * durable rows: the backend's `count_rows()` (PostgreSQL: `count(*)` per
   table), only when a durable URL is given.
 
@@ -31,7 +34,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.errors import ConfigError, ServerUnreachableError
@@ -102,7 +105,7 @@ def glob_escape(text: str) -> str:
 class Target:
     """The servers one command looks at."""
 
-    redis: Redis
+    redis: Any  # Redis | RedisCluster, as connect_redis returns it
     hot: HotTier
     backend: DurableBackend | None
     redis_url: str
@@ -111,7 +114,7 @@ class Target:
     durable_error: str | None = None  # why the durable store is not read
 
 
-async def recorded_shards(redis: Redis, prefix: str) -> int | None:
+async def recorded_shards(redis: Redis | RedisCluster, prefix: str) -> int | None:
     """The shard count the savers of `prefix` agreed on (None: prefix unused)."""
     raw = await redis.hget(f"{prefix}:{LAYOUT_VERSION}:meta", "shards")
     return None if raw is None else int(raw)
@@ -181,7 +184,7 @@ class ServerFacts:
         return asdict(self)
 
 
-async def redis_server(redis: Redis) -> tuple[str, str]:
+async def redis_server(redis: Redis | RedisCluster) -> tuple[str, str]:
     """("redis 7.2.4" | "valkey 8.0.1", "standalone" | "cluster" | ...)."""
     info: dict[str, Any] = await redis.info("server")
     name = str(info.get("server_name") or "redis")
@@ -197,13 +200,24 @@ async def durable_server(backend: DurableBackend | None) -> str:
     return f"{type(backend).__name__} (version unknown)"
 
 
-async def redis_warnings(redis: Redis) -> list[str]:
+async def memory_infos(redis: Redis | RedisCluster) -> list[dict[str, Any]]:
+    """INFO memory of the server, or of every primary of a cluster.
+
+    INFO rather than CONFIG GET: managed Redis services often disable CONFIG.
+    """
+    if isinstance(redis, RedisCluster):
+        per_node: dict[str, dict[str, Any]] = await redis.info(
+            "memory", target_nodes=RedisCluster.PRIMARIES
+        )
+        return list(per_node.values())
+    return [await redis.info("memory")]
+
+
+async def redis_warnings(redis: Redis | RedisCluster) -> list[str]:
     """Settings under which the outbox can lose entries."""
     out = []
-    # INFO rather than CONFIG GET: managed Redis services often disable CONFIG.
-    info: dict[str, Any] = await redis.info("memory")
-    policy = str(info.get("maxmemory_policy", ""))
-    if policy in _UNSAFE_EVICTION:
+    policies = {str(info.get("maxmemory_policy", "")) for info in await memory_infos(redis)}
+    for policy in sorted(policies & set(_UNSAFE_EVICTION)):
         out.append(
             f"maxmemory-policy is {policy}: Redis may evict outbox streams (they have "
             "no TTL) and lose entries before they reach the durable store; use "
@@ -274,7 +288,7 @@ class Status:
         return asdict(self)
 
 
-async def redis_now_ms(redis: Redis) -> int:
+async def redis_now_ms(redis: Redis | RedisCluster) -> int:
     sec, usec = await redis.time()
     return int(sec) * 1000 + int(usec) // 1000
 
@@ -366,8 +380,10 @@ def _is_thread_set(key: bytes, root: bytes) -> bool:
 
 
 async def redis_memory(target: Target) -> tuple[int, int, str, int | None]:
-    """used_memory, maxmemory, eviction policy, bytes held by the outbox streams."""
-    info: dict[str, Any] = await target.redis.info("memory")
+    """used_memory, maxmemory, eviction policy, bytes held by the outbox streams
+    (memory summed over the primaries of a cluster)."""
+    infos = await memory_infos(target.redis)
+    policies = sorted({str(i.get("maxmemory_policy", "unknown")) for i in infos})
     outbox: int | None = 0
     async with target.redis.pipeline(transaction=False) as pipe:
         for stream in target.hot.outboxes:
@@ -375,9 +391,9 @@ async def redis_memory(target: Target) -> tuple[int, int, str, int | None]:
         for usage in await pipe.execute():
             outbox = None if outbox is None else outbox + int(usage or 0)
     return (
-        int(info.get("used_memory", 0)),
-        int(info.get("maxmemory", 0)),
-        str(info.get("maxmemory_policy", "unknown")),
+        sum(int(i.get("used_memory", 0)) for i in infos),
+        sum(int(i.get("maxmemory", 0)) for i in infos),
+        ", ".join(policies),
         outbox,
     )
 

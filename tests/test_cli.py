@@ -47,6 +47,7 @@ from langgraph_hybrid_saver.reducers import rolling_window
 
 from .conftest import free_port
 from .test_invariants import put_chain
+from .test_topologies import redis_cluster  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,6 +245,34 @@ def test_status_reports_redis_while_the_durable_store_is_down(
     s = run_json(*args)
     assert s["backlog"] == 0 and s["durable_rows"] is None
     assert any("durable store not read: PostgreSQL at" in w for w in s["warnings"])
+
+
+def test_status_and_inspect_on_a_redis_cluster(
+    redis_cluster: str,  # noqa: F811
+    durable_url: str,
+    key_prefix: str,
+) -> None:
+    """Keys of one thread share a slot, but outboxes, leases and threads are
+    spread over the masters: SCAN, INFO and the pipelines must visit them all."""
+    threads = [f"cl-{i}-{uuid.uuid4()}" for i in range(6)]
+
+    async def seed() -> None:
+        async with AsyncHybridSaver.from_conn_string(
+            redis_cluster, durable_url, key_prefix=key_prefix, reconciler="external"
+        ) as saver:
+            for t in threads:
+                await put_chain(saver, t, 2)
+
+    asyncio.run(seed())
+    conn = ["--redis", redis_cluster, "--durable", durable_url, "--key-prefix", key_prefix]
+    s = run_json("status", *conn)
+    assert s["backlog"] == 6 * 2 * 2 and s["hot_threads"] == 6
+    assert s["redis_used_memory"] > 0
+    assert len({p["shard"] for p in s["per_shard"] if p["backlog"]}) > 1
+    h = run_json("inspect", threads[0], *conn)
+    assert [c["tier"] for c in h["checkpoints"]] == ["hot", "hot"]
+    reconcile_all(redis_cluster, durable_url, key_prefix)
+    assert run_json("status", *conn)["durable_rows"]["checkpoints"] == 12
 
 
 # --- inspect: the audit trail ---------------------------------------------------
