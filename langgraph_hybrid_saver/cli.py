@@ -16,6 +16,7 @@ import importlib
 import inspect as pyinspect
 import json
 import logging
+import runpy
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -145,7 +146,7 @@ def _durable_option(required: bool) -> Callable[[F], F]:
         envvar=ENV_DURABLE,
         show_envvar=True,
         metavar="URL",
-        help=f"Durable store URL, e.g. postgresql://user@host:5432/db.{extra}",
+        help=f"Durable store URL: postgresql://user@host:5432/db or sqlite:///file.db.{extra}",
     )
 
 
@@ -854,15 +855,25 @@ def _launch(name: str, what: str, argv: list[str]) -> int:
             ) from e
         raise CliError(f"{what} needs the module {e.name!r}, which is not installed") from e
     entry = getattr(module, "main", None)
-    if not callable(entry):
-        raise CliError(f"{what}: module {name} has no main() to run", EXIT_CONFIG)
-    takes_argv = bool(pyinspect.signature(entry).parameters)
     saved = sys.argv
     sys.argv = [name, *argv]
     try:
-        result = entry(argv) if takes_argv else entry()
-        if pyinspect.isawaitable(result):
-            result = asyncio.run(_await(result))
+        if callable(entry):
+            result = entry(argv) if pyinspect.signature(entry).parameters else entry()
+            if pyinspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        else:  # a package run as `python -m`: its __main__
+            try:
+                runpy.run_module(name, run_name="__main__", alter_sys=False)
+            except ImportError as e:
+                raise CliError(
+                    f"{what}: module {name} has no main() and no __main__ to run", EXIT_CONFIG
+                ) from e
+            result = 0
+    except SystemExit as e:  # argparse's --help and errors, sys.exit(...)
+        if isinstance(e.code, str):
+            click.echo(e.code, err=True)
+        result = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILURE)
     finally:
         sys.argv = saved
     return result if isinstance(result, int) else 0

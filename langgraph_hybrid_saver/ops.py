@@ -70,10 +70,15 @@ _UNSAFE_EVICTION = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
 @runtime_checkable
-class DescribedBackend(Protocol):
-    """Optional introspection a durable backend may offer to the CLI."""
+class VersionedBackend(Protocol):
+    """Optional: a durable backend that can name its server's version."""
 
     async def server_version(self) -> str: ...
+
+
+@runtime_checkable
+class CountingBackend(Protocol):
+    """Optional: a durable backend that can count its rows per table."""
 
     async def count_rows(self) -> dict[str, int]: ...
 
@@ -195,7 +200,7 @@ async def redis_server(redis: Redis | RedisCluster) -> tuple[str, str]:
 async def durable_server(backend: DurableBackend | None) -> str:
     if backend is None:
         return "not configured"
-    if isinstance(backend, DescribedBackend):
+    if isinstance(backend, VersionedBackend):
         return await backend.server_version()
     return f"{type(backend).__name__} (version unknown)"
 
@@ -429,7 +434,7 @@ async def collect_status(
     durable_rows = None
     if target.durable_error is not None:
         warnings.append(f"durable store not read: {target.durable_error}")
-    elif isinstance(target.backend, DescribedBackend):
+    elif isinstance(target.backend, CountingBackend):
         # A failing durable store must not hide what Redis can tell.
         try:
             durable_rows = await target.backend.count_rows()

@@ -1,6 +1,7 @@
 """Fixtures: real Redis and PostgreSQL on 127.0.0.1, isolated per test.
 
-Each test gets its own Redis key prefix and its own PostgreSQL schema. A
+Each test gets its own Redis key prefix, its own PostgreSQL schema and its own
+SQLite file. A
 missing server fails the run with the command that starts it: these tests
 exist to exercise real servers, so they never skip.
 """
@@ -14,7 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import quote
 
@@ -81,8 +82,14 @@ def _pg_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
     return pg_schema(request.getfixturevalue("pg_admin_url"))
 
 
+def _sqlite_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return nullcontext(f"sqlite:///{tmp_path}/x.db")  # an absolute path: four slashes
+
+
 DURABLE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractContextManager[str]]] = {
     "pg": _pg_durable,
+    "sqlite": _sqlite_durable,
 }
 
 

@@ -609,6 +609,12 @@ def test_reconcile_worker_drains_releases_and_exits_0_on_sigterm(
 # --- demo and bench launchers ---------------------------------------------------
 
 
+def test_demo_launches_the_repository_example() -> None:
+    result = run("demo", "--", "--help")  # argparse of examples/support_workflow
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("usage: ")
+
+
 def test_launchers_run_the_module_or_say_it_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -633,21 +639,24 @@ def test_launchers_run_the_module_or_say_it_is_missing(
             """
         )
     )
-    (pkg / "demo.py").write_text(
+    app = pkg / "app"  # a package run like `python -m`, as examples/support_workflow is
+    app.mkdir()
+    (app / "__init__.py").write_text("")
+    (app / "__main__.py").write_text(
         textwrap.dedent(
             """
             import sys
-            def main():
-                print("demo", sys.argv[1:])
+            print("demo", sys.argv[1:])
+            sys.exit(5)
             """
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(cli_module, "BENCH_MODULE", f"{pkg.name}.run")
-    monkeypatch.setattr(cli_module, "DEMO_MODULE", f"{pkg.name}.demo")
+    monkeypatch.setattr(cli_module, "DEMO_MODULE", f"{pkg.name}.app")
     bench = CliRunner().invoke(cli, ["bench", "--", "--quick", "x"])
     assert bench.exit_code == 3  # the suite's own exit code
     assert "bench ['--quick', 'x']" in bench.stdout
     demo = CliRunner().invoke(cli, ["demo", "--", "--thread", "t1"])
-    assert demo.exit_code == 0, demo.output
+    assert demo.exit_code == 5, demo.output  # its sys.exit code
     assert "demo ['--thread', 't1']" in demo.stdout
