@@ -59,6 +59,10 @@ class FlushTimeoutError(HybridSaverError, TimeoutError):
     """`flush`/`aflush` gave up before the outbox drained."""
 
 
+class HotTierFullError(HybridSaverError, RuntimeError):
+    """Redis refused a write because it reached `maxmemory`; nothing was written."""
+
+
 class ThreadBusyError(HybridSaverError, RuntimeError):
     """Another process holds the thread's lease (or ours expired)."""
 

@@ -75,11 +75,17 @@ local function expire_ns(ns, ttl)
     redis.call('PEXPIRE', base .. ':n', ttl)
   end
 end
--- Fencing: while a thread is leased, only the current token may write.
+-- Fencing: while a thread is leased, only the current token may write; a
+-- writer carrying a token that is no longer the lease's (it expired, was
+-- taken over, maybe released since) may not write at all.
 local function check_lease(tok)
   local lease = redis.call('GET', base .. ':L')
-  if lease and string.sub(lease, 1, #tok + 1) ~= tok .. '|' then
-    return redis.error_reply('LEASED ' .. lease)
+  if lease then
+    if string.sub(lease, 1, #tok + 1) ~= tok .. '|' then
+      return redis.error_reply('LEASED ' .. lease)
+    end
+  elseif tok ~= '' then
+    return redis.error_reply('LEASED by nobody: token ' .. tok .. ' expired')
   end
 end
 local function read_writes(ns, cid)
@@ -90,7 +96,9 @@ end
 """
 
 # KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
-# record, blob field/value pairs. With a window, only the newest `window` checkpoints of the
+# record, n, n blob fields that must already be stored, blob field/value
+# pairs. Returns the entry id, or the list of required fields that are missing
+# (then nothing is written). With a window, only the newest `window` checkpoints of the
 # namespace stay hot: older records, their writes and the blobs only they used
 # are dropped from Redis (the durable store has them once reconciled).
 _PUT = (
@@ -101,12 +109,21 @@ local denied = check_lease(ARGV[3])
 if denied then return denied end
 local tid, ns, cid, rec = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local ik, ck = nk('i', ns), nk('c', ns)
+-- Unchanged channels must still be stored: after a Redis restart a value
+-- that was only in the lost outbox is gone, and the caller must send it again.
+local nc = tonumber(ARGV[8])
+local missing = {}
+for i = 9, 8 + nc do
+  if redis.call('HEXISTS', nk('b', ns), ARGV[i]) == 0 then missing[#missing + 1] = ARGV[i] end
+end
+if #missing > 0 then return missing end
+local first = 9 + nc
 redis.call('ZADD', ik, 0, cid)
 redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
-if #ARGV > 7 then call_chunked('HSET', nk('b', ns), ARGV, 8, #ARGV, 4000) end
+if #ARGV >= first then call_chunked('HSET', nk('b', ns), ARGV, first, #ARGV, 4000) end
 local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
-for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = first, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
 local over = window > 0 and redis.call('ZCARD', ik) - window or 0
 if over > 0 then
@@ -323,6 +340,18 @@ def _b(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _where(redis: Any) -> str:
+    """host:port of a client, for error messages (never its password)."""
+    try:
+        if isinstance(redis, RedisCluster):
+            node = redis.get_default_node() or redis.get_nodes()[0]
+            return f"{node.host}:{node.port}"
+        kw = redis.connection_pool.connection_kwargs
+        return str(kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}")
+    except Exception:
+        return "redis"
+
+
 def pack_for_lua(value: list[Any] | str | bytes) -> bytes:
     """msgpack of nested lists of strings/bytes, every string as msgpack `str`:
     Redis' Lua cmsgpack cannot decode the `bin` type other packers use for
@@ -421,6 +450,7 @@ class HotTier:
         # Redis Cluster: scripts and single-stream reads route by key slot;
         # reads of several shards cannot share one command there.
         self.cluster = isinstance(redis, RedisCluster)
+        self.where = _where(redis)
         self.window = window or 0
         self.prefix = prefix
         self.shards = shards
@@ -471,8 +501,14 @@ class HotTier:
 
     async def put(
         self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow], token: str = ""
-    ) -> str:
-        """Write a checkpoint, its new blobs and its outbox entry atomically."""
+    ) -> str | list[str]:
+        """Write a checkpoint, its new blobs and its outbox entry atomically.
+
+        Returns the outbox entry id, or the blob fields among `refs` that are
+        neither sent nor stored (nothing is written then: resend with them).
+        """
+        sent = {blob_field(b.channel, b.version) for b in blobs}
+        required = [r for r in refs if r not in sent]
         args: list[Any] = [
             self.ttl_ms,
             self.window,
@@ -481,11 +517,13 @@ class HotTier:
             row.checkpoint_ns,
             row.checkpoint_id,
             pack_record(row, refs),
+            len(required),
+            *required,
         ]
         for b in blobs:
             args += (blob_field(b.channel, b.version), pack_blob(b.type, b.blob))
-        tid = row.thread_id
-        return await self._fenced(self._put, tid, args)
+        reply = await self._fenced(self._put, row.thread_id, args)
+        return [_b(f) for f in reply] if isinstance(reply, list) else reply
 
     async def put_writes(
         self,
@@ -499,7 +537,7 @@ class HotTier:
         args: list[Any] = [self.ttl_ms, token, thread_id, ns, cid, "1" if upsert else "0"]
         for w in writes:
             args += (write_field(cid, w), pack_write(w))
-        return await self._fenced(self._put_writes, thread_id, args)
+        return str(await self._fenced(self._put_writes, thread_id, args))
 
     async def put_thread(
         self, thread_id: str, checkpoints: Sequence[StoredCheckpoint], token: str = ""
@@ -528,11 +566,12 @@ class HotTier:
                 [s.checkpoint_ns, s.checkpoint_id, pack_record(row, refs), blob_pairs, write_pairs]
             )
         args = [self.ttl_ms, token, thread_id, pack_for_lua(items)]
-        return await self._fenced(self._copy, thread_id, args)
+        return str(await self._fenced(self._copy, thread_id, args))
 
-    async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> str:
+    async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> Any:
         try:
-            return _b(await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args))
+            reply = await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args)
+            return reply if isinstance(reply, list) else _b(reply)
         except ResponseError as e:
             if not str(e).startswith("LEASED"):
                 raise

@@ -197,6 +197,8 @@ class PostgresBackend:
             min_size=min_size,
             max_size=max_size,
             open=False,
+            # A connection the server dropped (a restart) is replaced before use.
+            check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         )
         return cls(pool, owns_pool=True, where=redact(url))
@@ -212,6 +214,11 @@ class PostgresBackend:
             await self.pool.open(wait=True, timeout=10.0)
         except Exception as e:
             await self.pool.close()
+            if "authentication failed" in str(e) or getattr(e, "sqlstate", None) == "28P01":
+                raise ServerUnreachableError(
+                    f"PostgreSQL at {self.where} refused the credentials (password "
+                    "authentication failed): fix the user/password in durable_url"
+                ) from e
             raise ServerUnreachableError(
                 f"PostgreSQL at {self.where} is unreachable ({type(e).__name__}): "
                 "start it or fix durable_url"
