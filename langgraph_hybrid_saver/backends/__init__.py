@@ -64,7 +64,13 @@ def redact(url: str) -> str:
 
 
 def open_backend(url: str, **options: Any) -> DurableBackend:
-    """A backend for a durable URL (`postgresql://...`)."""
+    """A backend for a durable URL.
+
+    `postgresql://user@host:5432/dbname`, or
+    `cosmos+https://HOST:PORT/?database=NAME[&container=NAME][&verify=false]`
+    (key from `COSMOS_KEY` or `credential=`). `options` go to the backend's
+    `from_url`.
+    """
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
     if scheme in ("postgresql", "postgres"):
         try:
@@ -75,8 +81,18 @@ def open_backend(url: str, **options: Any) -> DurableBackend:
                 "'langgraph-hybrid-saver[postgres]'"
             ) from e
         return PostgresBackend.from_url(url, **options)
+    if scheme == "cosmos+https":
+        try:
+            from langgraph_hybrid_saver.backends.cosmos import CosmosBackend
+        except ImportError as e:
+            raise MissingExtraError(
+                "the Cosmos DB backend needs azure-cosmos and aiohttp: pip install "
+                "'langgraph-hybrid-saver[cosmos]'"
+            ) from e
+        return CosmosBackend.from_url(url, **options)
     shown = redact(url) if isinstance(url, str) else repr(url)
     raise ConfigError(
         f"durable_url {shown!r} has an unsupported scheme {scheme!r}: use "
-        "postgresql://user@host:5432/dbname"
+        "postgresql://user@host:5432/dbname or "
+        "cosmos+https://HOST:PORT/?database=NAME"
     )
