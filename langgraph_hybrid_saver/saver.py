@@ -548,9 +548,12 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             pause = min(pause * 2, 0.02)
 
     async def astats(self) -> dict[str, Any]:
-        """Backlog, reconcile lag and the in-process reconciler's counters."""
+        """Backlog, reconcile lag, the in-process reconciler's counters and the
+        durable backend's own `stats` if it keeps any (Cosmos DB: request units)."""
         backlog, age = await self.hot.backlog()
         out: dict[str, Any] = {"backlog": backlog, "lag_seconds": age or 0.0}
+        if (durable := getattr(self.backend, "stats", None)) is not None:
+            out["durable"] = durable
         if self.reconciler is not None:
             st = self.reconciler.stats
             out |= {

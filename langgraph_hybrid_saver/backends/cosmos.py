@@ -51,14 +51,23 @@ import inspect
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp  # noqa: F401  (azure-core's async transport; fail early if missing)
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import AzureError, ServiceRequestError
+from azure.core.exceptions import AzureError
 from azure.core.pipeline import PipelineResponse
 from azure.cosmos import PartitionKey, exceptions
 from azure.cosmos.aio import ContainerProxy, CosmosClient
@@ -73,7 +82,12 @@ from langgraph_hybrid_saver.core import (
     WriteRow,
     json_contains,
 )
-from langgraph_hybrid_saver.errors import ConfigError, DurableStoreError, ServerUnreachableError
+from langgraph_hybrid_saver.errors import (
+    ConfigError,
+    CorruptDataError,
+    DurableStoreError,
+    ServerUnreachableError,
+)
 
 # --- container and partition settings -----------------------------------------
 
@@ -144,7 +158,7 @@ R = TypeVar("R")
 _OPERATION: contextvars.ContextVar[str] = contextvars.ContextVar("cosmos_operation", default="")
 
 
-def _metered(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _metered(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Charge every request made during the call to the method's name."""
 
     @functools.wraps(fn)
@@ -221,7 +235,7 @@ def unpack(owner: Doc, chunks: Mapping[str, Doc]) -> bytes | None:
         try:
             data = b"".join(base64.b64decode(chunks[i]["data"]) for i in chunk_ids(owner))
         except KeyError as e:
-            raise DurableStoreError(
+            raise CorruptDataError(
                 f"Cosmos document {owner['id']!r} of thread {owner['thread_id']!r} "
                 f"is missing its chunk {e.args[0]!r}"
             ) from None
@@ -348,27 +362,34 @@ def batches(plan: Mapping[str, Change]) -> list[list[tuple[str, Change]]]:
 def stored(
     doc: Doc, blobs: Iterable[Doc], writes: Iterable[Doc], chunks: Mapping[str, Doc]
 ) -> StoredCheckpoint:
-    payload = json.loads(unpack(doc, chunks) or b"{}")
-    return StoredCheckpoint(
-        doc["thread_id"],
-        doc["checkpoint_ns"],
-        doc["checkpoint_id"],
-        doc["parent_checkpoint_id"],
-        payload["checkpoint"],
-        payload["metadata"],
-        {b["channel"]: (b["type"], unpack(b, chunks)) for b in blobs},
-        [
-            WriteRow(
-                w["task_id"],
-                w["idx"],
-                w["task_path"],
-                w["channel"],
-                w["type"],
-                unpack(w, chunks) or b"",
-            )
-            for w in writes
-        ],
-    )
+    """A checkpoint document with its blob and write documents, decoded."""
+    try:
+        payload = json.loads(unpack(doc, chunks) or b"null")
+        return StoredCheckpoint(
+            doc["thread_id"],
+            doc["checkpoint_ns"],
+            doc["checkpoint_id"],
+            doc["parent_checkpoint_id"],
+            payload["checkpoint"],
+            payload["metadata"],
+            {b["channel"]: (b["type"], unpack(b, chunks)) for b in blobs},
+            [
+                WriteRow(
+                    w["task_id"],
+                    w["idx"],
+                    w["task_path"],
+                    w["channel"],
+                    w["type"],
+                    unpack(w, chunks) or b"",
+                )
+                for w in writes
+            ],
+        )
+    except (ValueError, TypeError, KeyError, zlib.error) as e:
+        raise CorruptDataError(
+            f"Cosmos document {doc.get('id')!r} of thread {doc.get('thread_id')!r} (or one "
+            f"of its blobs or writes) cannot be decoded: {type(e).__name__}: {e}"
+        ) from e
 
 
 def _matching(
@@ -545,7 +566,7 @@ class CosmosBackend:
                     "check COSMOS_KEY or credential="
                 ) from e
             raise DurableStoreError(f"Cosmos DB at {self.where}: {e.message}") from e
-        except (ServiceRequestError, OSError, AzureError) as e:
+        except (AzureError, OSError) as e:
             await self.client.close()
             raise ServerUnreachableError(
                 f"Cosmos DB at {self.where} is unreachable ({type(e).__name__}): "
@@ -924,9 +945,8 @@ class CosmosBackend:
 
     async def count_docs(self, thread_id: str | None = None) -> dict[str, int]:
         """Documents per kind (for status reports and tests)."""
-        sql = "SELECT c.kind, COUNT(1) AS n FROM c GROUP BY c.kind"
-        rows = await self._query(sql, [], thread_id)
-        return {r["kind"]: r["n"] for r in rows}
+        kinds = await self._query("SELECT VALUE c.kind FROM c", [], thread_id)
+        return dict(Counter(kinds))
 
 
 def _deletion_plan(index: Sequence[Doc], doomed: set[str]) -> dict[str, Change]:
