@@ -17,6 +17,7 @@ import json
 import os
 import random
 import string
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +27,12 @@ import pytest
 from azure.core.pipeline.transport import AioHttpTransport
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config
 
-from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError, ServerUnreachableError
+from langgraph_hybrid_saver import (
+    AsyncHybridSaver,
+    ConfigError,
+    MissingExtraError,
+    ServerUnreachableError,
+)
 from langgraph_hybrid_saver.backends import open_backend
 from langgraph_hybrid_saver.backends.cosmos import (
     BATCH_MAX_BYTES,
@@ -438,6 +444,17 @@ async def test_filter_finds_checkpoints_with_large_metadata(backend: CosmosBacke
 def test_bad_urls_are_config_errors(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         open_backend(url)
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "langgraph_hybrid_saver.backends.cosmos", None)
+    with pytest.raises(MissingExtraError, match=r"\[cosmos\]"):
+        open_backend("cosmos+https://127.0.0.1:8081/?database=d")
+
+
+def test_unknown_scheme_lists_cosmos() -> None:
+    with pytest.raises(ConfigError, match="cosmos\\+https://"):
+        open_backend("mongodb://127.0.0.1/x")
 
 
 def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

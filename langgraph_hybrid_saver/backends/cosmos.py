@@ -428,14 +428,23 @@ class _Watermark:
 class CosmosBackend:
     """Durable store on Azure Cosmos DB for NoSQL (async `azure-cosmos` SDK).
 
-    Build it with `from_url` (or `open_backend`), or pass a ready client:
-    `CosmosBackend(client, database="db")`, or a container whose partition
-    key path is `/thread_id`: `CosmosBackend(container)`.
+    Build it with `from_url` (or `open_backend`), or pass a ready, opened
+    client: `CosmosBackend(client, database="db")`, or a container whose
+    partition key path is `/thread_id`: `CosmosBackend(container)`.
+
+    Args:
+        target: A `CosmosClient` (database and container are created by
+            `setup`) or a `ContainerProxy` (used as it is).
+        database: Database name; required with a client.
+        container: Container name, with a client.
+        owns_client: Open and close the client in `open`/`close` (set by
+            `from_url`).
+        where: host:port for messages.
 
     Attributes:
         stats: Request units (RU) consumed: `request_charge` and `requests`
-            in total, `throttled` (429 responses the SDK retried), and
-            `operations` per backend method (`apply`, `get`, `list`, ...),
+            in total, `throttled` (429 responses, each retried by the SDK),
+            and `operations` per backend method (`apply`, `get`, `list`, ...),
             each with `calls`, `requests` and `request_charge`.
     """
 
@@ -448,14 +457,6 @@ class CosmosBackend:
         owns_client: bool = False,
         where: str = "",
     ) -> None:
-        """Args:
-        target: A `CosmosClient` (database and container are created by
-            `setup`) or a `ContainerProxy` (used as it is).
-        database: Database name; required with a client.
-        container: Container name, with a client.
-        owns_client: Close the client in `close` (set by `from_url`).
-        where: host:port for messages.
-        """
         if isinstance(target, ContainerProxy):
             self.client: CosmosClient | None = None
             self._container: ContainerProxy | None = target
