@@ -36,7 +36,8 @@ Request charges (RU) of every HTTP response, including throttled ones, are
 added up in `CosmosBackend.stats`. Throttling (429) is retried by the SDK,
 which waits the `x-ms-retry-after-ms` the server asks for (`THROTTLE_RETRIES`
 attempts, `THROTTLE_MAX_WAIT_S` seconds in all; no fixed interval is set, so
-the server's value is what counts).
+the server's value is what counts). `from_url` configures that; a client you
+pass in keeps its own retry settings.
 """
 
 from __future__ import annotations
