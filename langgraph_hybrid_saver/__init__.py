@@ -9,6 +9,7 @@ durable-store safety.
 
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend
 from langgraph_hybrid_saver.errors import (
+    BacklogError,
     ConfigError,
     CorruptDataError,
     DurableStoreError,
@@ -18,12 +19,14 @@ from langgraph_hybrid_saver.errors import (
     SaverClosedError,
     SerializationError,
     ServerUnreachableError,
+    ThreadBusyError,
 )
 from langgraph_hybrid_saver.reconciler import Reconciler
 from langgraph_hybrid_saver.saver import AsyncHybridSaver, HybridSaver
 
 __all__ = [
     "AsyncHybridSaver",
+    "BacklogError",
     "ConfigError",
     "CorruptDataError",
     "DurableBackend",
@@ -36,5 +39,6 @@ __all__ = [
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
+    "ThreadBusyError",
     "open_backend",
 ]

@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("reconcile", help="drain the Redis outbox into the durable store")
     rec.add_argument("--redis", required=True, help="redis://host:port/db")
-    rec.add_argument("--durable", required=True, help="postgresql://user@host:port/db")
+    rec.add_argument(
+        "--durable", required=True, help="postgresql://user@host:port/db or sqlite:///file.db"
+    )
     rec.add_argument("--key-prefix", default=DEFAULT_PREFIX)
     rec.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
     rec.add_argument("--batch-size", type=int, default=512)

@@ -8,6 +8,7 @@ name the offending value and the fix, and never contain a password.
 from __future__ import annotations
 
 __all__ = [
+    "BacklogError",
     "ConfigError",
     "CorruptDataError",
     "DurableStoreError",
@@ -17,6 +18,7 @@ __all__ = [
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
+    "ThreadBusyError",
 ]
 
 
@@ -50,6 +52,14 @@ class SerializationError(HybridSaverError, TypeError):
 
 class FlushTimeoutError(HybridSaverError, TimeoutError):
     """`flush`/`aflush` gave up before the outbox drained."""
+
+
+class ThreadBusyError(HybridSaverError, RuntimeError):
+    """Another process holds the thread's lease (or ours expired)."""
+
+
+class BacklogError(HybridSaverError, RuntimeError):
+    """The outbox is past `max_backlog`/`max_lag_seconds` and the policy is "raise"."""
 
 
 class SaverClosedError(HybridSaverError, RuntimeError):

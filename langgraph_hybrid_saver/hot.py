@@ -8,6 +8,7 @@ slot and works on Redis Cluster.
     {prefix}:v1:{<shard>}:<len>:<thread_id>           thread base
       base:n                  set     namespaces of the thread
       base:g                  string  generation, bumped by delete/invalidate
+      base:L / base:T         string  per-thread lease "token|owner" / token counter
       base:i:<len>:<ns>       zset    checkpoint ids (score 0, ordered by id)
       base:c:<len>:<ns>       hash    checkpoint id -> record
       base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob
@@ -29,11 +30,12 @@ import asyncio
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ormsgpack
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError
 
 from langgraph_hybrid_saver.core import (
     BlobRow,
@@ -47,7 +49,7 @@ from langgraph_hybrid_saver.core import (
     blob_field,
     seq_key,
 )
-from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError
+from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, ThreadBusyError
 
 LAYOUT_VERSION = "v1"
 DEFAULT_PREFIX = "lhs"
@@ -73,6 +75,13 @@ local function expire_ns(ns, ttl)
     redis.call('PEXPIRE', base .. ':n', ttl)
   end
 end
+-- Fencing: while a thread is leased, only the current token may write.
+local function check_lease(tok)
+  local lease = redis.call('GET', base .. ':L')
+  if lease and string.sub(lease, 1, #tok + 1) ~= tok .. '|' then
+    return redis.error_reply('LEASED ' .. lease)
+  end
+end
 local function read_writes(ns, cid)
   local fields = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\\0', '(' .. cid .. '\\1')
   if #fields == 0 then return {} end
@@ -80,22 +89,24 @@ local function read_writes(ns, cid)
 end
 """
 
-# KEYS: base, outbox. ARGV: ttl, window, thread_id, ns, cid, record, blob
-# field/value pairs. With a window, only the newest `window` checkpoints of the
+# KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
+# record, blob field/value pairs. With a window, only the newest `window` checkpoints of the
 # namespace stay hot: older records, their writes and the blobs only they used
 # are dropped from Redis (the durable store has them once reconciled).
 _PUT = (
     _LUA_PRELUDE
     + """
 local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tid, ns, cid, rec = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local denied = check_lease(ARGV[3])
+if denied then return denied end
+local tid, ns, cid, rec = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local ik, ck = nk('i', ns), nk('c', ns)
 redis.call('ZADD', ik, 0, cid)
 redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
-if #ARGV > 6 then call_chunked('HSET', nk('b', ns), ARGV, 7, #ARGV, 4000) end
+if #ARGV > 7 then call_chunked('HSET', nk('b', ns), ARGV, 8, #ARGV, 4000) end
 local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
-for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
 local over = window > 0 and redis.call('ZCARD', ik) - window or 0
 if over > 0 then
@@ -128,21 +139,25 @@ return id
 """
 )
 
-# KEYS: base, outbox. ARGV: ttl, thread_id, ns, cid, upsert, field/value pairs.
+# KEYS: base, outbox. ARGV: ttl, lease token, thread_id, ns, cid, upsert,
+# field/value pairs.
 # Regular writes never overwrite (HSETNX), special ones do, like PostgresSaver.
 _PUT_WRITES = (
     _LUA_PRELUDE
     + """
-local ttl, tid, ns, cid, upsert = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ttl = tonumber(ARGV[1])
+local denied = check_lease(ARGV[2])
+if denied then return denied end
+local tid, ns, cid, upsert = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local wk, zk = nk('w', ns), nk('z', ns)
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if upsert == '1' then redis.call('HSET', wk, ARGV[i], ARGV[i + 1])
   else redis.call('HSETNX', wk, ARGV[i], ARGV[i + 1]) end
   redis.call('ZADD', zk, 0, ARGV[i])
 end
 redis.call('SADD', base .. ':n', ns)
 local entry = {'k', 'w', 't', tid, 'n', ns, 'c', cid, 'u', upsert}
-for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
 expire_ns(ns, ttl)
 return id
@@ -230,6 +245,25 @@ return false
 """
 )
 
+# KEYS: base. ARGV: ttl ms, owner. Returns {1, token} or {0, current holder}.
+_THREAD_LEASE = """
+local cur = redis.call('GET', KEYS[1] .. ':L')
+if cur then return {0, cur} end
+local token = redis.call('INCR', KEYS[1] .. ':T')
+redis.call('PEXPIRE', KEYS[1] .. ':T', 604800000)
+redis.call('SET', KEYS[1] .. ':L', token .. '|' .. ARGV[2], 'PX', ARGV[1])
+return {1, tostring(token)}
+"""
+
+# KEYS: base. ARGV: token, ttl ms (0: release). Renew or release our lease.
+_THREAD_LEASE_KEEP = """
+local cur = redis.call('GET', KEYS[1] .. ':L')
+if not cur or string.sub(cur, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1] .. ':L')
+else redis.call('PEXPIRE', KEYS[1] .. ':L', ARGV[2]) end
+return 1
+"""
+
 # KEYS: base. Namespaces of a thread.
 _NAMESPACES = "return redis.call('SMEMBERS', KEYS[1] .. ':n')"
 
@@ -284,13 +318,16 @@ def pack_record(row: CheckpointRow, refs: Sequence[str]) -> bytes:
 
 @dataclass(slots=True)
 class HotRead:
-    """What one `get` found: `stored` is None when the hot copy is missing or
-    incomplete; `writes` are the hot pending writes of `checkpoint_id` either way."""
+    """What one `get` found: `stored` is None when the record is not hot;
+    `writes` are the hot pending writes of `checkpoint_id` either way;
+    `missing` names blobs the record refers to that Redis no longer has (after
+    a restart or an eviction) — the durable store has them."""
 
     checkpoint_id: str | None
     stored: StoredCheckpoint | None
     writes: list[WriteRow]
     generation: bytes
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, version)
 
 
 def _decode_record(
@@ -356,6 +393,8 @@ class HotTier:
         self._drop = r.register_script(_DROP_THREAD)
         self._namespaces = r.register_script(_NAMESPACES)
         self._lease = r.register_script(_LEASE)
+        self._thread_lease = r.register_script(_THREAD_LEASE)
+        self._thread_lease_keep = r.register_script(_THREAD_LEASE_KEEP)
         self._release = r.register_script(_RELEASE)
 
     # --- keys -----------------------------------------------------------------
@@ -382,11 +421,14 @@ class HotTier:
 
     # --- writes ---------------------------------------------------------------
 
-    async def put(self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow]) -> str:
+    async def put(
+        self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow], token: str = ""
+    ) -> str:
         """Write a checkpoint, its new blobs and its outbox entry atomically."""
         args: list[Any] = [
             self.ttl_ms,
             self.window,
+            token,
             row.thread_id,
             row.checkpoint_ns,
             row.checkpoint_id,
@@ -395,16 +437,49 @@ class HotTier:
         for b in blobs:
             args += (blob_field(b.channel, b.version), pack_blob(b.type, b.blob))
         tid = row.thread_id
-        return _b(await self._put(keys=[self.base(tid), self.outbox(tid)], args=args))
+        return await self._fenced(self._put, tid, args)
 
     async def put_writes(
-        self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRow], upsert: bool
+        self,
+        thread_id: str,
+        ns: str,
+        cid: str,
+        writes: Sequence[WriteRow],
+        upsert: bool,
+        token: str = "",
     ) -> str:
-        args: list[Any] = [self.ttl_ms, thread_id, ns, cid, "1" if upsert else "0"]
+        args: list[Any] = [self.ttl_ms, token, thread_id, ns, cid, "1" if upsert else "0"]
         for w in writes:
             args += (write_field(cid, w), pack_write(w))
-        keys = [self.base(thread_id), self.outbox(thread_id)]
-        return _b(await self._put_writes(keys=keys, args=args))
+        return await self._fenced(self._put_writes, thread_id, args)
+
+    async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> str:
+        try:
+            return _b(await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args))
+        except ResponseError as e:
+            if not str(e).startswith("LEASED"):
+                raise
+            holder = str(e).removeprefix("LEASED ")
+            raise ThreadBusyError(
+                f"thread {thread_id!r} is leased by {holder!r} and this writer does not "
+                "hold the lease (or its lease expired): nothing was written; retry once "
+                "the holder is done, or take the lease with saver.alease(thread_id)"
+            ) from None
+
+    async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
+        """Take a thread's lease; returns its fencing token."""
+        ok, value = await self._thread_lease(keys=[self.base(thread_id)], args=[ttl_ms, owner])
+        if not ok:
+            raise ThreadBusyError(
+                f"thread {thread_id!r} is already leased by {_b(value)!r}; another process "
+                "is running it. Retry after it finishes or after the lease expires"
+            )
+        return _b(value)
+
+    async def keep_thread(self, thread_id: str, token: str, ttl_ms: int) -> bool:
+        """Renew (ttl_ms > 0) or release (0) our lease; False if we lost it."""
+        kept = await self._thread_lease_keep(keys=[self.base(thread_id)], args=[token, ttl_ms])
+        return bool(kept)
 
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
         """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
@@ -425,14 +500,15 @@ class HotTier:
         if found_id is None or rec is None:
             return HotRead(found_id, None, writes, gen)
         stored, refs = _decode_record(thread_id, ns, found_id, rec, self.base(thread_id))
-        if any(v is None for v in blob_values):
-            # A blob this checkpoint needs is gone (evicted, or lost with a
-            # Redis restart): the durable store has the whole checkpoint.
-            return HotRead(found_id, None, writes, gen)
+        missing = []
         for ref, value in zip(refs, blob_values, strict=True):
-            stored.blobs[ref.partition("\x00")[0]] = unpack_blob(value)
+            channel, _, version = ref.partition("\x00")
+            if value is None:
+                missing.append((channel, version))
+            else:
+                stored.blobs[channel] = unpack_blob(value)
         stored.writes = writes
-        return HotRead(found_id, stored, writes, gen)
+        return HotRead(found_id, stored, writes, gen, missing)
 
     async def get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[HotRead]:
         """`get` of several (thread_id, ns, checkpoint_id) in one round trip

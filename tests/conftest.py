@@ -1,8 +1,9 @@
 """Fixtures: real Redis, PostgreSQL and a Cosmos DB endpoint, isolated per test.
 
-Each test gets its own Redis key prefix, its own PostgreSQL schema and its
-own Cosmos database. A missing server fails the run with the command that
-starts it: these tests exist to exercise real servers, so they never skip.
+Each test gets its own Redis key prefix, its own PostgreSQL schema, its own
+SQLite file and its own Cosmos database. A missing server fails the run with
+the command that starts it: these tests exist to exercise real servers, so
+they never skip.
 
 Cosmos DB: `COSMOS_ENDPOINT` and `COSMOS_KEY` (default: the local stand-in
 that `.ci/cosmos/start.sh` starts, which accepts any key), so the same tests
@@ -20,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -139,12 +140,18 @@ def _pg_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
     return pg_schema(request.getfixturevalue("pg_admin_url"))
 
 
+def _sqlite_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return nullcontext(f"sqlite:///{tmp_path}/x.db")  # an absolute path: four slashes
+
+
 def _cosmos_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
     return cosmos_database(request.getfixturevalue("cosmos_endpoint"))
 
 
 DURABLE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractContextManager[str]]] = {
     "pg": _pg_durable,
+    "sqlite": _sqlite_durable,
     "cosmos": _cosmos_durable,
 }
 
