@@ -98,6 +98,7 @@ def put_op(
     checkpoint_id: str,
     blobs: dict[str, bytes] | None = None,
     metadata: dict[str, Any] | None = None,
+    parent: str | None = None,
 ) -> PutOp:
     blobs = blobs or {}
     checkpoint = {
@@ -114,7 +115,7 @@ def put_op(
             thread_id,
             "",
             checkpoint_id,
-            None,
+            parent,
             json.dumps(checkpoint),
             json.dumps(metadata or {"step": n}),
         ),
@@ -428,6 +429,23 @@ async def test_filter_finds_checkpoints_with_large_metadata(backend: CosmosBacke
     found = await backend.list(ListQuery(tid, None, None, {"source": "loop"}, "c3", 1))
     assert [s.checkpoint_id for s in found] == ["c2"]
     assert found[0].metadata == big
+
+
+async def test_prune_keeps_the_latest_as_a_root(backend: CosmosBackend) -> None:
+    tid = str(uuid.uuid4())
+    await backend.apply(
+        [
+            put_op(1, tid, "c1", {"a": os.urandom(2 * CHUNK_BYTES)}),
+            writes_op(2, tid, "c1", b"w", upsert=False),
+            put_op(3, tid, "c2", {"a": b"v3"}, parent="c1"),
+            put_op(4, tid, "c3", {"b": b"v4"}, parent="c2"),
+        ]
+    )
+    await backend.prune_keep_latest([tid])
+    [kept] = await backend.list(ListQuery(tid, None, None, None, None, None))
+    assert (kept.checkpoint_id, kept.parent_checkpoint_id) == ("c3", None)
+    assert kept.blobs == {"b": ("bytes", b"v4")}
+    assert await backend.count_docs(tid) == {"checkpoint": 1, "blob": 1, "watermark": 1}
 
 
 # --- configuration ---------------------------------------------------------------------

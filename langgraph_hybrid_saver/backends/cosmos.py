@@ -139,8 +139,8 @@ WRITES_OF_SQL = "SELECT * FROM c WHERE c.kind = 'write' AND ARRAY_CONTAINS(@ids,
 WRITE_IDS_OF_SQL = "SELECT VALUE c.id FROM c WHERE c.kind = 'write' AND c.cp = @cp"
 # Everything of a thread but payloads: enough to plan deletes.
 INDEX_SQL = (
-    "SELECT c.id, c.kind, c.checkpoint_ns, c.checkpoint_id, c.run_id, c.delta, c.refs, "
-    "c.cp, c.owner FROM c WHERE c.kind != 'watermark'"
+    "SELECT c.id, c.kind, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
+    "c.run_id, c.delta, c.refs, c.cp, c.owner FROM c WHERE c.kind != 'watermark'"
 )
 RUNS_SQL = (
     "SELECT VALUE c.thread_id FROM c "
@@ -875,8 +875,7 @@ class CosmosBackend:
                 self._query_ids(BY_IDS_SQL, refs, thread_id),
                 self._query_ids(WRITES_OF_SQL, [d["id"] for d in cps], thread_id),
             )
-            wanted = [i for d in (*cps, *blob_docs, *wdocs) for i in chunk_ids(d)]
-            chunks = {c["id"]: c for c in await self._query_ids(BY_IDS_SQL, wanted, thread_id)}
+            chunks = await self._chunks_of([*cps, *blob_docs, *wdocs], thread_id)
             blobs = {b["id"]: b for b in blob_docs}
             writes: dict[str, builtins.list[Doc]] = {}
             for w in wdocs:
@@ -895,6 +894,25 @@ class CosmosBackend:
             zip(by_thread, await self._per_thread(by_thread, thread), strict=True)
         )
         return [found[d["thread_id"]][d["id"]] for d in docs]
+
+    async def _chunks_of(self, docs: Iterable[Doc], thread_id: str) -> dict[str, Doc]:
+        wanted = [i for d in docs for i in chunk_ids(d)]
+        return {c["id"]: c for c in await self._query_ids(BY_IDS_SQL, wanted, thread_id)}
+
+    @_metered
+    async def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[str, bytes | None]]:
+        ids = [blob_doc_id(checkpoint_ns, channel, version) for channel, version in refs]
+        docs = await self._query_ids(BY_IDS_SQL, ids, thread_id)
+        chunks = await self._chunks_of(docs, thread_id)
+        try:
+            return {d["channel"]: (d["type"], unpack(d, chunks)) for d in docs}
+        except (ValueError, KeyError, zlib.error) as e:
+            raise CorruptDataError(
+                f"a Cosmos blob document of thread {thread_id!r} cannot be decoded: "
+                f"{type(e).__name__}: {e}"
+            ) from e
 
     @_metered
     async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
@@ -939,7 +957,18 @@ class CosmosBackend:
                             latest[d["checkpoint_ns"]] = d
                 keep = {d["id"] for d in latest.values()}
                 doomed = {d["id"] for d in index if d["kind"] == "checkpoint"} - keep
-                return _deletion_plan(index, doomed), mark.seq, len(doomed)
+                plan = _deletion_plan(index, doomed)
+                # A kept checkpoint's parent is older, so gone: it becomes a
+                # root, as in PostgresSaver.
+                for d in latest.values():
+                    if d.get("parent_checkpoint_id"):
+                        full = await self._read(thread_id, d["id"])
+                        if full is not None:
+                            root = {k: v for k, v in full.items() if not k.startswith("_")}
+                            plan[d["id"]] = Change(
+                                "checkpoint", root | {"parent_checkpoint_id": None}
+                            )
+                return plan, mark.seq, len(doomed)
 
             return await self._fenced(thread_id, plan_for)
 
