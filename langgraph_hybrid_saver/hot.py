@@ -164,6 +164,41 @@ return id
 """
 )
 
+# KEYS: base, outbox. ARGV: ttl, lease token, thread_id, msgpack list of
+# [ns, cid, record, [blob field, value, ...], [write field, value, ...]].
+# A whole thread copied in one atomic step: the target is never half-copied.
+_COPY = (
+    _LUA_PRELUDE
+    + """
+local ttl = tonumber(ARGV[1])
+local denied = check_lease(ARGV[2])
+if denied then return denied end
+local tid, last = ARGV[3], false
+for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local ns, cid, rec, bp, wp = it[1], it[2], it[3], it[4], it[5]
+  redis.call('ZADD', nk('i', ns), 0, cid)
+  redis.call('HSET', nk('c', ns), cid, rec)
+  redis.call('SADD', base .. ':n', ns)
+  if #bp > 0 then call_chunked('HSET', nk('b', ns), bp, 1, #bp, 4000) end
+  local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
+  for _, v in ipairs(bp) do entry[#entry + 1] = v end
+  last = redis.call('XADD', KEYS[2], '*', unpack(entry))
+  if #wp > 0 then
+    call_chunked('HSET', nk('w', ns), wp, 1, #wp, 4000)
+    local w = {'k', 'w', 't', tid, 'n', ns, 'c', cid, 'u', '1'}
+    for i = 1, #wp, 2 do
+      redis.call('ZADD', nk('z', ns), 0, wp[i])
+      w[#w + 1] = wp[i]
+      w[#w + 1] = wp[i + 1]
+    end
+    last = redis.call('XADD', KEYS[2], '*', unpack(w))
+  end
+  expire_ns(ns, ttl)
+end
+return last
+"""
+)
+
 # KEYS: base. ARGV: ns, cid or '', ttl to refresh (0: none).
 # Returns {cid|false, record|false, blob values, write values, generation}.
 _GET = (
@@ -288,6 +323,18 @@ def _b(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def pack_for_lua(value: list[Any] | str | bytes) -> bytes:
+    """msgpack of nested lists of strings/bytes, every string as msgpack `str`:
+    Redis' Lua cmsgpack cannot decode the `bin` type other packers use for
+    bytes, and a Lua string holds any bytes."""
+    if isinstance(value, list):
+        n = len(value)
+        head = bytes([0x90 | n]) if n < 16 else b"\xdd" + n.to_bytes(4, "big")
+        return head + b"".join(pack_for_lua(v) for v in value)
+    raw = value.encode() if isinstance(value, str) else value
+    return b"\xdb" + len(raw).to_bytes(4, "big") + raw
+
+
 def pack_blob(type_: str, blob: bytes | None) -> bytes:
     return type_.encode() + b"\x00" + (blob or b"")
 
@@ -387,6 +434,7 @@ class HotTier:
         r = redis
         self._put = r.register_script(_PUT)
         self._put_writes = r.register_script(_PUT_WRITES)
+        self._copy = r.register_script(_COPY)
         self._get = r.register_script(_GET)
         self._list = r.register_script(_LIST)
         self._repopulate = r.register_script(_REPOPULATE)
@@ -452,6 +500,35 @@ class HotTier:
         for w in writes:
             args += (write_field(cid, w), pack_write(w))
         return await self._fenced(self._put_writes, thread_id, args)
+
+    async def put_thread(
+        self, thread_id: str, checkpoints: Sequence[StoredCheckpoint], token: str = ""
+    ) -> str:
+        """Write whole checkpoints (with blobs and writes) of one thread, oldest
+        first, with their outbox entries, in one atomic script."""
+        items = []
+        for s in checkpoints:
+            versions = s.checkpoint.get("channel_versions", {})
+            row = CheckpointRow(
+                thread_id,
+                s.checkpoint_ns,
+                s.checkpoint_id,
+                s.parent_checkpoint_id,
+                json.dumps(s.checkpoint, separators=(",", ":")),
+                json.dumps(s.metadata, separators=(",", ":")),
+            )
+            blob_pairs: list[Any] = []
+            for channel, (type_, blob) in s.blobs.items():
+                blob_pairs += (blob_field(channel, str(versions[channel])), pack_blob(type_, blob))
+            write_pairs: list[Any] = []
+            for w in s.writes:
+                write_pairs += (write_field(s.checkpoint_id, w), pack_write(w))
+            refs = blob_pairs[::2]
+            items.append(
+                [s.checkpoint_ns, s.checkpoint_id, pack_record(row, refs), blob_pairs, write_pairs]
+            )
+        args = [self.ttl_ms, token, thread_id, pack_for_lua(items)]
+        return await self._fenced(self._copy, thread_id, args)
 
     async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> str:
         try:

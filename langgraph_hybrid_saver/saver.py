@@ -50,12 +50,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.core import (
-    BlobRow,
-    CheckpointRow,
     DeleteThreadOp,
     ListQuery,
     StoredCheckpoint,
-    blob_field,
     encode_put,
     encode_writes,
     list_query,
@@ -568,22 +565,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         src = normalize_id(source_thread_id, "source_thread_id")
         dst = normalize_id(target_thread_id, "target_thread_id")
         stored = await self._list_stored(ListQuery(src, None, None, None, None, None))
-        for s in reversed(stored):  # oldest first, as they were written
-            versions = s.checkpoint.get("channel_versions", {})
-            row = CheckpointRow(
-                dst,
-                s.checkpoint_ns,
-                s.checkpoint_id,
-                s.parent_checkpoint_id,
-                json.dumps(s.checkpoint, separators=(",", ":")),
-                json.dumps(s.metadata, separators=(",", ":")),
-            )
-            blobs = [BlobRow(ch, str(versions[ch]), t, b) for ch, (t, b) in s.blobs.items()]
-            refs = [blob_field(b.channel, b.version) for b in blobs]
-            await self._write(partial(self.hot.put, row, refs, blobs), dst)
-            if s.writes:
-                ns, cid, writes = s.checkpoint_ns, s.checkpoint_id, s.writes
-                await self._write(partial(self.hot.put_writes, dst, ns, cid, writes, True), dst)
+        if stored:  # oldest first, as they were written; one atomic script
+            await self._write(partial(self.hot.put_thread, dst, stored[::-1]), dst)
 
     # --- leases ---------------------------------------------------------------
 

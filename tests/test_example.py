@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 import redis
 
-from langgraph_hybrid_saver import ConfigError, open_backend
-
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ["billing", "account", "policy", "issue_refund", "response"]
 LOGIN = (
@@ -218,15 +216,6 @@ def test_own_valkey_restarted_empty_mid_refund(tmp_path: Path, pg_url: str) -> N
     assert "an empty one started" in reports["wipe"]["redis_wipe"]
 
 
-def sqlite_available() -> bool:
-    try:
-        open_backend("sqlite:///unused.db")
-    except ConfigError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not sqlite_available(), reason="the SQLite backend is not merged yet")
 def test_embedded_default(tmp_path: Path) -> None:
     """No REDIS_URL, no DURABLE_URL: the demo's own Valkey and a SQLite file."""
     reports = run_demo(

@@ -230,3 +230,30 @@ async def test_corrupt_hot_record_is_a_typed_error(saver: AsyncHybridSaver) -> N
     await saver.hot.redis.hset(key, cid, b"\xc1not msgpack")
     with pytest.raises(CorruptDataError, match="delete that key"):
         await saver.aget_tuple(generate_config(tid))
+
+
+async def test_copy_thread_is_one_atomic_write(
+    saver: AsyncHybridSaver, redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    from langgraph_hybrid_saver import ThreadBusyError
+
+    src, dst = str(uuid.uuid4()), str(uuid.uuid4())
+    await put_chain(saver, src, 4)
+    await put_chain(saver, src, 2, ns="child:1")
+    async with AsyncHybridSaver.from_conn_string(
+        redis_url, durable_url, key_prefix=key_prefix
+    ) as other:
+        async with other.alease(dst):  # the target is busy: the copy is refused whole
+            with pytest.raises(ThreadBusyError):
+                await saver.acopy_thread(src, dst)
+    assert [t async for t in saver.alist({"configurable": {"thread_id": dst}})] == []
+    backlog, _ = await saver.hot.backlog()
+    await saver.acopy_thread(src, dst)
+    assert (await saver.hot.backlog())[0] - backlog <= 12  # 6 puts + 6 writes, queued at once
+    ours = [t async for t in saver.alist({"configurable": {"thread_id": dst}})]
+    theirs = [t async for t in saver.alist({"configurable": {"thread_id": src}})]
+    assert [(t.checkpoint, t.metadata, t.pending_writes) for t in ours] == [
+        (t.checkpoint, t.metadata, t.pending_writes) for t in theirs
+    ]
+    await saver.aflush(timeout=10)
+    assert len(await durable_ids(saver, dst)) == 6

@@ -7,16 +7,15 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from langgraph.checkpoint.conformance import checkpointer_test, validate
 
 from langgraph_hybrid_saver import AsyncHybridSaver
 
 from .conftest import PrivateRedis
-from .test_conformance import ALL_CAPABILITIES
+from .test_conformance import run_conformance
 from .test_graphs import build
 from .test_invariants import put_chain
 
@@ -97,21 +96,6 @@ def valkey(tmp_path: Path) -> Iterator[str]:
     server.start()
     yield server.url
     server.stop()
-
-
-async def run_conformance(redis_url: str, durable_url: str) -> None:
-    @checkpointer_test(name="AsyncHybridSaver")
-    async def factory() -> AsyncIterator[AsyncHybridSaver]:
-        prefix = f"conf{uuid.uuid4().hex[:10]}"
-        async with AsyncHybridSaver.from_conn_string(
-            redis_url, durable_url, key_prefix=prefix
-        ) as s:
-            yield s
-
-    report = await validate(factory)
-    failures = {cap: r.failures for cap, r in report.results.items() if r.failures}
-    assert {c for c, r in report.results.items() if r.detected} == ALL_CAPABILITIES
-    assert failures == {}
 
 
 async def run_graph(redis_url: str, durable_url: str) -> None:

@@ -384,20 +384,7 @@ async def _write_segment(cur: AsyncCursor[Any], ops: Sequence[Op]) -> None:
                 )
             )
         elif not isinstance(op, DeleteThreadOp):
-            rows = [
-                (
-                    op.thread_id,
-                    op.checkpoint_ns,
-                    op.checkpoint_id,
-                    w.task_id,
-                    w.task_path,
-                    w.idx,
-                    w.channel,
-                    w.type,
-                    w.blob,
-                )
-                for w in op.writes
-            ]
+            rows = op.params()
             (upserts if op.upsert else inserts).extend(rows)
     for sql, params in (
         (UPSERT_BLOBS_SQL, blobs),

@@ -372,21 +372,7 @@ class SqliteBackend:
                     await self._put(conn, op)
                 else:
                     await conn.executemany(
-                        UPSERT_WRITES_SQL if op.upsert else INSERT_WRITES_SQL,
-                        [
-                            (
-                                op.thread_id,
-                                op.checkpoint_ns,
-                                op.checkpoint_id,
-                                w.task_id,
-                                w.task_path,
-                                w.idx,
-                                w.channel,
-                                w.type,
-                                w.blob,
-                            )
-                            for w in op.writes
-                        ],
+                        UPSERT_WRITES_SQL if op.upsert else INSERT_WRITES_SQL, op.params()
                     )
             moved = [(t, marks[t]) for t in threads if marks[t] != start[t]]
             if moved:
