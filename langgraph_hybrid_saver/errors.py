@@ -15,6 +15,7 @@ __all__ = [
     "FlushTimeoutError",
     "HybridSaverError",
     "MissingExtraError",
+    "NotFoundError",
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
@@ -36,6 +37,10 @@ class MissingExtraError(HybridSaverError, ImportError):
 
 class ServerUnreachableError(HybridSaverError, ConnectionError):
     """Redis or the durable store could not be reached (host:port named)."""
+
+
+class NotFoundError(HybridSaverError, LookupError):
+    """A thread or checkpoint an operator asked for does not exist."""
 
 
 class DurableStoreError(HybridSaverError, RuntimeError):

@@ -112,6 +112,8 @@ UPSERT_WRITES_SQL = (
 )
 INSERT_WRITES_SQL = _WRITES_INSERT + "DO NOTHING"
 
+SERVER_VERSION_SQL = "SHOW server_version"
+
 DELETE_THREAD_SQL = (
     "DELETE FROM checkpoints WHERE thread_id = %s",
     "DELETE FROM checkpoint_blobs WHERE thread_id = %s",
@@ -335,6 +337,12 @@ class PostgresBackend:
             await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
             await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
+
+    async def server_version(self) -> str:
+        """The server's version, e.g. "PostgreSQL 15.6" (for `setup` and `status`)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(SERVER_VERSION_SQL)
+            return f"PostgreSQL {cast(DictRow, await cur.fetchone())['server_version']}"
 
     async def count_rows(self) -> dict[str, int]:
         """Row counts per table (for status reports and tests)."""
