@@ -460,13 +460,15 @@ class CosmosBackend:
     ) -> None:
         if isinstance(target, ContainerProxy):
             self.client: CosmosClient | None = None
-            self._container: ContainerProxy | None = target
+            self.container = target
         else:
             if not database:
                 raise ConfigError(
                     "CosmosBackend(client) needs database='NAME' (and optionally container=)"
                 )
-            self.client, self._container = target, None
+            self.client = target
+            # No I/O: reads work without `setup` on an existing container.
+            self.container = target.get_database_client(database).get_container_client(container)
         self.database_name = database
         self.container_name = container
         self.owns_client = owns_client
@@ -580,11 +582,11 @@ class CosmosBackend:
         """Create the database and container if missing (idempotent), or check
         that a given container is partitioned by `/thread_id`."""
         try:
-            if self.client is not None and self._container is None:
+            if self.client is not None:
                 db = await self.client.create_database_if_not_exists(
                     self.database_name or "", raw_response_hook=self._charge
                 )
-                self._container = await db.create_container_if_not_exists(
+                self.container = await db.create_container_if_not_exists(
                     self.container_name,
                     partition_key=PartitionKey(path=PARTITION_KEY_PATH),
                     indexing_policy=INDEXING_POLICY,
@@ -603,12 +605,6 @@ class CosmosBackend:
     async def close(self) -> None:
         if self.owns_client and self.client is not None:
             await self.client.close()
-
-    @property
-    def container(self) -> ContainerProxy:
-        if self._container is None:
-            raise DurableStoreError("CosmosBackend.setup() has not run yet")
-        return self._container
 
     # --- request charges --------------------------------------------------------
 
@@ -974,8 +970,9 @@ class CosmosBackend:
 
         await self._per_thread(threads, thread)
 
-    async def count_docs(self, thread_id: str | None = None) -> dict[str, int]:
-        """Documents per kind (for status reports and tests)."""
+    async def count_rows(self, thread_id: str | None = None) -> dict[str, int]:
+        """Documents per kind, of one thread or (cross-partition) of all; for
+        the operations CLI's `status` and for tests."""
         kinds = await self._query("SELECT VALUE c.kind FROM c", [], thread_id)
         return dict(Counter(kinds))
 
