@@ -52,7 +52,6 @@ import inspect
 import json
 import os
 import zlib
-from collections import Counter
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -142,6 +141,7 @@ INDEX_SQL = (
     "SELECT c.id, c.kind, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
     "c.run_id, c.delta, c.refs, c.cp, c.owner FROM c WHERE c.kind != 'watermark'"
 )
+COUNT_KIND_SQL = "SELECT VALUE COUNT(1) FROM c WHERE c.kind = @kind"
 RUNS_SQL = (
     "SELECT VALUE c.thread_id FROM c "
     "WHERE c.kind = 'checkpoint' AND ARRAY_CONTAINS(@runs, c.run_id)"
@@ -971,10 +971,14 @@ class CosmosBackend:
         await self._per_thread(threads, thread)
 
     async def count_rows(self, thread_id: str | None = None) -> dict[str, int]:
-        """Documents per kind, of one thread or (cross-partition) of all; for
-        the operations CLI's `status` and for tests."""
-        kinds = await self._query("SELECT VALUE c.kind FROM c", [], thread_id)
-        return dict(Counter(kinds))
+        """Documents per kind (`checkpoints`, `blobs`, `writes`, `chunks`), of
+        one thread or, cross-partition, of all; for the operations CLI's
+        `status` and for tests."""
+        out = {}
+        for kind in ("checkpoint", "blob", "write", "chunk"):
+            param = [{"name": "@kind", "value": kind}]
+            out[f"{kind}s"] = sum(await self._query(COUNT_KIND_SQL, param, thread_id))
+        return out
 
 
 def _deletion_plan(index: Sequence[Doc], doomed: set[str]) -> dict[str, Change]:
