@@ -722,7 +722,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             pause = min(pause * 2, 0.02)
 
     async def astats(self) -> dict[str, Any]:
-        """Backlog, reconcile lag and the in-process reconciler's counters."""
+        """Backlog, reconcile lag, the in-process reconciler's counters and the
+        durable backend's own `stats` if it keeps any (Cosmos DB: request units)."""
         backlog, age = await self.hot.backlog()
         out: dict[str, Any] = {
             "backlog": backlog,
@@ -730,6 +731,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             "overloaded": self.overloaded,
             "durability": self.durability,
         }
+        if (durable := getattr(self.backend, "stats", None)) is not None:
+            out["durable"] = durable
         if self.reconciler is not None:
             st = self.reconciler.stats
             out |= {
