@@ -776,14 +776,22 @@ class HotTier:
                 oldest = ms if oldest is None else min(oldest, ms)
         return total, (None if oldest is None else max(now_ms - oldest, 0) / 1000)
 
-    async def unreconciled_puts(self) -> list[PutOp]:
-        """Every put still in the outbox (for `list(None, ...)` across threads)."""
+    async def unreconciled(self) -> tuple[list[PutOp], set[tuple[str, str, str]]]:
+        """What the outbox still holds (for `list(None, ...)` across threads):
+        the puts, and the checkpoints with pending writes not yet reconciled."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream in self.outboxes:
                 pipe.xrange(stream)
             replies = await pipe.execute()
-        ops = (decode_entry(_b(sid), f) for entries in replies for sid, f in entries)
-        return [op for op in ops if isinstance(op, PutOp)]
+        puts, written = [], set()
+        for entries in replies:
+            for sid, f in entries:
+                op = decode_entry(_b(sid), f)
+                if isinstance(op, PutOp):
+                    puts.append(op)
+                elif isinstance(op, WritesOp):
+                    written.add((op.thread_id, op.checkpoint_ns, op.checkpoint_id))
+        return puts, written
 
 
 def decode_entry(sid: str, fields: dict[bytes, bytes]) -> Op:

@@ -355,7 +355,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self._check_open()
         # Hot first, then durable: an entry the reconciler moves in between is
         # seen in one tier or the other, never in neither.
+        stale: set[tuple[str, str, str]] = set()  # durable rows missing hot writes
         if query.thread_id is None:
+            puts, stale = await self.hot.unreconciled()
             hot = [
                 StoredCheckpoint(
                     op.row.thread_id,
@@ -365,7 +367,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                     json.loads(op.row.checkpoint),
                     json.loads(op.row.metadata),
                 )
-                for op in await self.hot.unreconciled_puts()
+                for op in puts
             ]
         else:
             namespaces = (
@@ -382,7 +384,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         hot = [h for h in hot if matches(query, h)]
         durable = await self.backend.list(query)
         merged = merge_newest_first(hot, durable, query.limit)
-        complete = {id(d) for d in durable}
+        complete = {
+            id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
+        }
         headers = [s for s in merged if id(s) not in complete]
         reads = await self.hot.get_many(
             [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
