@@ -323,7 +323,7 @@ def render_plots(results: dict[str, Any], out: Path) -> tuple[list[str], str]:
     ops = results["ops"]
     if ops:
         keys = [k for k in OPS if k in ops]
-        fig, ax = plt.subplots(figsize=(11, 0.9 * len(keys) * max(len(names), 1) / 3 + 2))
+        fig, ax = plt.subplots(figsize=(11, 0.22 * len(keys) * max(len(names), 1) + 2))
         height = 0.8 / max(len(names), 1)
         for j, n in enumerate(names):
             vals = [ops[k].get(n, {}).get("p50", float("nan")) * 1e6 for k in keys]
@@ -339,7 +339,7 @@ def render_plots(results: dict[str, Any], out: Path) -> tuple[list[str], str]:
         ax.set_xscale("log")
         ax.set_xlabel("p50 latency, µs (log scale); dashed: bare Redis pipeline round trip")
         ax.set_title("Operation latency (p50)")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "ops_latency.png", dpi=110)
         plt.close(fig)
