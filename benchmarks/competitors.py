@@ -101,8 +101,14 @@ async def sqlite_durable(env: Env) -> AsyncIterator[str]:
 @asynccontextmanager
 async def cosmos_durable(env: Env) -> AsyncIterator[str]:
     # The Cosmos DB stand-in (shared/tools/cosmos-standin.js) or a real
-    # account: the URL (with its key) comes from the environment.
-    yield os.environ.get(COSMOS_URL_ENV, "cosmos+https://127.0.0.1:8081/?database=bench")
+    # account, named explicitly: never someone else's server by default.
+    url = os.environ.get(COSMOS_URL_ENV)
+    if url is None:
+        reason = unsupported_reason("cosmos+https://127.0.0.1:8081/")
+        raise Unavailable(
+            reason or f"set {COSMOS_URL_ENV} to the Cosmos DB URL (the stand-in or an account)"
+        )
+    yield url
 
 
 DurableFactory = Callable[[Env], AbstractAsyncContextManager[str]]

@@ -77,7 +77,7 @@ class Scale:
 FULL = Scale("full", op_rounds=20, op_warmup=2, op_batch=25, big_batch=10, seq_per_round=20,
              seq_rounds=10, graph_warmup=1, conc_per_worker=2, conc_rounds=8,
              lag_per_worker=25, drain_n=5000, memory_steps=1000, profile=True)  # fmt: skip
-QUICK = Scale("quick", op_rounds=3, op_warmup=1, op_batch=5, big_batch=2, seq_per_round=4,
+QUICK = Scale("quick", op_rounds=2, op_warmup=1, op_batch=4, big_batch=2, seq_per_round=3,
               seq_rounds=2, graph_warmup=1, conc_per_worker=1, conc_rounds=1,
               lag_per_worker=3, drain_n=300, memory_steps=100)  # fmt: skip
 SMOKE = Scale("smoke", op_rounds=1, op_warmup=0, op_batch=2, big_batch=1, seq_per_round=2,
