@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,8 +47,17 @@ POSTGRES = "AsyncPostgresSaver"
 REDIS_OFFICIAL = "AsyncRedisSaver"
 
 
-def hybrid_name(backend: str) -> str:
-    return f"Hybrid[{backend}]"
+WORKER = "+worker"
+
+
+def hybrid_name(backend: str, worker: bool = False) -> str:
+    """`Hybrid[postgres]` (in-process reconciler) or `Hybrid[postgres]+worker`
+    (reconciler="external", a reconciler worker process beside the app)."""
+    return f"Hybrid[{backend}]" + (WORKER if worker else "")
+
+
+def backend_of(name: str) -> str:
+    return name.split("[", 1)[1].split("]", 1)[0]
 
 
 @dataclass
@@ -62,6 +72,7 @@ class Env:
     redis_stack_reason: str = ""
     redis_stack_version: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
+    lag_files: dict[str, Path] = field(default_factory=dict)  # key prefix -> worker's lag log
 
 
 # --- durable URLs of the hybrid saver -------------------------------------------
@@ -136,7 +147,7 @@ def unsupported_reason(url: str) -> str | None:
     return None
 
 
-def hybrid_factory(backend: str, **options: Any) -> SaverFactory:
+def hybrid_factory(backend: str, *, worker: bool = False, **options: Any) -> SaverFactory:
     @asynccontextmanager
     async def open_hybrid(env: Env) -> AsyncIterator[BaseCheckpointSaver[Any]]:
         from langgraph_hybrid_saver import AsyncHybridSaver
@@ -146,12 +157,18 @@ def hybrid_factory(backend: str, **options: Any) -> SaverFactory:
             if reason is not None:
                 raise Unavailable(reason)
             opts = dict(options)
-            prefix = opts.pop("key_prefix", hybrid_prefix(env, backend))
+            default_prefix = hybrid_prefix(env, backend) + ("w" if worker else "")
+            prefix = opts.pop("key_prefix", default_prefix)
+            if worker:
+                opts["reconciler"] = "external"
             saver = await open_retrying(
                 lambda: AsyncHybridSaver.open(env.redis_url, url, key_prefix=prefix, **opts)
             )
             try:
-                yield saver
+                async with contextlib.AsyncExitStack() as stack:
+                    if worker:
+                        await stack.enter_async_context(reconciler_worker(env, url, prefix))
+                    yield saver
             finally:
                 try:
                     await drop_prefix(saver.hot.redis, prefix)
@@ -159,6 +176,40 @@ def hybrid_factory(backend: str, **options: Any) -> SaverFactory:
                     await saver.aclose()
 
     return open_hybrid
+
+
+@asynccontextmanager
+async def reconciler_worker(env: Env, durable_url: str, prefix: str) -> AsyncIterator[None]:
+    """A reconciler worker process (benchmarks.worker, i.e. the package's CLI
+    reconciler plus a per-entry lag log) for the saver with this prefix."""
+    root = Path(__file__).resolve().parent.parent
+    lag_file = env.tmpdir / f"lag-{prefix}.log"
+    log_path = env.tmpdir / f"worker-{prefix}.log"
+    cmd = [
+        sys.executable, "-m", "benchmarks.worker", "--redis", env.redis_url,
+        "--durable", durable_url, "--key-prefix", prefix, "--lag-file", str(lag_file),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while b"worker started" not in log_path.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-400:]
+                raise Unavailable(f"the reconciler worker did not start: {tail}")
+            await asyncio.sleep(0.05)
+        env.lag_files[prefix] = lag_file
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # the worker drains what it owns, then exits
+            for _ in range(300):
+                if proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                proc.kill()
+                proc.wait()
 
 
 async def open_retrying(open_: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
@@ -263,6 +314,7 @@ COMPETITORS: dict[str, SaverFactory] = {
     POSTGRES: open_postgres,
     REDIS_OFFICIAL: open_redis_official,
     **{hybrid_name(b): hybrid_factory(b) for b in DURABLE_BACKENDS},
+    **{hybrid_name(b, worker=True): hybrid_factory(b, worker=True) for b in DURABLE_BACKENDS},
 }
 
 

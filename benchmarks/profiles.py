@@ -35,7 +35,8 @@ def workload(
     if key == "drain":
         return lambda: drain(env, backend, n * 2)
     if key == "lag":
-        return lambda: lag_under_load(saver, f"{tag}-lag", max(n // 160, 4))
+        lag_file = env.lag_files.get(saver.hot.prefix)
+        return lambda: lag_under_load(saver, f"{tag}-lag", max(n // 160, 4), lag_file=lag_file)
     return None
 
 

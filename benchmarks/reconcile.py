@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.competitors import Env, hybrid_factory
 from benchmarks.graphs import WORKERS, GraphRunner
 from benchmarks.harness import summarize
 from benchmarks.ops import Chain, small_values, step_update, three_writes
+from benchmarks.worker import read_lags
 from langgraph_hybrid_saver import Reconciler
 from langgraph_hybrid_saver.core import ListQuery
 
@@ -78,9 +80,18 @@ async def drain(env: Env, backend: str, n: int, threads: int = 50) -> dict[str, 
 
 
 async def lag_under_load(
-    saver: Any, tag: str, per_worker: int, mode: str = "async", sample_every: float = 0.02
+    saver: Any,
+    tag: str,
+    per_worker: int,
+    mode: str = "async",
+    sample_every: float = 0.1,
+    lag_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Reconcile lag while 16 workers invoke the support graph on `saver`."""
+    """Reconcile lag while 16 workers invoke the support graph on `saver`.
+
+    In-process reconciler: the saver's own `hot.ack` is wrapped. External
+    reconciler: the worker process logs the same numbers to `lag_file`.
+    """
     hot = saver.hot
     entry_lag_ms: list[float] = []
     original_ack = hot.ack
@@ -96,6 +107,7 @@ async def lag_under_load(
     stop = asyncio.Event()
 
     async def sampler() -> None:
+        # Sparse on purpose: each astats() is a 33-command pipeline on this loop.
         while not stop.is_set():
             st = await saver.astats()
             sampled.append(float(st["lag_seconds"]) * 1000)
@@ -106,8 +118,11 @@ async def lag_under_load(
                 pass
 
     await saver.aflush()
-    hot.ack = timed_ack
+    in_process = saver.reconciler is not None
+    if in_process:
+        hot.ack = timed_ack
     runner = GraphRunner(saver, mode, f"{tag}-lag")
+    since_ms = time.time() * 1000
     try:
         sampling = asyncio.create_task(sampler())
         t0 = time.perf_counter()
@@ -118,10 +133,15 @@ async def lag_under_load(
         await saver.aflush()
     finally:
         hot.ack = original_ack
+    if not in_process:
+        if lag_file is None:
+            raise ValueError("an external reconciler needs the lag file of its worker")
+        entry_lag_ms = read_lags(lag_file, since_ms, time.time() * 1000 + 1)
     e = summarize(entry_lag_ms)
     s = summarize(sampled)
     return {
         "mode": mode,
+        "reconciler": "in-process" if in_process else "worker process",
         "invocations": WORKERS * per_worker,
         "invocations_per_s": WORKERS * per_worker / load_s,
         "entries": len(entry_lag_ms),

@@ -193,7 +193,7 @@ async def run(args: argparse.Namespace) -> Path:
         "readback": {},
         "ops": {},
     }
-    hybrids = [comp.hybrid_name(b) for b in comp.DURABLE_BACKENDS]
+    hybrids = [n for n in comp.COMPETITORS if comp.is_hybrid(n)]
     n_ops = len(OPS) * (scale.op_warmup + scale.op_rounds)
     n_graph = len(scale.modes) * (scale.seq_rounds + scale.conc_rounds + 2 * scale.graph_warmup)
     try:
@@ -227,13 +227,17 @@ async def run(args: argparse.Namespace) -> Path:
                 results["drain"] = {}
                 results["lag"] = {}
                 for h in available_hybrids:
-                    backend = h[len("Hybrid[") : -1]
-                    progress.phase(f"drain {backend}")
-                    results["drain"][backend] = await drain(env, backend, scale.drain_n)
+                    backend = comp.backend_of(h)
+                    if not h.endswith(comp.WORKER):
+                        progress.phase(f"drain {backend}")
+                        results["drain"][backend] = await drain(env, backend, scale.drain_n)
                     progress.update()
-                    progress.phase(f"lag {backend}")
+                    progress.phase(f"lag {h}")
                     results["lag"][h] = await lag_under_load(
-                        savers[h], f"{env.run_id}-{slug(h)}", scale.lag_per_worker
+                        savers[h],
+                        f"{env.run_id}-{slug(h)}",
+                        scale.lag_per_worker,
+                        lag_file=env.lag_files.get(savers[h].hot.prefix),
                     )
                     progress.update()
                 phases["reconciler"] = time.perf_counter() - t0
@@ -241,7 +245,7 @@ async def run(args: argparse.Namespace) -> Path:
                 progress.phase("memory")
                 results["memory"] = {}
                 if available_hybrids:
-                    backend = available_hybrids[0][len("Hybrid[") : -1]
+                    backend = comp.backend_of(available_hybrids[0])
                     results["memory"]["Hybrid (any backend: Redis layout)"] = await hybrid_memory(
                         env, backend, scale.memory_steps
                     )
@@ -262,7 +266,7 @@ async def run(args: argparse.Namespace) -> Path:
                 missed = sorted({r.key for r in rows if r.status == "MISS"})
                 for key in missed:
                     h = next(r.saver for r in rows if r.key == key and r.status == "MISS")
-                    backend = h[len("Hybrid[") : -1]
+                    backend = comp.backend_of(h)
                     print(f"profiling {key} on {h}", file=sys.stderr, flush=True)
                     results["profiles"][key] = await profile(
                         key, savers[h], env, threads.get(h, {}), backend, scale.profile_n,

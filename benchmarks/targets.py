@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.competitors import INMEMORY, POSTGRES
+from benchmarks.competitors import INMEMORY, POSTGRES, WORKER, backend_of, is_hybrid
 from benchmarks.ops import FLOOR
 
 
@@ -47,7 +47,7 @@ def _div(a: float, b: float) -> float:
 
 def evaluate(results: dict[str, Any]) -> list[TargetRow]:
     rows: list[TargetRow] = []
-    hybrids = [n for n in results["available"] if n.startswith("Hybrid[")]
+    hybrids = [n for n in results["available"] if is_hybrid(n)]
     graph = results.get("graph", {})
     for h in hybrids:
         for mode, by_scenario in graph.get("modes", {}).items():
@@ -94,8 +94,8 @@ def evaluate(results: dict[str, Any]) -> list[TargetRow]:
             "aput_140kb", "aput 140 KB p50 <= 1.3x (InMemorySaver + one round trip)", h,
             _div(v, ref), 1.3, "<=", f"{v * 1e6:.0f} vs {ref * 1e6:.0f} us",
         ))  # fmt: skip
-        backend = h[len("Hybrid[") : -1]
-        if backend == "postgres" and "postgres" in results.get("drain", {}):
+        backend = backend_of(h)
+        if backend == "postgres" and not h.endswith(WORKER) and backend in results.get("drain", {}):
             rate = float(results["drain"]["postgres"]["rate"])
             ref_rate = _div(1.0, _p50(results, "aput_2kb", POSTGRES))
             rows.append(TargetRow(
@@ -109,6 +109,6 @@ def evaluate(results: dict[str, Any]) -> list[TargetRow]:
                 "lag", "reconcile lag p99 <= 100 ms under 16-concurrent load", h,
                 float(lag["entry_p99_ms"]), 100.0, "<=",
                 f"p50 {lag['entry_p50_ms']:.1f} ms, p99 {lag['entry_p99_ms']:.1f} ms "
-                f"over {lag['entries']} entries",
+                f"over {lag['entries']} entries ({lag['reconciler']} reconciler)",
             ))  # fmt: skip
     return rows
