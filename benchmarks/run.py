@@ -263,6 +263,9 @@ async def run(args: argparse.Namespace) -> Path:
             if scale.profile:
                 from benchmarks.profiles import profile
 
+                for stale in (out / "profiles").glob("*.txt"):
+                    stale.unlink()
+
                 missed = sorted({r.key for r in rows if r.status == "MISS"})
                 for key in missed:
                     h = next(r.saver for r in rows if r.key == key and r.status == "MISS")
