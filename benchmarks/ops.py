@@ -133,7 +133,9 @@ class OpRunner:
         return out
 
 
-async def prepare_reads(saver: Any, tid: str, list_len: int = 200) -> dict[str, Any]:
+async def prepare_reads(
+    saver: Any, tid: str, list_len: int = 200, *, flush: bool = True
+) -> dict[str, Any]:
     """The threads read by the get/list ops (written once, untimed)."""
     read = Chain(saver, f"{tid}-read")
     for step in range(10):
@@ -146,7 +148,7 @@ async def prepare_reads(saver: Any, tid: str, list_len: int = 200) -> dict[str, 
     await big.put({"messages": BIG, "turn": 1})
     writes = Chain(saver, f"{tid}-writes")  # aput_writes attaches to its checkpoint
     await writes.put(small_values(0))
-    if hasattr(saver, "aflush"):  # hybrid: steady state, durable copy in place
+    if flush and hasattr(saver, "aflush"):  # hybrid: steady state, durable copy in place
         await saver.aflush()
     return {"read": read, "list": listed, "big": big, "writes": writes}
 

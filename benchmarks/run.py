@@ -298,8 +298,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if len(value) > 2000 and all(isinstance(v, float) for v in value):
-            return None  # raw lag samples: summarised already
+        if len(value) > 20000 and all(isinstance(v, float) for v in value):
+            return None  # very long raw sample lists: summarised already
         return [_jsonable(v) for v in value]
     return value
 
