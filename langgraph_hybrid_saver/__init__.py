@@ -9,21 +9,25 @@ durable-store safety.
 
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend
 from langgraph_hybrid_saver.errors import (
+    BacklogError,
     ConfigError,
     CorruptDataError,
     DurableStoreError,
     FlushTimeoutError,
     HybridSaverError,
     MissingExtraError,
+    NotFoundError,
     SaverClosedError,
     SerializationError,
     ServerUnreachableError,
+    ThreadBusyError,
 )
 from langgraph_hybrid_saver.reconciler import Reconciler
 from langgraph_hybrid_saver.saver import AsyncHybridSaver, HybridSaver
 
 __all__ = [
     "AsyncHybridSaver",
+    "BacklogError",
     "ConfigError",
     "CorruptDataError",
     "DurableBackend",
@@ -32,9 +36,11 @@ __all__ = [
     "HybridSaver",
     "HybridSaverError",
     "MissingExtraError",
+    "NotFoundError",
     "Reconciler",
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
+    "ThreadBusyError",
     "open_backend",
 ]

@@ -92,6 +92,24 @@ class WritesOp:
     upsert: bool  # True when every write is a special channel (WRITES_IDX_MAP)
     writes: tuple[WriteRow, ...]
 
+    def params(self) -> list[tuple[Any, ...]]:
+        """Rows in the column order of `checkpoint_writes`/`writes` inserts:
+        thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type, blob."""
+        return [
+            (
+                self.thread_id,
+                self.checkpoint_ns,
+                self.checkpoint_id,
+                w.task_id,
+                w.task_path,
+                w.idx,
+                w.channel,
+                w.type,
+                w.blob,
+            )
+            for w in self.writes
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class DeleteThreadOp:
@@ -226,6 +244,15 @@ def _dumps(value: Any, what: str) -> str:
         ) from e
 
 
+def _dumps_typed(serde: SerializerProtocol, value: Any, what: str) -> tuple[str, bytes]:
+    try:
+        return serde.dumps_typed(value)
+    except Exception as e:
+        raise SerializationError(
+            f"{what}: the serializer cannot encode {type(value).__name__} ({e})"
+        ) from e
+
+
 def encode_put(
     serde: SerializerProtocol,
     config: RunnableConfig,
@@ -258,13 +285,7 @@ def encode_put(
             )
         refs.append(blob_field(channel, str(versions[channel])))
         if channel in new_versions:
-            try:
-                type_, data = serde.dumps_typed(value)
-            except Exception as e:
-                raise SerializationError(
-                    f"channel {channel!r}: the serializer cannot encode "
-                    f"{type(value).__name__} ({e})"
-                ) from e
+            type_, data = _dumps_typed(serde, value, f"channel {channel!r}")
             blobs.append(BlobRow(channel, str(new_versions[channel]), type_, data))
     doc["channel_values"] = inline
     row = CheckpointRow(
@@ -290,13 +311,9 @@ def encode_writes(
     """Rows of a `put_writes` call and whether they overwrite (all special)."""
     rows = []
     for idx, (channel, value) in enumerate(writes):
-        try:
-            type_, data = serde.dumps_typed(value)
-        except Exception as e:
-            raise SerializationError(
-                f"write to channel {channel!r} by task {task_id!r}: the serializer "
-                f"cannot encode {type(value).__name__} ({e})"
-            ) from e
+        type_, data = _dumps_typed(
+            serde, value, f"write to channel {channel!r} by task {task_id!r}"
+        )
         rows.append(
             WriteRow(task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, type_, data)
         )

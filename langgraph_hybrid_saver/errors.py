@@ -8,15 +8,18 @@ name the offending value and the fix, and never contain a password.
 from __future__ import annotations
 
 __all__ = [
+    "BacklogError",
     "ConfigError",
     "CorruptDataError",
     "DurableStoreError",
     "FlushTimeoutError",
     "HybridSaverError",
     "MissingExtraError",
+    "NotFoundError",
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
+    "ThreadBusyError",
 ]
 
 
@@ -36,6 +39,10 @@ class ServerUnreachableError(HybridSaverError, ConnectionError):
     """Redis or the durable store could not be reached (host:port named)."""
 
 
+class NotFoundError(HybridSaverError, LookupError):
+    """A thread or checkpoint an operator asked for does not exist."""
+
+
 class DurableStoreError(HybridSaverError, RuntimeError):
     """The durable store rejected or failed an operation."""
 
@@ -50,6 +57,14 @@ class SerializationError(HybridSaverError, TypeError):
 
 class FlushTimeoutError(HybridSaverError, TimeoutError):
     """`flush`/`aflush` gave up before the outbox drained."""
+
+
+class ThreadBusyError(HybridSaverError, RuntimeError):
+    """Another process holds the thread's lease (or ours expired)."""
+
+
+class BacklogError(HybridSaverError, RuntimeError):
+    """The outbox is past `max_backlog`/`max_lag_seconds` and the policy is "raise"."""
 
 
 class SaverClosedError(HybridSaverError, RuntimeError):

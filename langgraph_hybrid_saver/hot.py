@@ -8,6 +8,7 @@ slot and works on Redis Cluster.
     {prefix}:v1:{<shard>}:<len>:<thread_id>           thread base
       base:n                  set     namespaces of the thread
       base:g                  string  generation, bumped by delete/invalidate
+      base:L / base:T         string  per-thread lease "token|owner" / token counter
       base:i:<len>:<ns>       zset    checkpoint ids (score 0, ordered by id)
       base:c:<len>:<ns>       hash    checkpoint id -> record
       base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob
@@ -25,14 +26,16 @@ fields]. Lengths are UTF-8 byte lengths (Lua's `#`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ormsgpack
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError
 
 from langgraph_hybrid_saver.core import (
     BlobRow,
@@ -46,7 +49,7 @@ from langgraph_hybrid_saver.core import (
     blob_field,
     seq_key,
 )
-from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError
+from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, ThreadBusyError
 
 LAYOUT_VERSION = "v1"
 DEFAULT_PREFIX = "lhs"
@@ -72,6 +75,13 @@ local function expire_ns(ns, ttl)
     redis.call('PEXPIRE', base .. ':n', ttl)
   end
 end
+-- Fencing: while a thread is leased, only the current token may write.
+local function check_lease(tok)
+  local lease = redis.call('GET', base .. ':L')
+  if lease and string.sub(lease, 1, #tok + 1) ~= tok .. '|' then
+    return redis.error_reply('LEASED ' .. lease)
+  end
+end
 local function read_writes(ns, cid)
   local fields = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\\0', '(' .. cid .. '\\1')
   if #fields == 0 then return {} end
@@ -79,41 +89,113 @@ local function read_writes(ns, cid)
 end
 """
 
-# KEYS: base, outbox. ARGV: ttl, thread_id, ns, cid, record, blob field/value pairs.
+# KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
+# record, blob field/value pairs. With a window, only the newest `window` checkpoints of the
+# namespace stay hot: older records, their writes and the blobs only they used
+# are dropped from Redis (the durable store has them once reconciled).
 _PUT = (
     _LUA_PRELUDE
     + """
-local ttl, tid, ns, cid, rec = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-redis.call('ZADD', nk('i', ns), 0, cid)
-redis.call('HSET', nk('c', ns), cid, rec)
+local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local denied = check_lease(ARGV[3])
+if denied then return denied end
+local tid, ns, cid, rec = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local ik, ck = nk('i', ns), nk('c', ns)
+redis.call('ZADD', ik, 0, cid)
+redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
-if #ARGV > 5 then call_chunked('HSET', nk('b', ns), ARGV, 6, #ARGV, 4000) end
+if #ARGV > 7 then call_chunked('HSET', nk('b', ns), ARGV, 8, #ARGV, 4000) end
 local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
-for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+local over = window > 0 and redis.call('ZCARD', ik) - window or 0
+if over > 0 then
+  local old = redis.call('ZRANGE', ik, 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', ik, 0, over - 1)
+  -- Channel versions only grow along a thread, so a blob the oldest kept
+  -- checkpoint does not use is not used by a newer one either.
+  local keep = {}
+  for _, kept in ipairs({redis.call('ZRANGE', ik, 0, 0)[1], cid}) do
+    local r = redis.call('HGET', ck, kept)
+    if r then for _, f in ipairs(cmsgpack.unpack(r)[4]) do keep[f] = true end end
+  end
+  for _, gone in ipairs(old) do
+    local r = redis.call('HGET', ck, gone)
+    if r then
+      for _, f in ipairs(cmsgpack.unpack(r)[4]) do
+        if not keep[f] then redis.call('HDEL', nk('b', ns), f) end
+      end
+    end
+    redis.call('HDEL', ck, gone)
+    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    if #wf > 0 then
+      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
+      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    end
+  end
+end
 expire_ns(ns, ttl)
 return id
 """
 )
 
-# KEYS: base, outbox. ARGV: ttl, thread_id, ns, cid, upsert, field/value pairs.
+# KEYS: base, outbox. ARGV: ttl, lease token, thread_id, ns, cid, upsert,
+# field/value pairs.
 # Regular writes never overwrite (HSETNX), special ones do, like PostgresSaver.
 _PUT_WRITES = (
     _LUA_PRELUDE
     + """
-local ttl, tid, ns, cid, upsert = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ttl = tonumber(ARGV[1])
+local denied = check_lease(ARGV[2])
+if denied then return denied end
+local tid, ns, cid, upsert = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local wk, zk = nk('w', ns), nk('z', ns)
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if upsert == '1' then redis.call('HSET', wk, ARGV[i], ARGV[i + 1])
   else redis.call('HSETNX', wk, ARGV[i], ARGV[i + 1]) end
   redis.call('ZADD', zk, 0, ARGV[i])
 end
 redis.call('SADD', base .. ':n', ns)
 local entry = {'k', 'w', 't', tid, 'n', ns, 'c', cid, 'u', upsert}
-for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
 expire_ns(ns, ttl)
 return id
+"""
+)
+
+# KEYS: base, outbox. ARGV: ttl, lease token, thread_id, msgpack list of
+# [ns, cid, record, [blob field, value, ...], [write field, value, ...]].
+# A whole thread copied in one atomic step: the target is never half-copied.
+_COPY = (
+    _LUA_PRELUDE
+    + """
+local ttl = tonumber(ARGV[1])
+local denied = check_lease(ARGV[2])
+if denied then return denied end
+local tid, last = ARGV[3], false
+for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local ns, cid, rec, bp, wp = it[1], it[2], it[3], it[4], it[5]
+  redis.call('ZADD', nk('i', ns), 0, cid)
+  redis.call('HSET', nk('c', ns), cid, rec)
+  redis.call('SADD', base .. ':n', ns)
+  if #bp > 0 then call_chunked('HSET', nk('b', ns), bp, 1, #bp, 4000) end
+  local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
+  for _, v in ipairs(bp) do entry[#entry + 1] = v end
+  last = redis.call('XADD', KEYS[2], '*', unpack(entry))
+  if #wp > 0 then
+    call_chunked('HSET', nk('w', ns), wp, 1, #wp, 4000)
+    local w = {'k', 'w', 't', tid, 'n', ns, 'c', cid, 'u', '1'}
+    for i = 1, #wp, 2 do
+      redis.call('ZADD', nk('z', ns), 0, wp[i])
+      w[#w + 1] = wp[i]
+      w[#w + 1] = wp[i + 1]
+    end
+    last = redis.call('XADD', KEYS[2], '*', unpack(w))
+  end
+  expire_ns(ns, ttl)
+end
+return last
 """
 )
 
@@ -198,6 +280,25 @@ return false
 """
 )
 
+# KEYS: base. ARGV: ttl ms, owner. Returns {1, token} or {0, current holder}.
+_THREAD_LEASE = """
+local cur = redis.call('GET', KEYS[1] .. ':L')
+if cur then return {0, cur} end
+local token = redis.call('INCR', KEYS[1] .. ':T')
+redis.call('PEXPIRE', KEYS[1] .. ':T', 604800000)
+redis.call('SET', KEYS[1] .. ':L', token .. '|' .. ARGV[2], 'PX', ARGV[1])
+return {1, tostring(token)}
+"""
+
+# KEYS: base. ARGV: token, ttl ms (0: release). Renew or release our lease.
+_THREAD_LEASE_KEEP = """
+local cur = redis.call('GET', KEYS[1] .. ':L')
+if not cur or string.sub(cur, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1] .. ':L')
+else redis.call('PEXPIRE', KEYS[1] .. ':L', ARGV[2]) end
+return 1
+"""
+
 # KEYS: base. Namespaces of a thread.
 _NAMESPACES = "return redis.call('SMEMBERS', KEYS[1] .. ':n')"
 
@@ -220,6 +321,18 @@ return 0
 
 def _b(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def pack_for_lua(value: list[Any] | str | bytes) -> bytes:
+    """msgpack of nested lists of strings/bytes, every string as msgpack `str`:
+    Redis' Lua cmsgpack cannot decode the `bin` type other packers use for
+    bytes, and a Lua string holds any bytes."""
+    if isinstance(value, list):
+        n = len(value)
+        head = bytes([0x90 | n]) if n < 16 else b"\xdd" + n.to_bytes(4, "big")
+        return head + b"".join(pack_for_lua(v) for v in value)
+    raw = value.encode() if isinstance(value, str) else value
+    return b"\xdb" + len(raw).to_bytes(4, "big") + raw
 
 
 def pack_blob(type_: str, blob: bytes | None) -> bytes:
@@ -252,13 +365,16 @@ def pack_record(row: CheckpointRow, refs: Sequence[str]) -> bytes:
 
 @dataclass(slots=True)
 class HotRead:
-    """What one `get` found: `stored` is None when the hot copy is missing or
-    incomplete; `writes` are the hot pending writes of `checkpoint_id` either way."""
+    """What one `get` found: `stored` is None when the record is not hot;
+    `writes` are the hot pending writes of `checkpoint_id` either way;
+    `missing` names blobs the record refers to that Redis no longer has (after
+    a restart or an eviction) — the durable store has them."""
 
     checkpoint_id: str | None
     stored: StoredCheckpoint | None
     writes: list[WriteRow]
     generation: bytes
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, version)
 
 
 def _decode_record(
@@ -282,12 +398,13 @@ class HotTier:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
         ttl: float | None = 3600.0,
         refresh_on_read: bool = False,
+        window: int | None = None,
     ) -> None:
         if not prefix or any(c in prefix for c in "{}"):
             raise ConfigError(
@@ -298,7 +415,13 @@ class HotTier:
             raise ConfigError(f"shards must be an int in 1..16384, got {shards!r}")
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-        self.redis = redis
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ConfigError(f"hot_window must be a positive int or None, got {window!r}")
+        self.redis: Any = redis
+        # Redis Cluster: scripts and single-stream reads route by key slot;
+        # reads of several shards cannot share one command there.
+        self.cluster = isinstance(redis, RedisCluster)
+        self.window = window or 0
         self.prefix = prefix
         self.shards = shards
         self.ttl_ms = int(ttl * 1000) if ttl else 0
@@ -311,12 +434,15 @@ class HotTier:
         r = redis
         self._put = r.register_script(_PUT)
         self._put_writes = r.register_script(_PUT_WRITES)
+        self._copy = r.register_script(_COPY)
         self._get = r.register_script(_GET)
         self._list = r.register_script(_LIST)
         self._repopulate = r.register_script(_REPOPULATE)
         self._drop = r.register_script(_DROP_THREAD)
         self._namespaces = r.register_script(_NAMESPACES)
         self._lease = r.register_script(_LEASE)
+        self._thread_lease = r.register_script(_THREAD_LEASE)
+        self._thread_lease_keep = r.register_script(_THREAD_LEASE_KEEP)
         self._release = r.register_script(_RELEASE)
 
     # --- keys -----------------------------------------------------------------
@@ -343,10 +469,14 @@ class HotTier:
 
     # --- writes ---------------------------------------------------------------
 
-    async def put(self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow]) -> str:
+    async def put(
+        self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow], token: str = ""
+    ) -> str:
         """Write a checkpoint, its new blobs and its outbox entry atomically."""
         args: list[Any] = [
             self.ttl_ms,
+            self.window,
+            token,
             row.thread_id,
             row.checkpoint_ns,
             row.checkpoint_id,
@@ -355,16 +485,78 @@ class HotTier:
         for b in blobs:
             args += (blob_field(b.channel, b.version), pack_blob(b.type, b.blob))
         tid = row.thread_id
-        return _b(await self._put(keys=[self.base(tid), self.outbox(tid)], args=args))
+        return await self._fenced(self._put, tid, args)
 
     async def put_writes(
-        self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRow], upsert: bool
+        self,
+        thread_id: str,
+        ns: str,
+        cid: str,
+        writes: Sequence[WriteRow],
+        upsert: bool,
+        token: str = "",
     ) -> str:
-        args: list[Any] = [self.ttl_ms, thread_id, ns, cid, "1" if upsert else "0"]
+        args: list[Any] = [self.ttl_ms, token, thread_id, ns, cid, "1" if upsert else "0"]
         for w in writes:
             args += (write_field(cid, w), pack_write(w))
-        keys = [self.base(thread_id), self.outbox(thread_id)]
-        return _b(await self._put_writes(keys=keys, args=args))
+        return await self._fenced(self._put_writes, thread_id, args)
+
+    async def put_thread(
+        self, thread_id: str, checkpoints: Sequence[StoredCheckpoint], token: str = ""
+    ) -> str:
+        """Write whole checkpoints (with blobs and writes) of one thread, oldest
+        first, with their outbox entries, in one atomic script."""
+        items = []
+        for s in checkpoints:
+            versions = s.checkpoint.get("channel_versions", {})
+            row = CheckpointRow(
+                thread_id,
+                s.checkpoint_ns,
+                s.checkpoint_id,
+                s.parent_checkpoint_id,
+                json.dumps(s.checkpoint, separators=(",", ":")),
+                json.dumps(s.metadata, separators=(",", ":")),
+            )
+            blob_pairs: list[Any] = []
+            for channel, (type_, blob) in s.blobs.items():
+                blob_pairs += (blob_field(channel, str(versions[channel])), pack_blob(type_, blob))
+            write_pairs: list[Any] = []
+            for w in s.writes:
+                write_pairs += (write_field(s.checkpoint_id, w), pack_write(w))
+            refs = blob_pairs[::2]
+            items.append(
+                [s.checkpoint_ns, s.checkpoint_id, pack_record(row, refs), blob_pairs, write_pairs]
+            )
+        args = [self.ttl_ms, token, thread_id, pack_for_lua(items)]
+        return await self._fenced(self._copy, thread_id, args)
+
+    async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> str:
+        try:
+            return _b(await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args))
+        except ResponseError as e:
+            if not str(e).startswith("LEASED"):
+                raise
+            holder = str(e).removeprefix("LEASED ")
+            raise ThreadBusyError(
+                f"thread {thread_id!r} is leased by {holder!r} and this writer does not "
+                "hold the lease (or its lease expired): nothing was written; retry once "
+                "the holder is done, or take the lease with saver.alease(thread_id)"
+            ) from None
+
+    async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
+        """Take a thread's lease; returns its fencing token."""
+        ok, value = await self._thread_lease(keys=[self.base(thread_id)], args=[ttl_ms, owner])
+        if not ok:
+            raise ThreadBusyError(
+                f"thread {thread_id!r} is already leased by {_b(value)!r}; another process "
+                "is running it. Retry after it finishes or after the lease expires"
+            )
+        return _b(value)
+
+    async def keep_thread(self, thread_id: str, token: str, ttl_ms: int) -> bool:
+        """Renew (ttl_ms > 0) or release (0) our lease; False if we lost it."""
+        kept = await self._thread_lease_keep(keys=[self.base(thread_id)], args=[token, ttl_ms])
+        return bool(kept)
 
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
         """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
@@ -375,23 +567,46 @@ class HotTier:
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
-        base = self.base(thread_id)
-        found, rec, blob_values, write_values, gen = await self._get(
-            keys=[base], args=[ns, cid or "", self.refresh_ms]
-        )
+        reply = await self._get(keys=[self.base(thread_id)], args=[ns, cid or "", self.refresh_ms])
+        return self._read(thread_id, ns, reply)
+
+    def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
+        found, rec, blob_values, write_values, gen = reply
         found_id = _b(found) if found else None
         writes = [unpack_write(v) for v in write_values if v is not None]
         if found_id is None or rec is None:
             return HotRead(found_id, None, writes, gen)
-        stored, refs = _decode_record(thread_id, ns, found_id, rec, base)
-        if any(v is None for v in blob_values):
-            # A blob this checkpoint needs is gone (evicted, or lost with a
-            # Redis restart): the durable store has the whole checkpoint.
-            return HotRead(found_id, None, writes, gen)
+        stored, refs = _decode_record(thread_id, ns, found_id, rec, self.base(thread_id))
+        missing = []
         for ref, value in zip(refs, blob_values, strict=True):
-            stored.blobs[ref.partition("\x00")[0]] = unpack_blob(value)
+            channel, _, version = ref.partition("\x00")
+            if value is None:
+                missing.append((channel, version))
+            else:
+                stored.blobs[channel] = unpack_blob(value)
         stored.writes = writes
-        return HotRead(found_id, stored, writes, gen)
+        return HotRead(found_id, stored, writes, gen, missing)
+
+    async def get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[HotRead]:
+        """`get` of several (thread_id, ns, checkpoint_id) in one round trip
+        (concurrent per-slot calls on Redis Cluster)."""
+        if not keys:
+            return []
+        if self.cluster:
+            replies = await asyncio.gather(
+                *(
+                    self._get(keys=[self.base(t)], args=[ns, cid, self.refresh_ms])
+                    for t, ns, cid in keys
+                )
+            )
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for t, ns, cid in keys:
+                    await self._get(
+                        keys=[self.base(t)], args=[ns, cid, self.refresh_ms], client=pipe
+                    )
+                replies = await pipe.execute()
+        return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
     async def namespaces(self, thread_id: str) -> list[str]:
         return sorted(_b(n) for n in await self._namespaces(keys=[self.base(thread_id)]))
@@ -460,9 +675,17 @@ class HotTier:
         the head of a stream is always the oldest unapplied entry)."""
         if not shards:
             return []
-        streams = {self.outboxes[s]: "0-0" for s in shards}
-        reply: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
         index = {self.outboxes[s]: s for s in shards}
+        if self.cluster:
+            replies = await asyncio.gather(
+                *(self.redis.xread({self.outboxes[s]: "0-0"}, count=count) for s in shards)
+            )
+            reply = [r for rs in replies for r in (rs or [])]
+            if not reply and block_ms:
+                await asyncio.sleep(min(block_ms, 20) / 1000)
+        else:
+            streams = {self.outboxes[s]: "0-0" for s in shards}
+            reply = await self.redis.xread(streams, count=count, block=block_ms)
         out = []
         for stream, entries in reply or []:
             shard = index[_b(stream)]
@@ -503,12 +726,11 @@ class HotTier:
             for stream in self.outboxes:
                 pipe.xlen(stream)
                 pipe.xrange(stream, count=1)
-            pipe.time()
             replies = await pipe.execute()
-        now_s, now_us = replies[-1]
+        now_s, now_us = await self.redis.time()
         now_ms = now_s * 1000 + now_us // 1000
         total, oldest = 0, None
-        for i in range(0, len(replies) - 1, 2):
+        for i in range(0, len(replies), 2):
             total += replies[i]
             if replies[i + 1]:
                 ms = int(_b(replies[i + 1][0][0]).split("-")[0])

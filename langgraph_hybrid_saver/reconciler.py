@@ -135,16 +135,46 @@ class Reconciler:
         await self.release_all()
 
     async def drain(self, timeout: float) -> None:
-        """Apply what the owned shards hold, for at most `timeout` seconds."""
+        """Apply what the owned shards hold, and what shards of dead
+        reconcilers hold (once their leases expire), for at most `timeout`
+        seconds. Shards of live reconcilers are left to them."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if await self.step(None) == 0:
+                if await self.step(None):
+                    continue
+                orphans = await self._orphans()
+                if not orphans:
                     return
+                for shard in orphans:
+                    if await self.hot.try_lease(shard, self.owner, self.lease_ms):
+                        self._owned.add(shard)
+                await asyncio.sleep(0.1)  # a dead owner's lease has not expired yet
             except Exception as e:
                 logger.warning("drain on close failed: %s", e)
                 await asyncio.sleep(0.1)
         logger.warning("outbox not drained within %.1fs; another reconciler will finish", timeout)
+
+    async def _orphans(self) -> list[int]:
+        """Shards with entries that no live reconciler owns."""
+        redis = self.hot.redis
+        now_ms = int(time.time() * 1000)
+        alive = {
+            m.decode() if isinstance(m, bytes) else m
+            for m in await redis.zrangebyscore(self._workers_key, now_ms, "+inf")
+        }
+        async with redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.hot.shards):
+                pipe.xlen(self.hot.outboxes[shard])
+                pipe.get(self.hot.leases[shard])
+            replies = await pipe.execute()
+        out = []
+        for shard in range(self.hot.shards):
+            length, holder = replies[2 * shard], replies[2 * shard + 1]
+            holder = holder.decode() if isinstance(holder, bytes) else holder
+            if length and shard not in self._owned and (holder is None or holder not in alive):
+                out.append(shard)
+        return out
 
     async def release_all(self) -> None:
         for shard in sorted(self._owned):

@@ -18,8 +18,17 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -29,9 +38,11 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,12 +50,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.core import (
-    BlobRow,
-    CheckpointRow,
     DeleteThreadOp,
     ListQuery,
     StoredCheckpoint,
-    blob_field,
     encode_put,
     encode_writes,
     list_query,
@@ -58,19 +66,23 @@ from langgraph_hybrid_saver.core import (
     to_tuple,
 )
 from langgraph_hybrid_saver.errors import (
+    BacklogError,
     ConfigError,
     DurableStoreError,
     FlushTimeoutError,
     SaverClosedError,
     ServerUnreachableError,
 )
-from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
+from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotRead, HotTier
 from langgraph_hybrid_saver.reconciler import Reconciler
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
 T = TypeVar("T")
 Durability = Literal["write_behind", "write_through"]
+BacklogPolicy = Literal["write_through", "raise"]
+MONITOR_INTERVAL = 0.1  # seconds between backlog checks when a bound is set
+DELTA_PAGE_SIZE = 64  # ancestors read per page by aget_delta_channel_history
 Placement = Literal["in_process", "external"]
 
 
@@ -78,7 +90,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer: Redis for hot reads, a durable store behind it.
 
     Args:
-        redis: A `redis.asyncio.Redis` client (bytes responses).
+        redis: A `redis.asyncio.Redis` or `RedisCluster` client (bytes responses).
         backend: A durable backend (see `langgraph_hybrid_saver.backends`).
         serde: Serializer for channel values and writes.
         ttl: Seconds a thread's hot copy lives after its last write (None:
@@ -90,6 +102,14 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             reconcile` workers.
         durability: "write_behind" (default) or "write_through".
         refresh_ttl_on_read: Also refresh the TTL when a thread is read.
+        hot_window: Keep only the newest N checkpoints of each namespace in
+            Redis (None: all within the TTL); older ones are read from the
+            durable store.
+        max_backlog: Bound on outbox entries not yet in the durable store.
+        max_lag_seconds: Bound on the age of the oldest such entry.
+        on_backlog: Past a bound: "write_through" makes every write wait for
+            the durable store until the backlog is back under it; "raise"
+            refuses writes with `BacklogError` (nothing is written).
         flush_timeout: Default timeout of `aflush` and write-through waits.
 
     Must be constructed on the event loop it will be used from.
@@ -97,7 +117,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         backend: DurableBackend,
         *,
         serde: SerializerProtocol | None = None,
@@ -107,11 +127,20 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         reconciler: Placement = "in_process",
         durability: Durability = "write_behind",
         refresh_ttl_on_read: bool = False,
+        hot_window: int | None = None,
+        max_backlog: int | None = None,
+        max_lag_seconds: float | None = None,
+        on_backlog: BacklogPolicy = "write_through",
         flush_timeout: float = 30.0,
     ) -> None:
         super().__init__(serde=serde)
         if reconciler not in ("in_process", "external"):
             raise ConfigError(f"reconciler={reconciler!r}: use 'in_process' or 'external'")
+        if on_backlog not in ("write_through", "raise"):
+            raise ConfigError(f"on_backlog={on_backlog!r}: use 'write_through' or 'raise'")
+        for name, bound in (("max_backlog", max_backlog), ("max_lag_seconds", max_lag_seconds)):
+            if bound is not None and not bound > 0:
+                raise ConfigError(f"{name}={bound!r}: use a positive number or None")
         if durability not in ("write_behind", "write_through"):
             raise ConfigError(f"durability={durability!r}: use 'write_behind' or 'write_through'")
         try:
@@ -127,6 +156,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             shards=shards,
             ttl=ttl,
             refresh_on_read=refresh_ttl_on_read,
+            window=hot_window,
         )
         self.backend = backend
         self.placement = reconciler
@@ -135,6 +165,13 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self.reconciler: Reconciler | None = (
             Reconciler(self.hot, backend) if reconciler == "in_process" else None
         )
+        self.max_backlog = max_backlog
+        self.max_lag_seconds = max_lag_seconds
+        self.on_backlog = on_backlog
+        self.overloaded = False  # set by the backlog monitor
+        self._held: dict[str, str] = {}  # thread_id -> lease token
+        self._renewals: dict[str, asyncio.Task[None]] = {}
+        self._monitor: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._closed = False
@@ -151,7 +188,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
         Args:
             redis_url: `redis://[:password@]host:port/db` (or `rediss://`).
-            durable_url: `postgresql://user@host:port/dbname`.
+            durable_url: `postgresql://user@host:port/dbname` or
+                `sqlite:///path/to/file.db`.
             **options: Constructor options (`ttl`, `key_prefix`, ...).
         """
         saver = await cls.open(redis_url, durable_url, **options)
@@ -163,7 +201,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     @classmethod
     async def open(cls, redis_url: str, durable_url: str, **options: Any) -> AsyncHybridSaver:
         """Like `from_conn_string`, without the context manager: call `aclose()`."""
-        backend = open_backend(durable_url)
+        backend = open_backend(durable_url, serde=options.get("serde"))
         redis = await connect_redis(redis_url)
         try:
             await backend.open()
@@ -186,22 +224,49 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self._start()
 
     def _start(self) -> None:
-        if self._closed:
-            raise SaverClosedError(
-                "this saver is closed; open a new one with from_conn_string(...)"
-            )
+        self._check_open()
         if self.reconciler is not None and self._task is None:
             self._task = self.loop.create_task(
                 self.reconciler.run(self._stop), name="hybrid-saver-reconciler"
             )
+        bounded = self.max_backlog is not None or self.max_lag_seconds is not None
+        if bounded and self._monitor is None:
+            self._monitor = self.loop.create_task(self._watch_backlog(), name="hybrid-saver-bound")
+
+    async def _watch_backlog(self) -> None:
+        """Keep `overloaded` current off the hot path (one pipelined read per tick)."""
+        while not self._stop.is_set():
+            try:
+                backlog, age = await self.hot.backlog()
+            except Exception as e:  # Redis down: writes fail on their own
+                logger.warning("backlog check failed: %s", e)
+            else:
+                over = (self.max_backlog is not None and backlog >= self.max_backlog) or (
+                    self.max_lag_seconds is not None and (age or 0) >= self.max_lag_seconds
+                )
+                if over != self.overloaded:
+                    logger.warning(
+                        "outbox backlog %s (%d entries, oldest %.1fs): %s",
+                        "over its bound" if over else "back under its bound",
+                        backlog,
+                        age or 0,
+                        self.on_backlog if over else "write_behind",
+                    )
+                self.overloaded = over
+            try:
+                await asyncio.wait_for(self._stop.wait(), MONITOR_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
 
     async def aclose(self, drain_timeout: float = 10.0) -> None:
         """Stop the reconciler after draining what it owns, then close clients."""
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
+        if self._monitor is not None:
+            await self._monitor
         if self._task is not None:
-            self._stop.set()
             try:
                 await asyncio.wait_for(self._task, drain_timeout + 5)
             except asyncio.TimeoutError:
@@ -237,8 +302,17 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self, thread_id: str, ns: str, cid: str | None
     ) -> StoredCheckpoint | None:
         self._check_open()
-        read = await self.hot.get(thread_id, ns, cid)
+        return await self._complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
+
+    async def _complete(
+        self, thread_id: str, ns: str, cid: str | None, read: HotRead
+    ) -> StoredCheckpoint | None:
+        """A hot read made whole: blobs Redis lost come from the durable store;
+        a checkpoint that is not hot is read through and copied back."""
         if read.stored is not None:
+            if read.missing:
+                found = await self.backend.get_blobs(thread_id, ns, read.missing)
+                read.stored.blobs.update(found)
             return read.stored
         stored = await self.backend.get(thread_id, ns, read.checkpoint_id or cid)
         if stored is None:
@@ -300,21 +374,79 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             ]
         hot = [h for h in hot if matches(query, h)]
         durable = await self.backend.list(query)
+        merged = merge_newest_first(hot, durable, query.limit)
         complete = {id(d) for d in durable}
+        headers = [s for s in merged if id(s) not in complete]
+        reads = await self.hot.get_many(
+            [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
+        )
+        full = {id(h): r for h, r in zip(headers, reads, strict=True)}
         out = []
-        for s in merge_newest_first(hot, durable, query.limit):
-            if id(s) not in complete:  # a hot header: fetch blobs and writes
-                full = await self._get_stored(s.thread_id, s.checkpoint_ns, s.checkpoint_id)
-                if full is None:
+        for s in merged:
+            if id(s) in full:  # a hot header: blobs and writes fetched above
+                read = full[id(s)]
+                got = (
+                    read.stored
+                    if read.stored and not read.missing
+                    else await self._complete(s.thread_id, s.checkpoint_ns, s.checkpoint_id, read)
+                )
+                if got is None:
                     logger.warning(
                         "checkpoint %s of thread %s vanished while listing",
                         s.checkpoint_id,
                         s.thread_id,
                     )
                     continue
-                s = full
+                s = got
             out.append(s)
         return out
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The ancestor writes and seed of each channel (DeltaChannel support).
+
+        Same result as `BaseCheckpointSaver`'s walk, but the ancestors are read
+        in pages of the namespace (both tiers, a few round trips per page)
+        instead of one `get_tuple` per ancestor.
+        """
+        if not channels:
+            return {}
+        thread_id, ns, cid = parse_config(config)
+        target = await self._get_stored(thread_id, ns, cid)
+        collected: dict[str, builtins.list[PendingWrite]] = {c: [] for c in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        page: dict[str, StoredCheckpoint] = {}
+        cursor = target.parent_checkpoint_id if target else None
+        oldest = target.checkpoint_id if target else None
+        while cursor is not None and remaining:
+            if cursor not in page:
+                if oldest is None or cursor >= oldest:
+                    break  # the parent was deleted (pruned): the walk ends here
+                query = ListQuery(thread_id, ns, None, None, oldest, DELTA_PAGE_SIZE)
+                rows = await self._list_stored(query)
+                if not rows:
+                    break
+                page.update((r.checkpoint_id, r) for r in rows)
+                oldest = rows[-1].checkpoint_id
+                continue
+            tup = to_tuple(self.serde, page[cursor])
+            for write in reversed(tup.pending_writes or []):
+                if write[1] in remaining:
+                    collected[write[1]].append(write)
+            for ch in list(remaining):
+                if ch in tup.checkpoint["channel_values"]:
+                    seeds[ch] = tup.checkpoint["channel_values"][ch]
+                    remaining.discard(ch)
+            cursor = page[cursor].parent_checkpoint_id
+        result: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            entry: DeltaChannelHistory = {"writes": collected[ch][::-1]}
+            if ch in seeds:
+                entry["seed"] = seeds[ch]
+            result[ch] = entry
+        return result
 
     # --- writes ---------------------------------------------------------------
 
@@ -333,8 +465,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         """
         self._check_open()
         row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, new_versions)
-        await self._write(self.hot.put(row, refs, blobs), row.thread_id)
-        return next_config(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+        tid = row.thread_id
+        await self._write(partial(self.hot.put, row, refs, blobs), tid)
+        return next_config(tid, row.checkpoint_ns, row.checkpoint_id)
 
     async def aput_writes(
         self,
@@ -352,12 +485,21 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "checkpoint the writes belong to)"
             )
         rows, upsert = encode_writes(self.serde, writes, task_id, task_path)
-        await self._write(self.hot.put_writes(thread_id, ns, cid, rows, upsert), thread_id)
+        await self._write(partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert), thread_id)
 
-    async def _write(self, hot_write: Awaitable[str], thread_id: str) -> None:
+    async def _write(self, hot_write: Callable[[str], Awaitable[str]], thread_id: str) -> None:
+        """Run one hot write (given this saver's lease token for the thread),
+        then apply the durability mode and the backlog policy."""
         self._start()
-        sid = await hot_write
-        if self.durability == "write_through":
+        if self.overloaded and self.on_backlog == "raise":
+            backlog, age = await self.hot.backlog()
+            raise BacklogError(
+                f"outbox holds {backlog} entries (oldest {age or 0:.1f}s) past max_backlog="
+                f"{self.max_backlog} / max_lag_seconds={self.max_lag_seconds}: nothing was "
+                "written; the durable store is behind (is it up, is a reconciler running?)"
+            )
+        sid = await hot_write(self._held.get(thread_id, ""))
+        if self.durability == "write_through" or self.overloaded:
             await self._wait_applied({self.hot.shard(thread_id): sid}, self.flush_timeout)
 
     # --- deletes --------------------------------------------------------------
@@ -423,24 +565,65 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         src = normalize_id(source_thread_id, "source_thread_id")
         dst = normalize_id(target_thread_id, "target_thread_id")
         stored = await self._list_stored(ListQuery(src, None, None, None, None, None))
-        for s in reversed(stored):  # oldest first, as they were written
-            versions = s.checkpoint.get("channel_versions", {})
-            row = CheckpointRow(
-                dst,
-                s.checkpoint_ns,
-                s.checkpoint_id,
-                s.parent_checkpoint_id,
-                json.dumps(s.checkpoint, separators=(",", ":")),
-                json.dumps(s.metadata, separators=(",", ":")),
-            )
-            blobs = [BlobRow(ch, str(versions[ch]), t, b) for ch, (t, b) in s.blobs.items()]
-            refs = [blob_field(b.channel, b.version) for b in blobs]
-            await self._write(self.hot.put(row, refs, blobs), dst)
-            if s.writes:
-                await self._write(
-                    self.hot.put_writes(dst, s.checkpoint_ns, s.checkpoint_id, s.writes, True),
-                    dst,
-                )
+        if stored:  # oldest first, as they were written; one atomic script
+            await self._write(partial(self.hot.put_thread, dst, stored[::-1]), dst)
+
+    # --- leases ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def alease(self, thread_id: str, ttl: float = 30.0) -> AsyncIterator[str]:
+        """Hold a thread exclusively, e.g. around a resume after a crash.
+
+        While held, writes to the thread from any saver that does not hold the
+        lease are refused with `ThreadBusyError` (fencing): a second process
+        resuming the same thread fails instead of interleaving. The lease is
+        renewed while held and expires `ttl` seconds after its holder dies.
+
+        Yields:
+            The fencing token (increases with every new holder).
+
+        Raises:
+            ThreadBusyError: Another holder has the thread.
+        """
+        token = await self._acquire(thread_id, ttl)
+        try:
+            yield token
+        finally:
+            await self._release(thread_id)
+
+    async def _acquire(self, thread_id: str, ttl: float) -> str:
+        self._check_open()
+        thread_id = normalize_id(thread_id, "thread_id")
+        owner = self.reconciler.owner if self.reconciler else f"saver:{id(self):x}"
+        ttl_ms = int(ttl * 1000)
+        token = await self.hot.acquire_thread(thread_id, owner, ttl_ms)
+        self._held[thread_id] = token
+
+        async def renew() -> None:
+            while self._held.get(thread_id) == token:
+                await asyncio.sleep(ttl / 3)
+                if not await self.hot.keep_thread(thread_id, token, ttl_ms):
+                    logger.warning("lease of thread %s was lost", thread_id)
+                    return
+
+        self._renewals[thread_id] = self.loop.create_task(renew())
+        return token
+
+    async def _release(self, thread_id: str) -> None:
+        token = self._held.pop(thread_id, None)
+        if task := self._renewals.pop(thread_id, None):
+            task.cancel()
+        if token is not None:
+            await self.hot.keep_thread(thread_id, token, 0)
+
+    @contextmanager
+    def lease(self, thread_id: str, ttl: float = 30.0) -> Iterator[str]:
+        """Sync form of `alease`."""
+        token = self._sync(self._acquire(thread_id, ttl))
+        try:
+            yield token
+        finally:
+            self._sync(self._release(thread_id))
 
     # --- durability -----------------------------------------------------------
 
@@ -479,7 +662,12 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     async def astats(self) -> dict[str, Any]:
         """Backlog, reconcile lag and the in-process reconciler's counters."""
         backlog, age = await self.hot.backlog()
-        out: dict[str, Any] = {"backlog": backlog, "lag_seconds": age or 0.0}
+        out: dict[str, Any] = {
+            "backlog": backlog,
+            "lag_seconds": age or 0.0,
+            "overloaded": self.overloaded,
+            "durability": self.durability,
+        }
         if self.reconciler is not None:
             st = self.reconciler.stats
             out |= {
@@ -564,6 +752,11 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         return self._sync(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
 
     def flush(self, timeout: float | None = None) -> None:
         return self._sync(self.aflush(timeout))
@@ -691,6 +884,10 @@ class HybridSaver(BaseCheckpointSaver[str]):
     def stats(self) -> dict[str, Any]:
         return self.inner.stats()
 
+    def lease(self, thread_id: str, ttl: float = 30.0) -> AbstractContextManager[str]:
+        """See `AsyncHybridSaver.alease`."""
+        return self.inner.lease(thread_id, ttl)
+
     def get_next_version(self, current: str | None, channel: None) -> str:
         return next_version(current)
 
@@ -743,9 +940,24 @@ class HybridSaver(BaseCheckpointSaver[str]):
     async def aflush(self, timeout: float | None = None) -> None:
         await self._hop(self.inner.aflush(timeout))
 
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self.inner.get_delta_channel_history(config=config, channels=channels)
 
-async def connect_redis(url: str, **kwargs: Any) -> Redis:
-    """A bytes-mode asyncio client for `url`, checked with PING."""
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self._hop(
+            self.inner.aget_delta_channel_history(config=config, channels=channels)
+        )
+
+
+async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
+    """A bytes-mode asyncio client for `url`, checked with PING.
+
+    A Redis Cluster node URL gives a cluster client (detected with INFO).
+    """
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
         shown = redact(url) if isinstance(url, str) else repr(url)
         raise ConfigError(
@@ -758,10 +970,16 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis:
     kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
     client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
     try:
-        await client.ping()
-    except (RedisConnectionError, OSError) as e:
+        info = await client.info("cluster")
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         await client.aclose()
         raise ServerUnreachableError(
             f"Redis at {redact(url)} is unreachable ({type(e).__name__}): start it or fix redis_url"
-        ) from None
-    return client
+        ) from e
+    if not info.get("cluster_enabled"):
+        return client
+    await client.aclose()
+    kwargs.pop("retry_on_error")
+    cluster: RedisCluster = RedisCluster.from_url(url, decode_responses=False, **kwargs)
+    await cluster.initialize()
+    return cluster

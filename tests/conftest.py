@@ -1,6 +1,7 @@
 """Fixtures: real Redis and PostgreSQL on 127.0.0.1, isolated per test.
 
-Each test gets its own Redis key prefix and its own PostgreSQL schema. A
+Each test gets its own Redis key prefix, its own PostgreSQL schema and its own
+SQLite file. A
 missing server fails the run with the command that starts it: these tests
 exist to exercise real servers, so they never skip.
 """
@@ -14,7 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import quote
 
@@ -81,8 +82,14 @@ def _pg_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
     return pg_schema(request.getfixturevalue("pg_admin_url"))
 
 
+def _sqlite_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return nullcontext(f"sqlite:///{tmp_path}/x.db")  # an absolute path: four slashes
+
+
 DURABLE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractContextManager[str]]] = {
     "pg": _pg_durable,
+    "sqlite": _sqlite_durable,
 }
 
 
@@ -111,22 +118,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class PrivateRedis:
-    """A redis-server of our own, for tests that wipe or restart Redis."""
+def redis_server_binary() -> str:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not on PATH; install Redis >= 6")
+    return exe
 
-    def __init__(self, workdir: Path) -> None:
+
+class PrivateRedis:
+    """A Redis-protocol server of our own, for tests that wipe or restart it,
+    run it in cluster mode or use another implementation (Valkey)."""
+
+    def __init__(self, workdir: Path, exe: str | None = None, *extra: str) -> None:
         self.port = free_port()
-        self.workdir = workdir
+        self.workdir = workdir / f"redis-{self.port}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.exe = exe or redis_server_binary()
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is not on PATH; install Redis >= 6")
         self.proc = subprocess.Popen(
             [
-                exe,
+                self.exe,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -137,6 +152,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -148,7 +164,7 @@ class PrivateRedis:
                 return
             except OSError:
                 time.sleep(0.05)
-        pytest.fail(f"private redis-server on port {self.port} did not start")
+        pytest.fail(f"private {self.exe} on port {self.port} did not start")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -22,10 +22,11 @@ ALL_CAPABILITIES = {
 }
 
 
-async def test_conformance(redis_url: str, durable_url: str) -> None:
+async def run_conformance(redis_url: str, durable_url: str) -> None:
+    """validate() on a fresh key prefix per capability suite: 8/8 must pass."""
+
     @checkpointer_test(name="AsyncHybridSaver")
     async def factory() -> AsyncIterator[AsyncHybridSaver]:
-        # A fresh key prefix per capability suite, like a fresh database.
         prefix = f"conf{uuid.uuid4().hex[:10]}"
         async with AsyncHybridSaver.from_conn_string(
             redis_url, durable_url, key_prefix=prefix
@@ -39,3 +40,7 @@ async def test_conformance(redis_url: str, durable_url: str) -> None:
     assert detected == ALL_CAPABILITIES
     assert failures == {}
     assert report.passed_all()
+
+
+async def test_conformance(redis_url: str, durable_url: str) -> None:
+    await run_conformance(redis_url, durable_url)

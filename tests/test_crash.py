@@ -119,3 +119,25 @@ async def test_killed_reconciler_leaves_nothing_behind(
                 hot is not None
                 and hot.config["configurable"]["checkpoint_id"] == rows[0].checkpoint_id
             )
+
+
+async def test_close_drains_the_shards_of_a_dead_reconciler(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    async with AsyncHybridSaver.from_conn_string(
+        redis_url, durable_url, key_prefix=key_prefix, reconciler="external"
+    ) as writer:
+        threads = [f"orphan-{i}-{uuid.uuid4()}" for i in range(6)]
+        for t in threads:
+            await put_chain(writer, t, 2)
+        for lease in writer.hot.leases:  # a reconciler that died holding every shard
+            await writer.hot.redis.set(lease, "dead-worker", px=1500)
+        assert (await writer.hot.backlog())[0] == 24
+        async with AsyncHybridSaver.from_conn_string(
+            redis_url, durable_url, key_prefix=key_prefix
+        ) as short_lived:
+            pass  # closes at once: its drain waits for the dead leases, then applies
+        assert (await writer.hot.backlog())[0] == 0
+        assert short_lived.reconciler is not None and short_lived.reconciler.stats.applied == 24
+        for t in threads:
+            assert len(await writer.backend.list(ListQuery(t, None, None, None, None, None))) == 2

@@ -19,9 +19,10 @@ from .conftest import PrivateRedis
 
 
 async def put_chain(
-    saver: AsyncHybridSaver, thread_id: str, n: int, *, ns: str = "", run_id: str = "r"
+    saver: Any, thread_id: str, n: int, *, ns: str = "", run_id: str = "r", rolling: int = 0
 ) -> list[dict[str, Any]]:
-    """n checkpoints, each with a blob channel, a new version and one write."""
+    """n checkpoints, each with a blob channel, a new version and one write
+    (with `rolling`, the messages channel keeps only its last N entries)."""
     configs: list[dict[str, Any]] = []
     parent: str | None = None
     for i in range(n):
@@ -30,7 +31,12 @@ async def put_chain(
             config["configurable"]["checkpoint_id"] = parent
         version = saver.get_next_version(None if i == 0 else str(i), None)
         cp = generate_checkpoint(
-            channel_values={"messages": [f"m{j}" for j in range(i + 1)], "step": i},
+            channel_values={
+                "messages": [
+                    f"m{j}" for j in range(max(0, i + 1 - rolling) if rolling else 0, i + 1)
+                ],
+                "step": i,
+            },
             channel_versions={"messages": version, "step": version},
         )
         stored = await saver.aput(
@@ -224,3 +230,30 @@ async def test_corrupt_hot_record_is_a_typed_error(saver: AsyncHybridSaver) -> N
     await saver.hot.redis.hset(key, cid, b"\xc1not msgpack")
     with pytest.raises(CorruptDataError, match="delete that key"):
         await saver.aget_tuple(generate_config(tid))
+
+
+async def test_copy_thread_is_one_atomic_write(
+    saver: AsyncHybridSaver, redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    from langgraph_hybrid_saver import ThreadBusyError
+
+    src, dst = str(uuid.uuid4()), str(uuid.uuid4())
+    await put_chain(saver, src, 4)
+    await put_chain(saver, src, 2, ns="child:1")
+    async with AsyncHybridSaver.from_conn_string(
+        redis_url, durable_url, key_prefix=key_prefix
+    ) as other:
+        async with other.alease(dst):  # the target is busy: the copy is refused whole
+            with pytest.raises(ThreadBusyError):
+                await saver.acopy_thread(src, dst)
+    assert [t async for t in saver.alist({"configurable": {"thread_id": dst}})] == []
+    backlog, _ = await saver.hot.backlog()
+    await saver.acopy_thread(src, dst)
+    assert (await saver.hot.backlog())[0] - backlog <= 12  # 6 puts + 6 writes, queued at once
+    ours = [t async for t in saver.alist({"configurable": {"thread_id": dst}})]
+    theirs = [t async for t in saver.alist({"configurable": {"thread_id": src}})]
+    assert [(t.checkpoint, t.metadata, t.pending_writes) for t in ours] == [
+        (t.checkpoint, t.metadata, t.pending_writes) for t in theirs
+    ]
+    await saver.aflush(timeout=10)
+    assert len(await durable_ids(saver, dst)) == 6

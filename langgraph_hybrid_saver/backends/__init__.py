@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
 from langgraph_hybrid_saver.core import ListQuery, Op, StoredCheckpoint
 from langgraph_hybrid_saver.errors import ConfigError, MissingExtraError
 
@@ -42,6 +44,11 @@ class DurableBackend(Protocol):
     ) -> StoredCheckpoint | None:
         """One checkpoint with blobs and writes; the latest when no id is given."""
 
+    async def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[str, bytes | None]]:
+        """Blobs by (channel, version), keyed by channel; absent ones are left out."""
+
     async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
         """Checkpoints newest first, with blobs and writes."""
 
@@ -63,8 +70,19 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
-def open_backend(url: str, **options: Any) -> DurableBackend:
-    """A backend for a durable URL (`postgresql://...`)."""
+def open_backend(
+    url: str, *, serde: SerializerProtocol | None = None, **options: Any
+) -> DurableBackend:
+    """A backend for a durable URL, chosen by its scheme.
+
+    Args:
+        url: `postgresql://user@host:5432/dbname`, `sqlite:///relative/file.db`
+            or `sqlite:////absolute/file.db`.
+        serde: The saver's serializer. SQLite stores whole serialized
+            checkpoints (as the official saver does) and needs it; PostgreSQL
+            stores the blobs as they come and does not.
+        **options: Options of the backend's `from_url`.
+    """
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
     if scheme in ("postgresql", "postgres"):
         try:
@@ -75,8 +93,16 @@ def open_backend(url: str, **options: Any) -> DurableBackend:
                 "'langgraph-hybrid-saver[postgres]'"
             ) from e
         return PostgresBackend.from_url(url, **options)
+    if scheme == "sqlite":
+        try:
+            from langgraph_hybrid_saver.backends.sqlite import SqliteBackend
+        except ImportError as e:
+            raise MissingExtraError(
+                "the SQLite backend needs aiosqlite: pip install 'langgraph-hybrid-saver[sqlite]'"
+            ) from e
+        return SqliteBackend.from_url(url, serde=serde, **options)
     shown = redact(url) if isinstance(url, str) else repr(url)
     raise ConfigError(
         f"durable_url {shown!r} has an unsupported scheme {scheme!r}: use "
-        "postgresql://user@host:5432/dbname"
+        "postgresql://user@host:5432/dbname or sqlite:///path/to/file.db"
     )

