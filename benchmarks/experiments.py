@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import re
 import sys
 import tempfile
 import time
@@ -208,19 +209,44 @@ async def placement_experiment(
     return note, header, rows
 
 
+async def script_call(
+    hot_tier: Any, row: Any, refs: Any, blobs: Any
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments `HotTier.put` sends to its script (captured, so
+    the experiment follows the package's argument layout)."""
+    captured: dict[str, Any] = {}
+
+    async def capture(script: Any, thread_id: str, args: list[Any]) -> str:
+        captured["keys"] = [hot_tier.base(thread_id), hot_tier.outbox(thread_id)]
+        captured["args"] = args
+        return "0-0"
+
+    real = hot_tier._fenced
+    hot_tier._fenced = capture
+    try:
+        await hot_tier.put(row, refs, blobs)
+    finally:
+        hot_tier._fenced = real
+    return captured["keys"], captured["args"]
+
+
 async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
     import statistics
 
     from benchmarks.ops import BIG, Chain, small_values
     from langgraph_hybrid_saver import hot
-    from langgraph_hybrid_saver.core import blob_field, encode_put
+    from langgraph_hybrid_saver.core import encode_put
 
+    copy_loop = re.search(r"for i = (\d+), #ARGV do entry\[#entry \+ 1\] = ARGV\[i\] end", hot._PUT)
     variants = {
         "put script": hot._PUT,
         "put script, entry without blob copies": hot._PUT.replace(
-            "for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end",
-            "for i = 6, #ARGV, 2 do entry[#entry + 1] = ARGV[i]; entry[#entry + 1] = '' end",
-        ),
+            copy_loop.group(0),
+            f"for i = {copy_loop.group(1)}, #ARGV, 2 do entry[#entry + 1] = ARGV[i]; "
+            "entry[#entry + 1] = '' end",
+        )
+        if copy_loop
+        else hot._PUT,
         "put script without PEXPIRE refresh": hot._PUT.replace(
             "expire_ns(ns, ttl)\nreturn id", "return id"
         ),
@@ -246,11 +272,7 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
             for _ in range(n):
                 call = chain.next(update(chain.step + 1))
                 row, refs, blobs = encode_put(saver.serde, *call)
-                args: list[Any] = [saver.hot.ttl_ms, row.thread_id, row.checkpoint_ns,
-                                   row.checkpoint_id, hot.pack_record(row, refs)]  # fmt: skip
-                for b in blobs:
-                    args += (blob_field(b.channel, b.version), hot.pack_blob(b.type, b.blob))
-                keys = [saver.hot.base(row.thread_id), saver.hot.outbox(row.thread_id)]
+                keys, args = await script_call(saver.hot, row, refs, blobs)
                 order = list(res)
                 rng.shuffle(order)
                 for what in order:
