@@ -170,12 +170,24 @@ def hybrid_factory(backend: str, *, worker: bool = False, **options: Any) -> Sav
                         await stack.enter_async_context(reconciler_worker(env, url, prefix))
                     yield saver
             finally:
+                # Close first (its reconciler drains and lets go of its keys),
+                # then delete every key of the prefix with a client of our own.
                 try:
-                    await drop_prefix(saver.hot.redis, prefix)
-                finally:
                     await saver.aclose()
+                finally:
+                    await drop_prefix_url(env.redis_url, prefix)
 
     return open_hybrid
+
+
+async def drop_prefix_url(redis_url: str, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        await drop_prefix(client, prefix)
+    finally:
+        await client.aclose()
 
 
 @asynccontextmanager
