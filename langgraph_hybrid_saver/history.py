@@ -104,7 +104,7 @@ async def load_history(target: Target, thread_id: str, ns: str, limit: int | Non
     """The newest `limit` checkpoints of a namespace (all when None), newest
     first. Redis is read before the durable store: an entry the reconciler
     moves meanwhile is seen in one tier or both, never in neither."""
-    headers = await target.hot.list_headers(thread_id, ns, None, limit)
+    headers, _ = await target.hot.list_headers(thread_id, ns, None, limit)
     hot: dict[str, tuple[StoredCheckpoint, bool]] = {}
     for h in headers:
         hot[h.checkpoint_id] = await _hot_full(target, thread_id, ns, h)
@@ -128,7 +128,7 @@ async def load_one(target: Target, thread_id: str, ns: str, checkpoint_id: str) 
     """One checkpoint by its exact id, from either tier (None if in neither)."""
     if not checkpoint_id:  # an empty id would mean "the latest" to the backend
         return None
-    headers = await target.hot.list_headers(thread_id, ns, _after(checkpoint_id), 1)
+    headers, _ = await target.hot.list_headers(thread_id, ns, _after(checkpoint_id), 1)
     hot, complete = None, False
     if headers and headers[0].checkpoint_id == checkpoint_id:
         hot, complete = await _hot_full(target, thread_id, ns, headers[0])

@@ -14,11 +14,12 @@ slot and works on Redis Cluster.
       base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob
       base:w:<len>:<ns>       hash    checkpoint id NUL task NUL idx -> write
       base:z:<len>:<ns>       zset    the same write fields, for a range by id
+      base:f:<len>:<ns>       string  set while Redis holds every checkpoint of the ns
     {prefix}:v1:{<shard>}:outbox    stream  entries not yet in the durable store
     {prefix}:v1:lease:<shard>       string  the reconciler that owns the shard
     {prefix}:v1:meta                hash    layout facts every process must share
 
-The five keys of one (thread, namespace) are written together and expire
+The keys of one (thread, namespace) are written together and expire
 together, so a namespace is either hot as a whole or read from the durable
 store. A record is msgpack [checkpoint json, metadata json, parent, blob
 fields]. Lengths are UTF-8 byte lengths (Lua's `#`).
@@ -71,7 +72,7 @@ local function call_chunked(cmd, key, list, first, last, step)
 end
 local function expire_ns(ns, ttl)
   if ttl > 0 then
-    for _, k in ipairs({'i', 'c', 'b', 'w', 'z'}) do redis.call('PEXPIRE', nk(k, ns), ttl) end
+    for _, k in ipairs({'i', 'c', 'b', 'w', 'z', 'f'}) do redis.call('PEXPIRE', nk(k, ns), ttl) end
     redis.call('PEXPIRE', base .. ':n', ttl)
   end
 end
@@ -107,17 +108,20 @@ _PUT = (
 local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local denied = check_lease(ARGV[3])
 if denied then return denied end
-local tid, ns, cid, rec = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local tid, ns, cid, rec, root = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local ik, ck = nk('i', ns), nk('c', ns)
 -- Unchanged channels must still be stored: after a Redis restart a value
 -- that was only in the lost outbox is gone, and the caller must send it again.
-local nc = tonumber(ARGV[8])
+local nc = tonumber(ARGV[9])
 local missing = {}
-for i = 9, 8 + nc do
+for i = 10, 9 + nc do
   if redis.call('HEXISTS', nk('b', ns), ARGV[i]) == 0 then missing[#missing + 1] = ARGV[i] end
 end
 if #missing > 0 then return missing end
-local first = 9 + nc
+local first = 10 + nc
+-- A namespace that starts here, with its root checkpoint, is complete in
+-- Redis: `list` need not ask the durable store while this flag lives.
+if root == '1' and redis.call('EXISTS', ik) == 0 then redis.call('SET', nk('f', ns), '1') end
 redis.call('ZADD', ik, 0, cid)
 redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
@@ -129,6 +133,7 @@ local over = window > 0 and redis.call('ZCARD', ik) - window or 0
 if over > 0 then
   local old = redis.call('ZRANGE', ik, 0, over - 1)
   redis.call('ZREMRANGEBYRANK', ik, 0, over - 1)
+  redis.call('DEL', nk('f', ns))
   -- Channel versions only grow along a thread, so a blob the oldest kept
   -- checkpoint does not use is not used by a newer one either.
   local keep = {}
@@ -241,7 +246,8 @@ return {cid, rec, blobs, read_writes(ns, cid), gen}
 """
 )
 
-# KEYS: base. ARGV: ns, before or '', limit (0: all). Records newest first.
+# KEYS: base. ARGV: ns, before or '', limit (0: all). Records newest first,
+# and whether the namespace is complete in Redis.
 _LIST = (
     _LUA_PRELUDE
     + """
@@ -251,8 +257,9 @@ if before ~= '' then hi = '(' .. before end
 local ids
 if limit > 0 then ids = redis.call('ZREVRANGEBYLEX', nk('i', ns), hi, '-', 'LIMIT', 0, limit)
 else ids = redis.call('ZREVRANGEBYLEX', nk('i', ns), hi, '-') end
-if #ids == 0 then return {{}, {}} end
-return {ids, call_chunked('HMGET', nk('c', ns), ids, 1, #ids, 4000)}
+local complete = redis.call('EXISTS', nk('f', ns))
+if #ids == 0 then return {{}, {}, complete} end
+return {ids, call_chunked('HMGET', nk('c', ns), ids, 1, #ids, 4000), complete}
 """
 )
 
@@ -287,7 +294,7 @@ _DROP_THREAD = (
     _LUA_PRELUDE
     + """
 for _, ns in ipairs(redis.call('SMEMBERS', base .. ':n')) do
-  redis.call('DEL', nk('i', ns), nk('c', ns), nk('b', ns), nk('w', ns), nk('z', ns))
+  redis.call('DEL', nk('i', ns), nk('c', ns), nk('b', ns), nk('w', ns), nk('z', ns), nk('f', ns))
 end
 redis.call('DEL', base .. ':n')
 redis.call('INCR', base .. ':g')
@@ -517,6 +524,7 @@ class HotTier:
             row.checkpoint_ns,
             row.checkpoint_id,
             pack_record(row, refs),
+            "1" if row.parent_checkpoint_id is None else "0",
             len(required),
             *required,
         ]
@@ -652,15 +660,18 @@ class HotTier:
 
     async def list_headers(
         self, thread_id: str, ns: str, before: str | None, limit: int | None
-    ) -> list[StoredCheckpoint]:
-        """Checkpoints of one namespace newest first, without blobs or writes."""
+    ) -> tuple[list[StoredCheckpoint], bool]:
+        """Checkpoints of one namespace newest first, without blobs or writes,
+        and whether Redis holds every checkpoint of the namespace."""
         base = self.base(thread_id)
-        ids, recs = await self._list(keys=[base], args=[ns, before or "", limit or 0])
+        ids, recs, complete = await self._list(keys=[base], args=[ns, before or "", limit or 0])
         out = []
         for cid, rec in zip(ids, recs, strict=True):
-            if rec is not None:  # a record evicted alone is read from the durable store
+            if rec is None:  # a record evicted alone is read from the durable store
+                complete = 0
+            else:
                 out.append(_decode_record(thread_id, ns, _b(cid), rec, base)[0])
-        return out
+        return out, bool(complete)
 
     async def repopulate(
         self, stored: StoredCheckpoint, generation: bytes, *, latest: bool

@@ -356,6 +356,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         # Hot first, then durable: an entry the reconciler moves in between is
         # seen in one tier or the other, never in neither.
         stale: set[tuple[str, str, str]] = set()  # durable rows missing hot writes
+        complete = False  # True: Redis holds every checkpoint the query can match
         if query.thread_id is None:
             puts, stale = await self.hot.unreconciled()
             hot = [
@@ -376,18 +377,23 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 else await self.hot.namespaces(query.thread_id)
             )
             hot_limit = query.limit if query.filter is None else None
-            hot = [
-                h
-                for ns in namespaces
-                for h in await self.hot.list_headers(query.thread_id, ns, query.before, hot_limit)
-            ]
+            hot = []
+            complete = bool(namespaces)
+            for ns in namespaces:
+                headers, whole = await self.hot.list_headers(
+                    query.thread_id, ns, query.before, hot_limit
+                )
+                hot += headers
+                complete = complete and whole
         hot = [h for h in hot if matches(query, h)]
-        durable = await self.backend.list(query)
+        # A thread whose namespaces all started in Redis and are still whole
+        # there has nothing more in the durable store.
+        durable = [] if complete else await self.backend.list(query)
         merged = merge_newest_first(hot, durable, query.limit)
-        complete = {
+        full_rows = {
             id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
         }
-        headers = [s for s in merged if id(s) not in complete]
+        headers = [s for s in merged if id(s) not in full_rows]
         reads = await self.hot.get_many(
             [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
         )
