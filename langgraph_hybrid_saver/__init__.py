@@ -22,6 +22,7 @@ from langgraph_hybrid_saver.errors import (
     SerializationError,
     ServerUnreachableError,
     ThreadBusyError,
+    ThreadDeletedError,
 )
 from langgraph_hybrid_saver.reconciler import Reconciler
 from langgraph_hybrid_saver.saver import AsyncHybridSaver, HybridSaver
@@ -44,5 +45,6 @@ __all__ = [
     "SerializationError",
     "ServerUnreachableError",
     "ThreadBusyError",
+    "ThreadDeletedError",
     "open_backend",
 ]

@@ -63,6 +63,10 @@ class HotTierFullError(HybridSaverError, RuntimeError):
     """Redis refused a write because it reached `maxmemory`; nothing was written."""
 
 
+class ThreadDeletedError(HybridSaverError, LookupError):
+    """A late write named a checkpoint of a thread deleted since."""
+
+
 class ThreadBusyError(HybridSaverError, RuntimeError):
     """Another process holds the thread's lease (or ours expired)."""
 

@@ -9,6 +9,7 @@ slot and works on Redis Cluster.
       base:n                  set     namespaces of the thread
       base:g                  string  generation, bumped by delete/invalidate
       base:L / base:T         string  per-thread lease "token|owner" / token counter
+      base:x                  string  tombstone of the last delete (a checkpoint id)
       base:i:<len>:<ns>       zset    checkpoint ids (score 0, ordered by id)
       base:c:<len>:<ns>       hash    checkpoint id -> record
       base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ormsgpack
+from langgraph.checkpoint.base.id import uuid6
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
@@ -50,7 +52,12 @@ from langgraph_hybrid_saver.core import (
     blob_field,
     seq_key,
 )
-from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, ThreadBusyError
+from langgraph_hybrid_saver.errors import (
+    ConfigError,
+    CorruptDataError,
+    ThreadBusyError,
+    ThreadDeletedError,
+)
 
 LAYOUT_VERSION = "v1"
 DEFAULT_PREFIX = "lhs"
@@ -89,6 +96,15 @@ local function check_lease(tok)
     return redis.error_reply('LEASED by nobody: token ' .. tok .. ' expired')
   end
 end
+-- A write naming a checkpoint of a deleted generation (a late writer that
+-- still holds a pre-delete config) must not bring the thread back.
+local function check_tombstone(ns, ref)
+  if ref == '' then return end
+  local t = redis.call('GET', base .. ':x')
+  if t and ref <= t and not redis.call('ZSCORE', nk('i', ns), ref) then
+    return redis.error_reply('DELETED ' .. t)
+  end
+end
 local function read_writes(ns, cid)
   local fields = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\\0', '(' .. cid .. '\\1')
   if #fields == 0 then return {} end
@@ -97,7 +113,7 @@ end
 """
 
 # KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
-# record, n, n blob fields that must already be stored, blob field/value
+# record, parent id or '', n, n blob fields that must already be stored, blob field/value
 # pairs. Returns the entry id, or the list of required fields that are missing
 # (then nothing is written). With a window, only the newest `window` checkpoints of the
 # namespace stay hot: older records, their writes and the blobs only they used
@@ -108,7 +124,9 @@ _PUT = (
 local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local denied = check_lease(ARGV[3])
 if denied then return denied end
-local tid, ns, cid, rec, root = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local tid, ns, cid, rec, parent = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+denied = check_tombstone(ns, parent)
+if denied then return denied end
 local ik, ck = nk('i', ns), nk('c', ns)
 -- Unchanged channels must still be stored: after a Redis restart a value
 -- that was only in the lost outbox is gone, and the caller must send it again.
@@ -121,7 +139,7 @@ if #missing > 0 then return missing end
 local first = 10 + nc
 -- A namespace that starts here, with its root checkpoint, is complete in
 -- Redis: `list` need not ask the durable store while this flag lives.
-if root == '1' and redis.call('EXISTS', ik) == 0 then redis.call('SET', nk('f', ns), '1') end
+if parent == '' and redis.call('EXISTS', ik) == 0 then redis.call('SET', nk('f', ns), '1') end
 redis.call('ZADD', ik, 0, cid)
 redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
@@ -171,6 +189,8 @@ local ttl = tonumber(ARGV[1])
 local denied = check_lease(ARGV[2])
 if denied then return denied end
 local tid, ns, cid, upsert = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+denied = check_tombstone(ns, cid)
+if denied then return denied end
 local wk, zk = nk('w', ns), nk('z', ns)
 for i = 7, #ARGV, 2 do
   if upsert == '1' then redis.call('HSET', wk, ARGV[i], ARGV[i + 1])
@@ -289,7 +309,9 @@ return read_writes(ns, cid)
 )
 
 # KEYS: base, outbox. ARGV: thread_id, queue ('1': add a delete entry to the
-# outbox). Drops every hot key of the thread and bumps its generation.
+# outbox), tombstone (a checkpoint id of now, or ''). Drops every hot key of
+# the thread and bumps its generation; with a tombstone, writes naming older
+# checkpoints that are not in Redis are refused for 7 days.
 _DROP_THREAD = (
     _LUA_PRELUDE
     + """
@@ -299,6 +321,7 @@ end
 redis.call('DEL', base .. ':n')
 redis.call('INCR', base .. ':g')
 redis.call('PEXPIRE', base .. ':g', 604800000)
+if ARGV[3] ~= '' then redis.call('SET', base .. ':x', ARGV[3], 'PX', 604800000) end
 if ARGV[2] == '1' then return redis.call('XADD', KEYS[2], '*', 'k', 'd', 't', ARGV[1]) end
 return false
 """
@@ -524,7 +547,7 @@ class HotTier:
             row.checkpoint_ns,
             row.checkpoint_id,
             pack_record(row, refs),
-            "1" if row.parent_checkpoint_id is None else "0",
+            row.parent_checkpoint_id or "",
             len(required),
             *required,
         ]
@@ -581,8 +604,14 @@ class HotTier:
             reply = await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args)
             return reply if isinstance(reply, list) else _b(reply)
         except ResponseError as e:
-            if not str(e).startswith("LEASED"):
+            if not str(e).startswith(("LEASED", "DELETED")):
                 raise
+            if str(e).startswith("DELETED"):
+                raise ThreadDeletedError(
+                    f"thread {thread_id!r} was deleted and this write names one of its "
+                    "deleted checkpoints (a late writer with a pre-delete config): nothing "
+                    "was written; start the thread again without a checkpoint_id"
+                ) from None
             holder = str(e).removeprefix("LEASED ")
             raise ThreadBusyError(
                 f"thread {thread_id!r} is leased by {holder!r} and this writer does not "
@@ -608,7 +637,8 @@ class HotTier:
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
         """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
         keys = [self.base(thread_id), self.outbox(thread_id)]
-        sid = await self._drop(keys=keys, args=[thread_id, "1" if queue else "0"])
+        tombstone = str(uuid6()) if queue else ""
+        sid = await self._drop(keys=keys, args=[thread_id, "1" if queue else "0", tombstone])
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------
