@@ -14,12 +14,15 @@ from langgraph_hybrid_saver.errors import (
     CorruptDataError,
     DurableStoreError,
     FlushTimeoutError,
+    HotTierFullError,
     HybridSaverError,
     MissingExtraError,
+    NotFoundError,
     SaverClosedError,
     SerializationError,
     ServerUnreachableError,
     ThreadBusyError,
+    ThreadDeletedError,
 )
 from langgraph_hybrid_saver.reconciler import Reconciler
 from langgraph_hybrid_saver.saver import AsyncHybridSaver, HybridSaver
@@ -32,13 +35,16 @@ __all__ = [
     "DurableBackend",
     "DurableStoreError",
     "FlushTimeoutError",
+    "HotTierFullError",
     "HybridSaver",
     "HybridSaverError",
     "MissingExtraError",
+    "NotFoundError",
     "Reconciler",
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
     "ThreadBusyError",
+    "ThreadDeletedError",
     "open_backend",
 ]

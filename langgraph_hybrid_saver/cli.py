@@ -1,61 +1,892 @@
-"""Command line: `python -m langgraph_hybrid_saver reconcile --redis URL --durable URL`."""
+"""Command line for operators: `langgraph-hybrid-saver COMMAND` or
+`python -m langgraph_hybrid_saver COMMAND`.
+
+This module parses options and renders; what it shows comes from
+`langgraph_hybrid_saver.ops` (servers, outbox, workers) and
+`langgraph_hybrid_saver.history` (a thread's audit trail and size). The
+reconcile worker needs only click; tables need rich (the `[cli]` extra), and
+`--json` output needs neither.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
+import importlib
+import inspect as pyinspect
+import json
 import logging
+import runpy
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from langgraph_hybrid_saver.backends import open_backend
-from langgraph_hybrid_saver.errors import HybridSaverError
-from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
-from langgraph_hybrid_saver.reconciler import Reconciler
-from langgraph_hybrid_saver.saver import connect_redis
+import click
+
+from langgraph_hybrid_saver.errors import (
+    ConfigError,
+    HybridSaverError,
+    MissingExtraError,
+    NotFoundError,
+    ServerUnreachableError,
+)
+from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from langgraph_hybrid_saver.history import CheckpointDiff, SizeReport, ThreadHistory
+    from langgraph_hybrid_saver.ops import ServerFacts, Status
+
+PROG = "langgraph-hybrid-saver"
+ENV_REDIS = "HYBRID_SAVER_REDIS_URL"
+ENV_DURABLE = "HYBRID_SAVER_DURABLE_URL"
+ENV_PREFIX = "HYBRID_SAVER_KEY_PREFIX"
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2  # also click's usage errors
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+
+# Launchers for modules that live in the source repository, not the wheel.
+DEMO_MODULE = "examples.support_workflow"
+BENCH_MODULE = "benchmarks.run"
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-async def reconcile(args: argparse.Namespace) -> None:
-    """Run one reconciler worker until SIGTERM/SIGINT, then drain and exit."""
-    backend = open_backend(args.durable)
-    redis = await connect_redis(args.redis)
+class CliError(click.ClickException):
+    """A one-line error with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        # click types exit_code as a ClassVar, but reads it from the instance.
+        self.exit_code = exit_code  # type: ignore[misc]
+
+
+def _exit_code(e: HybridSaverError) -> int:
+    if isinstance(e, ServerUnreachableError):
+        return EXIT_UNREACHABLE
+    if isinstance(e, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(e, (ConfigError, MissingExtraError)):
+        return EXIT_CONFIG
+    return EXIT_FAILURE
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class _Group(click.Group):
+    """Turns every error into one line and an exit code (`--debug`: traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except HybridSaverError as e:
+            if ctx.params.get("debug"):
+                raise
+            raise CliError(_one_line(e), _exit_code(e)) from e
+        except Exception as e:
+            if ctx.params.get("debug"):
+                raise
+            hint = "run with --debug for the traceback"
+            if type(e).__name__ == "UndefinedTable":  # psycopg: no schema yet
+                hint = "is the schema set up? run `langgraph-hybrid-saver setup`"
+            raise CliError(f"{type(e).__name__}: {_one_line(e)} ({hint})") from e
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=PROG, prog_name=PROG)
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """Operate a langgraph-hybrid-saver deployment: Redis hot tier, outbox,
+    reconcilers and the durable store.
+
+    Connection options can come from the environment: HYBRID_SAVER_REDIS_URL,
+    HYBRID_SAVER_DURABLE_URL, HYBRID_SAVER_KEY_PREFIX.
+
+    Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 a server is
+    unreachable, 4 thread or checkpoint not found.
+    """
+
+
+# --- shared options and helpers -------------------------------------------------
+
+
+def _redis_option(f: F) -> F:
+    return click.option(
+        "--redis",
+        "redis_url",
+        required=True,
+        envvar=ENV_REDIS,
+        show_envvar=True,
+        metavar="URL",
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0.",
+    )(f)
+
+
+def _durable_option(required: bool) -> Callable[[F], F]:
+    extra = "" if required else " Optional: without it only Redis is read."
+    return click.option(
+        "--durable",
+        "durable_url",
+        required=required,
+        envvar=ENV_DURABLE,
+        show_envvar=True,
+        metavar="URL",
+        help=f"Durable store URL: postgresql://user@host:5432/db or sqlite:///file.db.{extra}",
+    )
+
+
+def _prefix_option(f: F) -> F:
+    return click.option(
+        "--key-prefix",
+        default=DEFAULT_PREFIX,
+        show_default=True,
+        envvar=ENV_PREFIX,
+        show_envvar=True,
+        help="Redis key prefix the savers use.",
+    )(f)
+
+
+def _shards_option(read_only: bool) -> Callable[[F], F]:
+    if read_only:
+        return click.option(
+            "--shards",
+            type=click.IntRange(1, 16384),
+            default=None,
+            help="Outbox shards; default: what the savers recorded in Redis.",
+        )
+    return click.option(
+        "--shards",
+        type=click.IntRange(1, 16384),
+        default=DEFAULT_SHARDS,
+        show_default=True,
+        help="Outbox shards; the same in every process sharing the prefix.",
+    )
+
+
+def _json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str, ensure_ascii=False))
+
+
+def _console() -> Console:
     try:
-        await backend.open()
-        hot = HotTier(redis, prefix=args.key_prefix, shards=args.shards)
-        await hot.check_layout()
-        if args.setup:
-            await backend.setup()
-        worker = Reconciler(hot, backend, batch_size=args.batch_size)
+        from rich.console import Console
+    except ImportError as e:
+        raise MissingExtraError(
+            "tables need rich: pip install 'langgraph-hybrid-saver[cli]' (or use --json)"
+        ) from e
+    # Piped output gets a wide console: checkpoint ids must not wrap.
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=160, soft_wrap=False)
+
+
+@contextlib.contextmanager
+def _spinner(message: str) -> Iterator[None]:
+    """A progress spinner on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    try:
+        from rich.console import Console
+    except ImportError:
+        yield
+        return
+    with Console(stderr=True).status(message):
+        yield
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for c in columns:
+        table.add_column(c)
+    return table
+
+
+def _styled(text: str, style: str) -> Text:
+    from rich.text import Text
+
+    return Text(text, style=style)
+
+
+def _row(table: Table, *cells: str | Text) -> None:
+    """Add a row; plain strings are data, never rich markup."""
+    from rich.text import Text
+
+    table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
+
+
+def _line(console: Console, *parts: str | tuple[str, str]) -> None:
+    """Print one line of data (no markup); (text, style) pairs are styled."""
+    from rich.text import Text
+
+    console.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _signed_size(n: int) -> str:
+    return ("+" if n > 0 else "") + _size(n) if n else "0"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _ts(ts: str | None) -> str:
+    if not ts:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(ts).astimezone(timezone.utc)
+    except ValueError:
+        return ts
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _warn(console: Console, warnings: Sequence[str]) -> None:
+    for w in warnings:
+        _line(console, ("warning: ", "yellow"), w)
+
+
+# --- setup ----------------------------------------------------------------------
+
+
+@cli.command(short_help="Create or migrate the schema; check servers; print versions.")
+@_redis_option
+@_durable_option(required=True)
+@_prefix_option
+@_shards_option(read_only=False)
+@_json_option
+def setup(redis_url: str, durable_url: str, key_prefix: str, shards: int, as_json: bool) -> None:
+    """Create or migrate the durable schema, check both servers, print versions.
+
+    Idempotent: safe to run on every deploy. Also records the shard count of
+    the key prefix in Redis (every process sharing it must use the same).
+    """
+    from langgraph_hybrid_saver.ops import open_target, server_facts
+
+    async def run() -> ServerFacts:
+        async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
+            await t.hot.check_layout()
+            assert t.backend is not None
+            await t.backend.setup()
+            return await server_facts(t)
+
+    facts = _run(run())
+    if as_json:
+        _print_json(facts.to_json())
+        return
+    console = _console()
+    table = _table("", "", "")
+    table.show_header = False
+    _row(table, "Redis", str(facts.redis_url), f"{facts.redis_server} ({facts.redis_mode}) ok")
+    _row(table, "Durable", str(facts.durable_url), f"{facts.durable_server}, schema up to date")
+    _row(table, "Key prefix", repr(facts.key_prefix), f"{facts.shards} shards")
+    _row(table, "Package", PROG, facts.package_version)
+    console.print(table)
+    _warn(console, facts.warnings)
+
+
+# --- status ---------------------------------------------------------------------
+
+
+@cli.command(short_help="Backlog, lag, reconcilers, hot threads, memory, row counts.")
+@_redis_option
+@_durable_option(required=False)
+@_prefix_option
+@_shards_option(read_only=True)
+@_json_option
+@click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --watch: stop after this many refreshes.",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Entry ids read per shard for the lag percentiles (beyond: estimated).",
+)
+@click.option(
+    "--no-scan",
+    is_flag=True,
+    help="Skip counting hot threads (a SCAN over the key prefix).",
+)
+def status(
+    redis_url: str,
+    durable_url: str | None,
+    key_prefix: str,
+    shards: int | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int | None,
+    sample: int,
+    no_scan: bool,
+) -> None:
+    """Outbox backlog, reconcile lag, reconcilers and their shards, hot
+    threads, Redis memory and durable row counts.
+
+    Read-only. Lag is the age of the entries still in the outbox (p50 and
+    max). Hot threads are counted with SCAN over the key prefix: fine for an
+    operator, never done on the saver's hot path; --no-scan skips it. With
+    --json, --watch prints one JSON document per line.
+    """
+    from langgraph_hybrid_saver.ops import collect_status, open_target
+
+    console = None if as_json else _console()
+
+    def show(snapshot: Status) -> None:
+        if as_json:
+            _print_json(snapshot.to_json())
+        else:
+            assert console is not None
+            _render_status(console, snapshot)
+
+    async def run() -> None:
+        async with open_target(
+            redis_url, durable_url, prefix=key_prefix, shards=shards, durable_optional=True
+        ) as t:
+            if not watch:
+                with _spinner("reading status…"):
+                    show(await collect_status(t, sample=sample, scan=not no_scan))
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            shown = 0
+            while not stop.is_set():
+                snapshot = await collect_status(t, sample=sample, scan=not no_scan)
+                if console is not None and console.is_terminal:
+                    console.clear()
+                show(snapshot)
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+
+    _run(run())
+
+
+def _render_status(console: Console, s: Status) -> None:
+    when = datetime.fromtimestamp(s.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    note = "" if s.layout_recorded else " (no saver has used this prefix yet)"
+    _line(
+        console,
+        (f"{PROG} status", "bold"),
+        f" · prefix {s.key_prefix!r} · {s.shards} shards{note} · {when}",
+    )
+    summary = _table("", "")
+    summary.show_header = False
+    lag = f"p50 {_age(s.lag_p50_s)}, max {_age(s.lag_max_s)}"
+    if s.lag_estimated:
+        lag += " (p50 estimated)"
+    _row(summary, "Outbox backlog", f"{s.backlog} entries ({_size(s.outbox_memory)})")
+    _row(summary, "Reconcile lag", lag if s.backlog else "none (outbox empty)")
+    alive = [w for w in s.workers if w.alive]
+    _row(summary, "Reconcilers", f"{len(alive)} alive")
+    _row(
+        summary,
+        "Hot threads",
+        "not counted (--no-scan)" if s.hot_threads is None else str(s.hot_threads),
+    )
+    limit = _size(s.redis_maxmemory) if s.redis_maxmemory else "no limit"
+    _row(
+        summary,
+        "Redis memory",
+        f"{_size(s.redis_used_memory)} used, maxmemory {limit}, {s.redis_eviction_policy}",
+    )
+    if s.durable_rows is None:
+        _row(summary, "Durable rows", "not read (no --durable)")
+    else:
+        _row(summary, "Durable rows", ", ".join(f"{k} {v}" for k, v in s.durable_rows.items()))
+    console.print(summary)
+    if s.workers:
+        table = _table("reconciler", "state", "heartbeat", "shards", title="Reconcilers")
+        for w in s.workers:
+            state = _styled("alive", "green") if w.alive else _styled("gone", "red")
+            beat = f"expires in {_age(w.expires_in_s)}" if w.alive else "expired"
+            _row(table, w.owner, state, beat, _ranges(w.shards) or "-")
+        console.print(table)
+    busy = [p for p in s.per_shard if p.backlog]
+    if busy:
+        table = _table("shard", "backlog", "oldest", "owner", title="Shards with a backlog")
+        for p in busy:
+            _row(table, str(p.shard), str(p.backlog), _age(p.oldest_age_s), p.owner or "-")
+        console.print(table)
+    _warn(console, s.warnings)
+
+
+def _ranges(shards: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    out: list[str] = []
+    for s in sorted(shards):
+        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == s - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{s}"
+        elif out and "-" not in out[-1] and int(out[-1]) == s - 1:
+            out[-1] = f"{out[-1]}-{s}"
+        else:
+            out.append(str(s))
+    return ", ".join(out)
+
+
+# --- inspect --------------------------------------------------------------------
+
+
+@cli.command(name="inspect", short_help="A thread's audit trail: who changed what, when; --diff.")
+@click.argument("thread")
+@click.option("--ns", default="", show_default=True, help="Checkpoint namespace (subgraphs).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Newest checkpoints to show; 0 for all.",
+)
+@click.option(
+    "--diff",
+    nargs=2,
+    metavar="A B",
+    default=None,
+    help="What changed from checkpoint A to B (ids or unique parts of ids).",
+)
+@_redis_option
+@_durable_option(required=False)
+@_prefix_option
+@_shards_option(read_only=True)
+@_json_option
+def inspect_cmd(
+    thread: str,
+    ns: str,
+    limit: int,
+    diff: tuple[str, str] | None,
+    redis_url: str,
+    durable_url: str | None,
+    key_prefix: str,
+    shards: int | None,
+    as_json: bool,
+) -> None:
+    """A thread's checkpoint history: the audit trail of who changed what, when.
+
+    One row per checkpoint, newest first: id, step, source, time, tier (hot
+    in Redis, durable, or both) and, per node, the channels it wrote (with
+    serialized sizes) to produce that checkpoint. Writes of a step still in
+    progress or interrupted show as "pending". Node names come from the
+    writes' task paths (and Send packets); see langgraph_hybrid_saver.history.
+
+    --diff A B compares two checkpoints channel by channel: added, removed,
+    changed, with versions and sizes.
+    """
+    from langgraph_hybrid_saver.history import ThreadHistory, diff_checkpoints, thread_history
+    from langgraph_hybrid_saver.ops import open_target
+
+    async def run() -> ThreadHistory | CheckpointDiff:
+        async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
+            with _spinner(f"reading thread {thread}…"):
+                if diff is not None:
+                    return await diff_checkpoints(t, thread, ns, diff[0], diff[1])
+                return await thread_history(t, thread, ns, limit=limit or None)
+
+    result = _run(run())
+    if as_json:
+        _print_json(result.to_json())
+        return
+    console = _console()
+    if isinstance(result, ThreadHistory):
+        _render_history(console, result)
+    else:
+        _render_diff(console, result)
+    if durable_url is None:
+        _line(console, ("durable store not read (no --durable): tiers show Redis only", "dim"))
+
+
+def _task_cells(tasks: Sequence[Any]) -> tuple[str, str]:
+    nodes, writes = [], []
+    for task in tasks:
+        nodes.append(task.node)
+        writes.append(", ".join(_write_cell(w) for w in task.writes))
+    return "\n".join(nodes) or "-", "\n".join(writes) or "-"
+
+
+def _write_cell(w: Any) -> str:
+    times = f" x{w.count}" if w.count > 1 else ""
+    return f"{w.channel}{times} {_size(w.size)}"
+
+
+def _render_history(console: Console, h: ThreadHistory) -> None:
+    hot_ns = ", ".join(repr(n) for n in h.namespaces) or "none"
+    _line(
+        console,
+        (f"thread {h.thread_id}", "bold"),
+        f" · namespace {h.checkpoint_ns!r} · {len(h.checkpoints)} checkpoints, newest first"
+        f" · namespaces in Redis: {hot_ns}",
+    )
+    table = _table("checkpoint", "step", "source", "time (UTC)", "tier", "node", "wrote")
+    table.columns[0].no_wrap = True
+    parents = {c.parent_checkpoint_id for c in h.checkpoints}
+    for c in h.checkpoints:
+        if c.pending and c.checkpoint_id not in parents:
+            node, wrote = _task_cells(c.pending)
+            _row(table, _styled("(pending)", "dim"), "", "next", "", "", node, wrote)
+        node, wrote = _task_cells(c.changes)
+        tier = c.tier if c.hot_complete or c.tier == "durable" else f"{c.tier} (partial in Redis)"
+        _row(
+            table,
+            c.checkpoint_id,
+            "-" if c.step is None else str(c.step),
+            c.source or "-",
+            _ts(c.ts),
+            tier,
+            node,
+            wrote,
+        )
+    console.print(table)
+
+
+def _render_diff(console: Console, d: CheckpointDiff) -> None:
+    _line(console, (f"thread {d.thread_id}", "bold"), f" · namespace {d.checkpoint_ns!r}")
+    _line(console, f"diff {d.a} -> {d.b}")
+    if not d.changes:
+        console.print("no channel changed")
+    else:
+        table = _table("channel", "change", "detail", "size", "before", "after")
+        for c in d.changes:
+            _row(
+                table,
+                c.channel,
+                c.change,
+                c.detail,
+                f"{_size(c.size_a)} -> {_size(c.size_b)}",
+                c.before or "-",
+                c.after or "-",
+            )
+        console.print(table)
+    if d.unchanged:
+        _line(console, (f"unchanged: {', '.join(d.unchanged)}", "dim"))
+
+
+# --- size -----------------------------------------------------------------------
+
+
+@cli.command(short_help="A thread's largest channels and growth per step.")
+@click.argument("thread")
+@click.option("--ns", default="", show_default=True, help="Checkpoint namespace (subgraphs).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Newest checkpoints to read for the growth table; 0 for all.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Largest channels to list.",
+)
+@_redis_option
+@_durable_option(required=False)
+@_prefix_option
+@_shards_option(read_only=True)
+@_json_option
+def size(
+    thread: str,
+    ns: str,
+    limit: int,
+    top: int,
+    redis_url: str,
+    durable_url: str | None,
+    key_prefix: str,
+    shards: int | None,
+    as_json: bool,
+) -> None:
+    """A thread's state size: the largest channels and the growth per step.
+
+    Sizes are serialized bytes. "versions" and "stored" count the distinct
+    versions of a channel in the checkpoints read and their bytes: each is
+    kept once in Redis and in the durable store, so a list that grows at
+    every step is stored again at every step. Cap message lists with
+    langgraph_hybrid_saver.reducers.rolling_window(n).
+    """
+    from langgraph_hybrid_saver.history import size_report
+    from langgraph_hybrid_saver.ops import open_target
+
+    async def run() -> SizeReport:
+        async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
+            with _spinner(f"reading thread {thread}…"):
+                return await size_report(t, thread, ns, limit=limit or None)
+
+    report = _run(run())
+    if as_json:
+        data = report.to_json()
+        data["channels"] = data["channels"][:top]
+        _print_json(data)
+        return
+    console = _console()
+    _line(
+        console,
+        (f"thread {report.thread_id}", "bold"),
+        f" · namespace {report.checkpoint_ns!r} · newest checkpoint {report.checkpoint_id}"
+        f" · state {_size(report.total)}",
+    )
+    table = _table(
+        "channel", "size", "share", "items", "versions", "stored", title="Largest channels"
+    )
+    for c in report.channels[:top]:
+        _row(
+            table,
+            c.channel,
+            _size(c.size),
+            f"{c.share:.0%}",
+            "-" if c.items is None else str(c.items),
+            str(c.versions),
+            _size(c.stored),
+        )
+    console.print(table)
+    steps = _table(
+        "step", "checkpoint", "source", "state", "growth", "grew most", title="Growth per step"
+    )
+    steps.columns[1].no_wrap = True
+    for s in report.steps:
+        grew = f"{s.top_channel} {_signed_size(s.top_delta)}" if s.top_channel else "-"
+        _row(
+            steps,
+            "-" if s.step is None else str(s.step),
+            s.checkpoint_id,
+            s.source or "-",
+            _size(s.size),
+            _signed_size(s.delta),
+            grew,
+        )
+    console.print(steps)
+    for hint in report.hints:
+        _line(console, ("hint: ", "yellow"), hint)
+
+
+# --- reconcile ------------------------------------------------------------------
+
+
+@cli.command(short_help="Run a reconciler worker (drains the outbox; SIGTERM-safe).")
+@_redis_option
+@_durable_option(required=True)
+@_prefix_option
+@_shards_option(read_only=False)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Outbox entries applied per transaction.",
+)
+@click.option("--setup", "run_setup", is_flag=True, help="Create or migrate the schema first.")
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to keep draining after SIGTERM before giving the shards up.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log level of the worker (logs go to stderr).",
+)
+def reconcile(
+    redis_url: str,
+    durable_url: str,
+    key_prefix: str,
+    shards: int,
+    batch_size: int,
+    run_setup: bool,
+    drain_timeout: float,
+    log_level: str,
+) -> None:
+    """Run a reconciler worker: drain the Redis outbox into the durable store.
+
+    Several workers may run at once; they split the shards between them and
+    take over the shards of a worker that died (when its lease expires). On
+    SIGTERM or SIGINT the worker applies what its shards hold (up to
+    --drain-timeout), releases its leases and exits 0, so another worker takes
+    over at once.
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    _run(
+        _reconcile(redis_url, durable_url, key_prefix, shards, batch_size, run_setup, drain_timeout)
+    )
+
+
+async def _reconcile(
+    redis_url: str,
+    durable_url: str,
+    key_prefix: str,
+    shards: int,
+    batch_size: int,
+    run_setup: bool,
+    drain_timeout: float,
+) -> None:
+    from langgraph_hybrid_saver.ops import open_target
+    from langgraph_hybrid_saver.reconciler import Reconciler
+
+    async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
+        assert t.backend is not None
+        await t.hot.check_layout()
+        if run_setup:
+            await t.backend.setup()
+        worker = Reconciler(t.hot, t.backend, batch_size=batch_size)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(f"reconciler {worker.owner} started", flush=True)
-        await worker.run(stop)
-        print(f"reconciler {worker.owner} stopped: {worker.stats.applied} applied", flush=True)
+        click.echo(f"reconciler {worker.owner} started", nl=True)
+        sys.stdout.flush()
+        await worker.run(stop, drain_timeout=drain_timeout)
+        click.echo(
+            f"reconciler {worker.owner} stopped: {worker.stats.applied} applied, "
+            f"{worker.stats.errors} errors, leases released"
+        )
+        sys.stdout.flush()
+
+
+# --- launchers ------------------------------------------------------------------
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+@cli.command(context_settings=_PASS_THROUGH, short_help="Run the support-workflow example.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def demo(args: tuple[str, ...]) -> None:
+    """Run the support-workflow example (examples/support_workflow in the
+    source repository). Arguments after `--` go to the example."""
+    code = _launch(DEMO_MODULE, "the demo", list(args))
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command(context_settings=_PASS_THROUGH, short_help="Run the benchmark suite.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmark suite (benchmarks/ in the source repository).
+    Arguments after `--` go to `benchmarks.run`."""
+    code = _launch(BENCH_MODULE, "the benchmark suite", list(args))
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def _import_launched(name: str) -> ModuleType:
+    """Import `name`; in a source checkout also when run as a console script
+    (whose sys.path lacks the repository root)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        top = name.split(".")[0]
+        root = Path(__file__).resolve().parents[1]
+        if e.name not in (top, name) or not (root / top).is_dir() or str(root) in sys.path:
+            raise
+        sys.path.insert(0, str(root))
+        return importlib.import_module(name)
+
+
+def _launch(name: str, what: str, argv: list[str]) -> int:
+    parts = name.split(".")
+    try:
+        module = _import_launched(name)
+    except ModuleNotFoundError as e:
+        if e.name in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            raise CliError(
+                f"{what} is not available: module {name} is not importable (it ships "
+                "with the source repository, not the package; run from a checkout)",
+                EXIT_CONFIG,
+            ) from e
+        raise CliError(f"{what} needs the module {e.name!r}, which is not installed") from e
+    entry = getattr(module, "main", None)
+    saved = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        if callable(entry):
+            result = entry(argv) if pyinspect.signature(entry).parameters else entry()
+            if pyinspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        else:  # a package run as `python -m`: its __main__
+            try:
+                runpy.run_module(name, run_name="__main__", alter_sys=False)
+            except ImportError as e:
+                raise CliError(
+                    f"{what}: module {name} has no main() and no __main__ to run", EXIT_CONFIG
+                ) from e
+            result = 0
+    except SystemExit as e:  # argparse's --help and errors, sys.exit(...)
+        if isinstance(e.code, str):
+            click.echo(e.code, err=True)
+        result = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILURE)
     finally:
-        await backend.close()
-        await redis.aclose()
+        sys.argv = saved
+    return result if isinstance(result, int) else 0
+
+
+async def _await(value: Awaitable[T]) -> T:
+    return await value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="langgraph-hybrid-saver")
-    sub = parser.add_subparsers(dest="command", required=True)
-    rec = sub.add_parser("reconcile", help="drain the Redis outbox into the durable store")
-    rec.add_argument("--redis", required=True, help="redis://host:port/db")
-    rec.add_argument(
-        "--durable", required=True, help="postgresql://user@host:port/db or sqlite:///file.db"
-    )
-    rec.add_argument("--key-prefix", default=DEFAULT_PREFIX)
-    rec.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
-    rec.add_argument("--batch-size", type=int, default=512)
-    rec.add_argument("--setup", action="store_true", help="create the schema first")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    """Entry point of the console script and of `python -m langgraph_hybrid_saver`."""
     try:
-        asyncio.run(reconcile(args))
-    except HybridSaverError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cli.main(args=list(argv) if argv is not None else None, prog_name=PROG)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILURE)
     return 0

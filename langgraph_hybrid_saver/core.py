@@ -29,7 +29,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
-from langgraph_hybrid_saver.errors import ConfigError, SerializationError
+from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, SerializationError
 
 _INLINE_TYPES = (str, int, float, bool)
 
@@ -332,12 +332,26 @@ def sort_writes(writes: Sequence[WriteRow]) -> list[WriteRow]:
     return sorted(writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
 
 
+def _loads_typed(
+    serde: SerializerProtocol, type_: str, blob: bytes | None, what: str, at: StoredCheckpoint
+) -> Any:
+    try:
+        return serde.loads_typed((type_, cast(bytes, blob)))
+    except Exception as e:
+        raise CorruptDataError(
+            f"{what} of checkpoint {at.checkpoint_id!r} (thread {at.thread_id!r}, "
+            f"namespace {at.checkpoint_ns!r}) cannot be decoded or decrypted "
+            f"({type(e).__name__}: {e}); with EncryptedSerializer, is the key right? A "
+            "corrupt copy in Redis can be deleted: the durable copy is read through"
+        ) from e
+
+
 def to_tuple(serde: SerializerProtocol, stored: StoredCheckpoint) -> CheckpointTuple:
     """Deserialize a stored checkpoint into what LangGraph expects."""
     values = dict(stored.checkpoint.get("channel_values") or {})
     for channel, (type_, blob) in stored.blobs.items():
         if type_ != "empty":
-            values[channel] = serde.loads_typed((type_, cast(bytes, blob)))
+            values[channel] = _loads_typed(serde, type_, blob, f"channel {channel!r}", stored)
     checkpoint = cast(Checkpoint, {**stored.checkpoint, "channel_values": values})
     parent = (
         next_config(stored.thread_id, stored.checkpoint_ns, stored.parent_checkpoint_id)
@@ -350,7 +364,13 @@ def to_tuple(serde: SerializerProtocol, stored: StoredCheckpoint) -> CheckpointT
         metadata=cast(CheckpointMetadata, stored.metadata),
         parent_config=parent,
         pending_writes=[
-            (w.task_id, w.channel, serde.loads_typed((w.type, w.blob)))
+            (
+                w.task_id,
+                w.channel,
+                _loads_typed(
+                    serde, w.type, w.blob, f"write to {w.channel!r} by task {w.task_id!r}", stored
+                ),
+            )
             for w in sort_writes(stored.writes)
         ],
     )

@@ -15,6 +15,7 @@ __all__ = [
     "FlushTimeoutError",
     "HybridSaverError",
     "MissingExtraError",
+    "NotFoundError",
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
@@ -38,6 +39,10 @@ class ServerUnreachableError(HybridSaverError, ConnectionError):
     """Redis or the durable store could not be reached (host:port named)."""
 
 
+class NotFoundError(HybridSaverError, LookupError):
+    """A thread or checkpoint an operator asked for does not exist."""
+
+
 class DurableStoreError(HybridSaverError, RuntimeError):
     """The durable store rejected or failed an operation."""
 
@@ -52,6 +57,14 @@ class SerializationError(HybridSaverError, TypeError):
 
 class FlushTimeoutError(HybridSaverError, TimeoutError):
     """`flush`/`aflush` gave up before the outbox drained."""
+
+
+class HotTierFullError(HybridSaverError, RuntimeError):
+    """Redis refused a write because it reached `maxmemory`; nothing was written."""
+
+
+class ThreadDeletedError(HybridSaverError, LookupError):
+    """A late write named a checkpoint of a thread deleted since."""
 
 
 class ThreadBusyError(HybridSaverError, RuntimeError):

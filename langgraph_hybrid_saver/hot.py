@@ -9,16 +9,18 @@ slot and works on Redis Cluster.
       base:n                  set     namespaces of the thread
       base:g                  string  generation, bumped by delete/invalidate
       base:L / base:T         string  per-thread lease "token|owner" / token counter
+      base:x                  string  tombstone of the last delete (a checkpoint id)
       base:i:<len>:<ns>       zset    checkpoint ids (score 0, ordered by id)
       base:c:<len>:<ns>       hash    checkpoint id -> record
       base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob
       base:w:<len>:<ns>       hash    checkpoint id NUL task NUL idx -> write
       base:z:<len>:<ns>       zset    the same write fields, for a range by id
+      base:f:<len>:<ns>       string  set while Redis holds every checkpoint of the ns
     {prefix}:v1:{<shard>}:outbox    stream  entries not yet in the durable store
     {prefix}:v1:lease:<shard>       string  the reconciler that owns the shard
     {prefix}:v1:meta                hash    layout facts every process must share
 
-The five keys of one (thread, namespace) are written together and expire
+The keys of one (thread, namespace) are written together and expire
 together, so a namespace is either hot as a whole or read from the durable
 store. A record is msgpack [checkpoint json, metadata json, parent, blob
 fields]. Lengths are UTF-8 byte lengths (Lua's `#`).
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ormsgpack
+from langgraph.checkpoint.base.id import uuid6
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
@@ -49,7 +52,12 @@ from langgraph_hybrid_saver.core import (
     blob_field,
     seq_key,
 )
-from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, ThreadBusyError
+from langgraph_hybrid_saver.errors import (
+    ConfigError,
+    CorruptDataError,
+    ThreadBusyError,
+    ThreadDeletedError,
+)
 
 LAYOUT_VERSION = "v1"
 DEFAULT_PREFIX = "lhs"
@@ -71,15 +79,30 @@ local function call_chunked(cmd, key, list, first, last, step)
 end
 local function expire_ns(ns, ttl)
   if ttl > 0 then
-    for _, k in ipairs({'i', 'c', 'b', 'w', 'z'}) do redis.call('PEXPIRE', nk(k, ns), ttl) end
+    for _, k in ipairs({'i', 'c', 'b', 'w', 'z', 'f'}) do redis.call('PEXPIRE', nk(k, ns), ttl) end
     redis.call('PEXPIRE', base .. ':n', ttl)
   end
 end
--- Fencing: while a thread is leased, only the current token may write.
+-- Fencing: while a thread is leased, only the current token may write; a
+-- writer carrying a token that is no longer the lease's (it expired, was
+-- taken over, maybe released since) may not write at all.
 local function check_lease(tok)
   local lease = redis.call('GET', base .. ':L')
-  if lease and string.sub(lease, 1, #tok + 1) ~= tok .. '|' then
-    return redis.error_reply('LEASED ' .. lease)
+  if lease then
+    if string.sub(lease, 1, #tok + 1) ~= tok .. '|' then
+      return redis.error_reply('LEASED ' .. lease)
+    end
+  elseif tok ~= '' then
+    return redis.error_reply('LEASED by nobody: token ' .. tok .. ' expired')
+  end
+end
+-- A write naming a checkpoint of a deleted generation (a late writer that
+-- still holds a pre-delete config) must not bring the thread back.
+local function check_tombstone(ns, ref)
+  if ref == '' then return end
+  local t = redis.call('GET', base .. ':x')
+  if t and ref <= t and not redis.call('ZSCORE', nk('i', ns), ref) then
+    return redis.error_reply('DELETED ' .. t)
   end
 end
 local function read_writes(ns, cid)
@@ -90,7 +113,9 @@ end
 """
 
 # KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
-# record, blob field/value pairs. With a window, only the newest `window` checkpoints of the
+# record, parent id or '', n, n blob fields that must already be stored, blob field/value
+# pairs. Returns the entry id, or the list of required fields that are missing
+# (then nothing is written). With a window, only the newest `window` checkpoints of the
 # namespace stay hot: older records, their writes and the blobs only they used
 # are dropped from Redis (the durable store has them once reconciled).
 _PUT = (
@@ -99,19 +124,34 @@ _PUT = (
 local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local denied = check_lease(ARGV[3])
 if denied then return denied end
-local tid, ns, cid, rec = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local tid, ns, cid, rec, parent = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+denied = check_tombstone(ns, parent)
+if denied then return denied end
 local ik, ck = nk('i', ns), nk('c', ns)
+-- Unchanged channels must still be stored: after a Redis restart a value
+-- that was only in the lost outbox is gone, and the caller must send it again.
+local nc = tonumber(ARGV[9])
+local missing = {}
+for i = 10, 9 + nc do
+  if redis.call('HEXISTS', nk('b', ns), ARGV[i]) == 0 then missing[#missing + 1] = ARGV[i] end
+end
+if #missing > 0 then return missing end
+local first = 10 + nc
+-- A namespace that starts here, with its root checkpoint, is complete in
+-- Redis: `list` need not ask the durable store while this flag lives.
+if parent == '' and redis.call('EXISTS', ik) == 0 then redis.call('SET', nk('f', ns), '1') end
 redis.call('ZADD', ik, 0, cid)
 redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
-if #ARGV > 7 then call_chunked('HSET', nk('b', ns), ARGV, 8, #ARGV, 4000) end
+if #ARGV >= first then call_chunked('HSET', nk('b', ns), ARGV, first, #ARGV, 4000) end
 local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
-for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = first, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
 local over = window > 0 and redis.call('ZCARD', ik) - window or 0
 if over > 0 then
   local old = redis.call('ZRANGE', ik, 0, over - 1)
   redis.call('ZREMRANGEBYRANK', ik, 0, over - 1)
+  redis.call('DEL', nk('f', ns))
   -- Channel versions only grow along a thread, so a blob the oldest kept
   -- checkpoint does not use is not used by a newer one either.
   local keep = {}
@@ -149,6 +189,8 @@ local ttl = tonumber(ARGV[1])
 local denied = check_lease(ARGV[2])
 if denied then return denied end
 local tid, ns, cid, upsert = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+denied = check_tombstone(ns, cid)
+if denied then return denied end
 local wk, zk = nk('w', ns), nk('z', ns)
 for i = 7, #ARGV, 2 do
   if upsert == '1' then redis.call('HSET', wk, ARGV[i], ARGV[i + 1])
@@ -224,7 +266,8 @@ return {cid, rec, blobs, read_writes(ns, cid), gen}
 """
 )
 
-# KEYS: base. ARGV: ns, before or '', limit (0: all). Records newest first.
+# KEYS: base. ARGV: ns, before or '', limit (0: all). Records newest first,
+# and whether the namespace is complete in Redis.
 _LIST = (
     _LUA_PRELUDE
     + """
@@ -234,8 +277,9 @@ if before ~= '' then hi = '(' .. before end
 local ids
 if limit > 0 then ids = redis.call('ZREVRANGEBYLEX', nk('i', ns), hi, '-', 'LIMIT', 0, limit)
 else ids = redis.call('ZREVRANGEBYLEX', nk('i', ns), hi, '-') end
-if #ids == 0 then return {{}, {}} end
-return {ids, call_chunked('HMGET', nk('c', ns), ids, 1, #ids, 4000)}
+local complete = redis.call('EXISTS', nk('f', ns))
+if #ids == 0 then return {{}, {}, complete} end
+return {ids, call_chunked('HMGET', nk('c', ns), ids, 1, #ids, 4000), complete}
 """
 )
 
@@ -265,16 +309,19 @@ return read_writes(ns, cid)
 )
 
 # KEYS: base, outbox. ARGV: thread_id, queue ('1': add a delete entry to the
-# outbox). Drops every hot key of the thread and bumps its generation.
+# outbox), tombstone (a checkpoint id of now, or ''). Drops every hot key of
+# the thread and bumps its generation; with a tombstone, writes naming older
+# checkpoints that are not in Redis are refused for 7 days.
 _DROP_THREAD = (
     _LUA_PRELUDE
     + """
 for _, ns in ipairs(redis.call('SMEMBERS', base .. ':n')) do
-  redis.call('DEL', nk('i', ns), nk('c', ns), nk('b', ns), nk('w', ns), nk('z', ns))
+  redis.call('DEL', nk('i', ns), nk('c', ns), nk('b', ns), nk('w', ns), nk('z', ns), nk('f', ns))
 end
 redis.call('DEL', base .. ':n')
 redis.call('INCR', base .. ':g')
 redis.call('PEXPIRE', base .. ':g', 604800000)
+if ARGV[3] ~= '' then redis.call('SET', base .. ':x', ARGV[3], 'PX', 604800000) end
 if ARGV[2] == '1' then return redis.call('XADD', KEYS[2], '*', 'k', 'd', 't', ARGV[1]) end
 return false
 """
@@ -321,6 +368,18 @@ return 0
 
 def _b(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _where(redis: Any) -> str:
+    """host:port of a client, for error messages (never its password)."""
+    try:
+        if isinstance(redis, RedisCluster):
+            node = redis.get_default_node() or redis.get_nodes()[0]
+            return f"{node.host}:{node.port}"
+        kw = redis.connection_pool.connection_kwargs
+        return str(kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}")
+    except Exception:
+        return "redis"
 
 
 def pack_for_lua(value: list[Any] | str | bytes) -> bytes:
@@ -421,6 +480,7 @@ class HotTier:
         # Redis Cluster: scripts and single-stream reads route by key slot;
         # reads of several shards cannot share one command there.
         self.cluster = isinstance(redis, RedisCluster)
+        self.where = _where(redis)
         self.window = window or 0
         self.prefix = prefix
         self.shards = shards
@@ -471,8 +531,14 @@ class HotTier:
 
     async def put(
         self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow], token: str = ""
-    ) -> str:
-        """Write a checkpoint, its new blobs and its outbox entry atomically."""
+    ) -> str | list[str]:
+        """Write a checkpoint, its new blobs and its outbox entry atomically.
+
+        Returns the outbox entry id, or the blob fields among `refs` that are
+        neither sent nor stored (nothing is written then: resend with them).
+        """
+        sent = {blob_field(b.channel, b.version) for b in blobs}
+        required = [r for r in refs if r not in sent]
         args: list[Any] = [
             self.ttl_ms,
             self.window,
@@ -481,11 +547,14 @@ class HotTier:
             row.checkpoint_ns,
             row.checkpoint_id,
             pack_record(row, refs),
+            row.parent_checkpoint_id or "",
+            len(required),
+            *required,
         ]
         for b in blobs:
             args += (blob_field(b.channel, b.version), pack_blob(b.type, b.blob))
-        tid = row.thread_id
-        return await self._fenced(self._put, tid, args)
+        reply = await self._fenced(self._put, row.thread_id, args)
+        return [_b(f) for f in reply] if isinstance(reply, list) else reply
 
     async def put_writes(
         self,
@@ -499,7 +568,7 @@ class HotTier:
         args: list[Any] = [self.ttl_ms, token, thread_id, ns, cid, "1" if upsert else "0"]
         for w in writes:
             args += (write_field(cid, w), pack_write(w))
-        return await self._fenced(self._put_writes, thread_id, args)
+        return str(await self._fenced(self._put_writes, thread_id, args))
 
     async def put_thread(
         self, thread_id: str, checkpoints: Sequence[StoredCheckpoint], token: str = ""
@@ -528,14 +597,21 @@ class HotTier:
                 [s.checkpoint_ns, s.checkpoint_id, pack_record(row, refs), blob_pairs, write_pairs]
             )
         args = [self.ttl_ms, token, thread_id, pack_for_lua(items)]
-        return await self._fenced(self._copy, thread_id, args)
+        return str(await self._fenced(self._copy, thread_id, args))
 
-    async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> str:
+    async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> Any:
         try:
-            return _b(await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args))
+            reply = await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args)
+            return reply if isinstance(reply, list) else _b(reply)
         except ResponseError as e:
-            if not str(e).startswith("LEASED"):
+            if not str(e).startswith(("LEASED", "DELETED")):
                 raise
+            if str(e).startswith("DELETED"):
+                raise ThreadDeletedError(
+                    f"thread {thread_id!r} was deleted and this write names one of its "
+                    "deleted checkpoints (a late writer with a pre-delete config): nothing "
+                    "was written; start the thread again without a checkpoint_id"
+                ) from None
             holder = str(e).removeprefix("LEASED ")
             raise ThreadBusyError(
                 f"thread {thread_id!r} is leased by {holder!r} and this writer does not "
@@ -561,7 +637,8 @@ class HotTier:
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
         """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
         keys = [self.base(thread_id), self.outbox(thread_id)]
-        sid = await self._drop(keys=keys, args=[thread_id, "1" if queue else "0"])
+        tombstone = str(uuid6()) if queue else ""
+        sid = await self._drop(keys=keys, args=[thread_id, "1" if queue else "0", tombstone])
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------
@@ -613,15 +690,18 @@ class HotTier:
 
     async def list_headers(
         self, thread_id: str, ns: str, before: str | None, limit: int | None
-    ) -> list[StoredCheckpoint]:
-        """Checkpoints of one namespace newest first, without blobs or writes."""
+    ) -> tuple[list[StoredCheckpoint], bool]:
+        """Checkpoints of one namespace newest first, without blobs or writes,
+        and whether Redis holds every checkpoint of the namespace."""
         base = self.base(thread_id)
-        ids, recs = await self._list(keys=[base], args=[ns, before or "", limit or 0])
+        ids, recs, complete = await self._list(keys=[base], args=[ns, before or "", limit or 0])
         out = []
         for cid, rec in zip(ids, recs, strict=True):
-            if rec is not None:  # a record evicted alone is read from the durable store
+            if rec is None:  # a record evicted alone is read from the durable store
+                complete = 0
+            else:
                 out.append(_decode_record(thread_id, ns, _b(cid), rec, base)[0])
-        return out
+        return out, bool(complete)
 
     async def repopulate(
         self, stored: StoredCheckpoint, generation: bytes, *, latest: bool
@@ -737,14 +817,22 @@ class HotTier:
                 oldest = ms if oldest is None else min(oldest, ms)
         return total, (None if oldest is None else max(now_ms - oldest, 0) / 1000)
 
-    async def unreconciled_puts(self) -> list[PutOp]:
-        """Every put still in the outbox (for `list(None, ...)` across threads)."""
+    async def unreconciled(self) -> tuple[list[PutOp], set[tuple[str, str, str]]]:
+        """What the outbox still holds (for `list(None, ...)` across threads):
+        the puts, and the checkpoints with pending writes not yet reconciled."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream in self.outboxes:
                 pipe.xrange(stream)
             replies = await pipe.execute()
-        ops = (decode_entry(_b(sid), f) for entries in replies for sid, f in entries)
-        return [op for op in ops if isinstance(op, PutOp)]
+        puts, written = [], set()
+        for entries in replies:
+            for sid, f in entries:
+                op = decode_entry(_b(sid), f)
+                if isinstance(op, PutOp):
+                    puts.append(op)
+                elif isinstance(op, WritesOp):
+                    written.add((op.thread_id, op.checkpoint_ns, op.checkpoint_id))
+        return puts, written
 
 
 def decode_entry(sid: str, fields: dict[bytes, bytes]) -> Op:

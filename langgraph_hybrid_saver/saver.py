@@ -45,7 +45,9 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend, open_backend, redact
@@ -70,6 +72,8 @@ from langgraph_hybrid_saver.errors import (
     ConfigError,
     DurableStoreError,
     FlushTimeoutError,
+    HotTierFullError,
+    HybridSaverError,
     SaverClosedError,
     ServerUnreachableError,
 )
@@ -295,7 +299,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             or None.
         """
         thread_id, ns, cid = parse_config(config)
-        stored = await self._get_stored(thread_id, ns, cid)
+        with self._errors():
+            stored = await self._get_stored(thread_id, ns, cid)
         return to_tuple(self.serde, stored) if stored else None
 
     async def _get_stored(
@@ -341,14 +346,19 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             limit: Maximum number of checkpoints.
         """
         query = list_query(config, filter, before, limit)
-        for stored in await self._list_stored(query):
+        with self._errors():
+            listed = await self._list_stored(query)
+        for stored in listed:
             yield to_tuple(self.serde, stored)
 
     async def _list_stored(self, query: ListQuery) -> builtins.list[StoredCheckpoint]:
         self._check_open()
         # Hot first, then durable: an entry the reconciler moves in between is
         # seen in one tier or the other, never in neither.
+        stale: set[tuple[str, str, str]] = set()  # durable rows missing hot writes
+        complete = False  # True: Redis holds every checkpoint the query can match
         if query.thread_id is None:
+            puts, stale = await self.hot.unreconciled()
             hot = [
                 StoredCheckpoint(
                     op.row.thread_id,
@@ -358,7 +368,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                     json.loads(op.row.checkpoint),
                     json.loads(op.row.metadata),
                 )
-                for op in await self.hot.unreconciled_puts()
+                for op in puts
             ]
         else:
             namespaces = (
@@ -367,16 +377,23 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 else await self.hot.namespaces(query.thread_id)
             )
             hot_limit = query.limit if query.filter is None else None
-            hot = [
-                h
-                for ns in namespaces
-                for h in await self.hot.list_headers(query.thread_id, ns, query.before, hot_limit)
-            ]
+            hot = []
+            complete = bool(namespaces)
+            for ns in namespaces:
+                headers, whole = await self.hot.list_headers(
+                    query.thread_id, ns, query.before, hot_limit
+                )
+                hot += headers
+                complete = complete and whole
         hot = [h for h in hot if matches(query, h)]
-        durable = await self.backend.list(query)
+        # A thread whose namespaces all started in Redis and are still whole
+        # there has nothing more in the durable store.
+        durable = [] if complete else await self.backend.list(query)
         merged = merge_newest_first(hot, durable, query.limit)
-        complete = {id(d) for d in durable}
-        headers = [s for s in merged if id(s) not in complete]
+        full_rows = {
+            id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
+        }
+        headers = [s for s in merged if id(s) not in full_rows]
         reads = await self.hot.get_many(
             [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
         )
@@ -465,9 +482,22 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         """
         self._check_open()
         row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, new_versions)
-        tid = row.thread_id
-        await self._write(partial(self.hot.put, row, refs, blobs), tid)
-        return next_config(tid, row.checkpoint_ns, row.checkpoint_id)
+        tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
+
+        async def verify() -> bool:
+            return await self.backend.get(tid, ns, cid) is not None
+
+        with self._errors():
+            sid = await self._write(partial(self.hot.put, row, refs, blobs), tid, verify)
+            if isinstance(sid, list):
+                # Redis lost unchanged channel values (a restart before they were
+                # reconciled): store them again with this checkpoint.
+                lost = {f.partition("\x00")[0] for f in sid}
+                versions = checkpoint["channel_versions"]
+                again = {**new_versions, **{ch: versions[ch] for ch in lost}}
+                row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, again)
+                await self._write(partial(self.hot.put, row, refs, blobs), tid, verify)
+        return next_config(tid, ns, cid)
 
     async def aput_writes(
         self,
@@ -485,11 +515,26 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "checkpoint the writes belong to)"
             )
         rows, upsert = encode_writes(self.serde, writes, task_id, task_path)
-        await self._write(partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert), thread_id)
+        wanted = {(w.task_id, w.idx) for w in rows}
 
-    async def _write(self, hot_write: Callable[[str], Awaitable[str]], thread_id: str) -> None:
+        async def verify() -> bool:
+            stored = await self.backend.get(thread_id, ns, cid)
+            return stored is not None and wanted <= {(w.task_id, w.idx) for w in stored.writes}
+
+        with self._errors():
+            await self._write(
+                partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert), thread_id, verify
+            )
+
+    async def _write(
+        self,
+        hot_write: Callable[[str], Awaitable[Any]],
+        thread_id: str,
+        verify: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Any:
         """Run one hot write (given this saver's lease token for the thread),
-        then apply the durability mode and the backlog policy."""
+        then apply the durability mode and the backlog policy. Returns what
+        the hot write returned (its outbox entry id)."""
         self._start()
         if self.overloaded and self.on_backlog == "raise":
             backlog, age = await self.hot.backlog()
@@ -499,8 +544,34 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "written; the durable store is behind (is it up, is a reconciler running?)"
             )
         sid = await hot_write(self._held.get(thread_id, ""))
-        if self.durability == "write_through" or self.overloaded:
+        if isinstance(sid, str) and (self.durability == "write_through" or self.overloaded):
             await self._wait_applied({self.hot.shard(thread_id): sid}, self.flush_timeout)
+            # The entry left the outbox: applied, or lost with a Redis restart.
+            if verify is not None and not await verify():
+                raise DurableStoreError(
+                    f"a write to thread {thread_id!r} left the outbox without reaching the "
+                    "durable store (Redis restarted before it was reconciled); it is not "
+                    "saved: retry the step"
+                )
+        return sid
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver errors as this package's typed errors (cause kept)."""
+        try:
+            yield
+        except HybridSaverError:
+            raise
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            raise ServerUnreachableError(
+                f"Redis at {self.hot.where} is unreachable ({type(e).__name__}); nothing "
+                "was written if this was a write: check the server and retry"
+            ) from e
+        except RedisOutOfMemoryError as e:
+            raise HotTierFullError(
+                f"Redis at {self.hot.where} is full (maxmemory) and refused the write; "
+                "nothing was written: raise maxmemory, lower ttl or set hot_window"
+            ) from e
 
     # --- deletes --------------------------------------------------------------
 
@@ -514,7 +585,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         """
         self._check_open()
         thread_id = normalize_id(thread_id, "thread_id")
-        sid = await self.hot.drop_thread(thread_id, queue=True)
+        with self._errors():
+            sid = await self.hot.drop_thread(thread_id, queue=True)
         assert sid is not None
         try:
             await self.backend.apply([DeleteThreadOp(seq_key(sid), thread_id)])
@@ -660,7 +732,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             pause = min(pause * 2, 0.02)
 
     async def astats(self) -> dict[str, Any]:
-        """Backlog, reconcile lag and the in-process reconciler's counters."""
+        """Backlog, reconcile lag, the in-process reconciler's counters and the
+        durable backend's own `stats` if it keeps any (Cosmos DB: request units)."""
         backlog, age = await self.hot.backlog()
         out: dict[str, Any] = {
             "backlog": backlog,
@@ -668,6 +741,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             "overloaded": self.overloaded,
             "durability": self.durability,
         }
+        if (durable := getattr(self.backend, "stats", None)) is not None:
+            out["durable"] = durable
         if self.reconciler is not None:
             st = self.reconciler.stats
             out |= {
@@ -971,6 +1046,12 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
     client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
     try:
         info = await client.info("cluster")
+    except RedisAuthenticationError as e:
+        await client.aclose()
+        raise ServerUnreachableError(
+            f"Redis at {redact(url)} refused the credentials ({type(e).__name__}): "
+            "fix the password (or user) in redis_url"
+        ) from e
     except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         await client.aclose()
         raise ServerUnreachableError(

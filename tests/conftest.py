@@ -1,13 +1,18 @@
-"""Fixtures: real Redis and PostgreSQL on 127.0.0.1, isolated per test.
+"""Fixtures: real Redis, PostgreSQL and a Cosmos DB endpoint, isolated per test.
 
-Each test gets its own Redis key prefix, its own PostgreSQL schema and its own
-SQLite file. A
-missing server fails the run with the command that starts it: these tests
-exist to exercise real servers, so they never skip.
+Each test gets its own Redis key prefix, its own PostgreSQL schema, its own
+SQLite file and its own Cosmos database. A missing server fails the run with
+the command that starts it: these tests exist to exercise real servers, so
+they never skip.
+
+Cosmos DB: `COSMOS_ENDPOINT` and `COSMOS_KEY` (default: the local stand-in
+that `.ci/cosmos/start.sh` starts, which accepts any key), so the same tests
+run against a real account.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -15,9 +20,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import psycopg
 import pytest
@@ -28,6 +34,12 @@ from scripts.servers import PostgresCluster, TLSFiles, make_tls
 THROWAWAY_APP_PASSWORD = "app-s3cret-pw"
 REDIS_URL = os.environ.get("HYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_BASE = os.environ.get("HYBRID_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The well-known key of the Microsoft emulator; the stand-in accepts any key.
+EMULATOR_KEY = (
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+)
+COSMOS_ENDPOINT = os.environ.get("COSMOS_ENDPOINT", "https://127.0.0.1:8081")
+os.environ.setdefault("COSMOS_KEY", EMULATOR_KEY)  # the backend reads it from here
 
 
 def _require(host: str, port: int, what: str, start: str) -> None:
@@ -47,6 +59,52 @@ def redis_url() -> str:
 def pg_admin_url() -> str:
     _require("127.0.0.1", 5432, "PostgreSQL", "pg_ctlcluster 15 main start")
     return PG_BASE
+
+
+@pytest.fixture(scope="session")
+def cosmos_endpoint() -> str:
+    parts = urlsplit(COSMOS_ENDPOINT)
+    _require(
+        parts.hostname or "127.0.0.1",
+        parts.port or 443,
+        f"Cosmos DB ({COSMOS_ENDPOINT})",
+        ".ci/cosmos/start.sh (or set COSMOS_ENDPOINT and COSMOS_KEY)",
+    )
+    return COSMOS_ENDPOINT
+
+
+def _drop_cosmos_database(endpoint: str, name: str) -> None:
+    """Delete a database with the async client, on a loop of its own (a
+    thread: the caller may be a fixture finalizer next to pytest's loop)."""
+    from azure.cosmos.aio import CosmosClient
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+    local = urlsplit(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
+
+    async def drop() -> None:
+        async with CosmosClient(
+            endpoint,
+            credential=os.environ["COSMOS_KEY"],
+            connection_verify=not local,
+            enable_endpoint_discovery=not local,
+        ) as admin:
+            try:
+                await admin.delete_database(name)
+            except CosmosResourceNotFoundError:
+                pass
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, drop()).result()
+
+
+@contextmanager
+def cosmos_database(endpoint: str) -> Iterator[str]:
+    """A fresh database (the backend's setup creates it); dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"cosmos+{endpoint.rstrip('/')}/?database={name}"
+    finally:
+        _drop_cosmos_database(endpoint, name)
 
 
 @pytest.fixture
@@ -89,9 +147,14 @@ def _sqlite_durable(request: pytest.FixtureRequest) -> AbstractContextManager[st
     return nullcontext(f"sqlite:///{tmp_path}/x.db")  # an absolute path: four slashes
 
 
+def _cosmos_durable(request: pytest.FixtureRequest) -> AbstractContextManager[str]:
+    return cosmos_database(request.getfixturevalue("cosmos_endpoint"))
+
+
 DURABLE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractContextManager[str]]] = {
     "pg": _pg_durable,
     "sqlite": _sqlite_durable,
+    "cosmos": _cosmos_durable,
 }
 
 

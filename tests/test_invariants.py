@@ -19,12 +19,18 @@ from .conftest import PrivateRedis
 
 
 async def put_chain(
-    saver: Any, thread_id: str, n: int, *, ns: str = "", run_id: str = "r", rolling: int = 0
+    saver: Any,
+    thread_id: str,
+    n: int,
+    *,
+    ns: str = "",
+    run_id: str = "r",
+    rolling: int = 0,
+    parent: str | None = None,
 ) -> list[dict[str, Any]]:
     """n checkpoints, each with a blob channel, a new version and one write
     (with `rolling`, the messages channel keeps only its last N entries)."""
     configs: list[dict[str, Any]] = []
-    parent: str | None = None
     for i in range(n):
         config = generate_config(thread_id, checkpoint_ns=ns)
         if parent:
@@ -257,3 +263,23 @@ async def test_copy_thread_is_one_atomic_write(
     ]
     await saver.aflush(timeout=10)
     assert len(await durable_ids(saver, dst)) == 6
+
+
+async def test_late_write_with_a_pre_delete_config_cannot_resurrect(
+    saver: AsyncHybridSaver,
+) -> None:
+    from langgraph_hybrid_saver import ThreadDeletedError
+
+    tid = str(uuid.uuid4())
+    first = (await put_chain(saver, tid, 2))[-1]
+    await saver.adelete_thread(tid)
+    with pytest.raises(ThreadDeletedError, match="deleted"):
+        await put_chain(saver, tid, 1, parent=first["configurable"]["checkpoint_id"])
+    with pytest.raises(ThreadDeletedError):
+        await saver.aput_writes(first, [("messages", "late")], "late-task")
+    await saver.aflush(timeout=10)
+    assert await saver.aget_tuple(generate_config(tid)) is None
+    assert await durable_ids(saver, tid) == []
+    # A new run on the same thread id starts cleanly.
+    again = await put_chain(saver, tid, 2)
+    assert (await saver.aget_tuple(generate_config(tid))).config == again[-1]  # type: ignore[union-attr]

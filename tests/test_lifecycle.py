@@ -133,3 +133,29 @@ async def test_delta_channel_history_matches_the_reference_walk(saver: AsyncHybr
     await saver.aflush(timeout=10)
     await saver.hot.drop_thread(cfg["configurable"]["thread_id"], queue=False)
     assert (await graph.aget_state(cfg)).values == ours
+
+
+async def test_list_skips_the_durable_store_only_while_redis_holds_the_whole_thread(
+    saver: AsyncHybridSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+    original = saver.backend.list
+
+    async def counting(query: Any) -> Any:
+        calls.append(query)
+        return await original(query)
+
+    monkeypatch.setattr(saver.backend, "list", counting)
+    tid = str(uuid.uuid4())
+    configs = await put_chain(saver, tid, 5)
+    child = await put_chain(saver, tid, 2, ns="child:1")
+    listed = [t.config async for t in saver.alist({"configurable": {"thread_id": tid}}, limit=3)]
+    assert listed == [child[1], child[0], configs[-1]]  # newest first across namespaces
+    assert calls == []  # both namespaces started in Redis: nothing else exists
+    # Once Redis no longer holds the thread whole, the durable store is asked.
+    await saver.aflush(timeout=10)
+    await saver.hot.drop_thread(tid, queue=False)
+    await saver.aget_tuple(configs[-1])  # read through: Redis holds one checkpoint again
+    again = [t.config async for t in saver.alist(generate_config(tid))]
+    assert again == configs[::-1]
+    assert len(calls) == 1

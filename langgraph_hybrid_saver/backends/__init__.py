@@ -76,11 +76,13 @@ def open_backend(
     """A backend for a durable URL, chosen by its scheme.
 
     Args:
-        url: `postgresql://user@host:5432/dbname`, `sqlite:///relative/file.db`
-            or `sqlite:////absolute/file.db`.
+        url: `postgresql://user@host:5432/dbname`, `sqlite:///relative/file.db`,
+            `sqlite:////absolute/file.db` or
+            `cosmos+https://HOST:PORT/?database=NAME[&container=NAME][&verify=false]`
+            (Cosmos key from `COSMOS_KEY` or `credential=`).
         serde: The saver's serializer. SQLite stores whole serialized
             checkpoints (as the official saver does) and needs it; PostgreSQL
-            stores the blobs as they come and does not.
+            and Cosmos DB store the blobs as they come and do not.
         **options: Options of the backend's `from_url`.
     """
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
@@ -101,8 +103,18 @@ def open_backend(
                 "the SQLite backend needs aiosqlite: pip install 'langgraph-hybrid-saver[sqlite]'"
             ) from e
         return SqliteBackend.from_url(url, serde=serde, **options)
+    if scheme == "cosmos+https":
+        try:
+            from langgraph_hybrid_saver.backends.cosmos import CosmosBackend
+        except ImportError as e:
+            raise MissingExtraError(
+                "the Cosmos DB backend needs azure-cosmos and aiohttp: pip install "
+                "'langgraph-hybrid-saver[cosmos]'"
+            ) from e
+        return CosmosBackend.from_url(url, **options)
     shown = redact(url) if isinstance(url, str) else repr(url)
     raise ConfigError(
         f"durable_url {shown!r} has an unsupported scheme {scheme!r}: use "
-        "postgresql://user@host:5432/dbname or sqlite:///path/to/file.db"
+        "postgresql://user@host:5432/dbname, sqlite:///path/to/file.db or "
+        "cosmos+https://HOST:PORT/?database=NAME"
     )

@@ -112,6 +112,8 @@ UPSERT_WRITES_SQL = (
 )
 INSERT_WRITES_SQL = _WRITES_INSERT + "DO NOTHING"
 
+SERVER_VERSION_SQL = "SHOW server_version"
+
 DELETE_THREAD_SQL = (
     "DELETE FROM checkpoints WHERE thread_id = %s",
     "DELETE FROM checkpoint_blobs WHERE thread_id = %s",
@@ -195,6 +197,8 @@ class PostgresBackend:
             min_size=min_size,
             max_size=max_size,
             open=False,
+            # A connection the server dropped (a restart) is replaced before use.
+            check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         )
         return cls(pool, owns_pool=True, where=redact(url))
@@ -210,6 +214,11 @@ class PostgresBackend:
             await self.pool.open(wait=True, timeout=10.0)
         except Exception as e:
             await self.pool.close()
+            if "authentication failed" in str(e) or getattr(e, "sqlstate", None) == "28P01":
+                raise ServerUnreachableError(
+                    f"PostgreSQL at {self.where} refused the credentials (password "
+                    "authentication failed): fix the user/password in durable_url"
+                ) from e
             raise ServerUnreachableError(
                 f"PostgreSQL at {self.where} is unreachable ({type(e).__name__}): "
                 "start it or fix durable_url"
@@ -335,6 +344,12 @@ class PostgresBackend:
             await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
             await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
+
+    async def server_version(self) -> str:
+        """The server's version, e.g. "PostgreSQL 15.6" (for `setup` and `status`)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(SERVER_VERSION_SQL)
+            return f"PostgreSQL {cast(DictRow, await cur.fetchone())['server_version']}"
 
     async def count_rows(self) -> dict[str, int]:
         """Row counts per table (for status reports and tests)."""

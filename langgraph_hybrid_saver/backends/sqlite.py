@@ -569,6 +569,10 @@ class SqliteBackend:
             await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await _delete_orphan_blobs(conn, json.loads(threads))
 
+    async def server_version(self) -> str:
+        """The library's version, e.g. "SQLite 3.40.1" (for `setup` and `status`)."""
+        return f"SQLite {sqlite3.sqlite_version}"
+
     async def count_rows(self) -> dict[str, int]:
         """Row counts per table (for status reports and tests)."""
         async with self._reading() as conn:

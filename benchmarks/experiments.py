@@ -1,0 +1,345 @@
+"""A/B experiments behind the findings on missed targets.
+
+Each runs variants of the hybrid saver in one process, interleaved in rounds
+like the main suite, each variant on its own Redis client, key prefix and
+PostgreSQL schema:
+
+* `parser`: redis-py's pure-Python RESP3 reply parser vs hiredis
+  (`parser_class=`); hiredis must be importable (`pip install hiredis`, or
+  `--extra-site DIR`).
+* `placement`: where the reconciler runs: on the saver's event loop (the
+  default), in a worker process, or nowhere (reconciler="external" and no
+  worker: the hot path alone, the outbox just grows) — with the floor.
+* `hotpath`: one aput taken apart (no reconciler running): encoding, the
+  put script's round trip, a no-op script with the same arguments, the floor;
+  and prototypes of the put script (the package's own script edited in
+  memory: without the blob copies in the outbox entry, without the PEXPIRE
+  refresh) to price each part on the server.
+
+    python -m benchmarks.experiments parser|placement|hotpath [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import re
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# redis-py decides at import whether hiredis is there (and langgraph imports
+# redis-py), so --extra-site must be on sys.path before any other import.
+for _i, _arg in enumerate(sys.argv[:-1]):
+    if _arg == "--extra-site":
+        sys.path.append(str(Path(sys.argv[_i + 1]).resolve()))
+
+from benchmarks import competitors as comp  # noqa: E402
+from benchmarks.harness import interleave, summarize  # noqa: E402
+from benchmarks.report import table  # noqa: E402
+
+PURE, HIREDIS = "pure-Python RESP3", "hiredis"
+IN_PROCESS, WORKER, NONE = "in-process reconciler", "worker process", "no reconciler"
+
+
+def parser_class(name: str) -> Any:
+    from redis._parsers import _AsyncHiredisParser, _AsyncRESP3Parser
+
+    return _AsyncHiredisParser if name == HIREDIS else _AsyncRESP3Parser
+
+
+@asynccontextmanager
+async def open_saver(
+    env: comp.Env, label: str, *, parser: str = PURE, placement: str = IN_PROCESS
+) -> AsyncIterator[Any]:
+    from redis.asyncio import Redis
+
+    from langgraph_hybrid_saver import AsyncHybridSaver, open_backend
+
+    prefix = f"bench{env.run_id}x{label}"
+    reconciler = "in_process" if placement == IN_PROCESS else "external"
+    async with comp.pg_durable(env) as url:
+        redis = Redis.from_url(env.redis_url, parser_class=parser_class(parser))
+        backend = open_backend(url)
+        await backend.open()
+        saver = AsyncHybridSaver(redis, backend, key_prefix=prefix, reconciler=reconciler)  # type: ignore[arg-type]
+        await comp.open_retrying(saver.setup)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if placement == WORKER:
+                    await stack.enter_async_context(comp.reconciler_worker(env, url, prefix))
+                yield saver
+        finally:
+            await comp.drop_prefix(redis, prefix)
+            await saver.aclose()
+            await backend.close()
+            await redis.aclose()
+
+
+async def drain_rate(saver: Any, run_id: str, n: int) -> float:
+    from benchmarks.ops import Chain, small_values
+    from langgraph_hybrid_saver import Reconciler
+
+    chains = [Chain(saver, f"{run_id}-xdrain-{i}-{time.monotonic_ns()}") for i in range(20)]
+    for chain in chains:
+        for step in range(n // 20):
+            await chain.put(small_values(step))
+    worker = Reconciler(saver.hot, saver.backend)
+    t0 = time.perf_counter()
+    while await worker.step(None) > 0:
+        pass
+    seconds = time.perf_counter() - t0
+    await worker.release_all()
+    return (n // 20) * 20 / seconds
+
+
+def _row(metric: str, values: dict[str, float], names: Sequence[str], fmt: str) -> list[str]:
+    base = values[names[0]]
+    return [metric, *(format(values[n], fmt) for n in names)] + [
+        f"{values[n] / base:.2f}x" for n in names[1:]
+    ]
+
+
+async def compare(
+    savers: dict[str, Any], env: comp.Env, ops: Sequence[str], graph_modes: Sequence[str],
+    rounds: int, warmup: int, batch: int, extra: dict[str, Any] | None = None,
+) -> list[list[str]]:  # fmt: skip
+    """Interleaved op latencies and sequential graph throughput of each variant."""
+    from benchmarks.graphs import GraphRunner
+    from benchmarks.ops import batch_of, make_runner, prepare_reads
+
+    rng = random.Random(6)
+    names = list(savers)
+    rows: list[list[str]] = []
+    threads = {}
+    for n, s in savers.items():
+        # With no reconciler nothing drains: aflush would wait forever.
+        threads[n] = await prepare_reads(s, f"{env.run_id}-{n[:6]}", flush=n != NONE)
+    for op in ops:
+        runners: dict[str, Any] = {
+            n: make_runner(op, s, f"{env.run_id}-{n[:6]}", threads[n]) for n, s in savers.items()
+        }
+        runners |= extra or {}
+        size = max(batch // 3, 2) if "140kb" in op else batch
+        samples = await interleave(
+            {n: batch_of(r, size) for n, r in runners.items()},
+            rounds=rounds, warmup=warmup, rng=rng,
+        )  # fmt: skip
+        p50 = {n: summarize(samples[n])["p50"] * 1e6 for n in runners}
+        rows.append(_row(f"{op} p50 µs", p50, names, ",.0f"))
+        if extra:
+            rows[-1].append("; ".join(f"{f}: {p50[f]:,.0f}" for f in extra))
+    for mode in graph_modes:
+        graphs = {
+            n: GraphRunner(s, mode, f"{env.run_id}-{n[:6]}-g{mode}") for n, s in savers.items()
+        }
+        samples = await interleave(
+            {n: g.sequential(max(batch // 2, 3), [], 0) for n, g in graphs.items()},
+            rounds=rounds, warmup=warmup, rng=rng,
+        )  # fmt: skip
+        thr = {n: 1 / summarize(samples[n])["p50"] for n in names}
+        rows.append(_row(f"graph sequential ({mode}) inv/s", thr, names, ",.0f"))
+        if extra:
+            rows[-1].append("")
+    return rows
+
+
+async def parser_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
+    rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
+    async with contextlib.AsyncExitStack() as stack:
+        savers = {p: await stack.enter_async_context(open_saver(env, p[:4].lower(), parser=p))
+                  for p in (PURE, HIREDIS)}  # fmt: skip
+        rows = await compare(
+            savers, env, ("aput_2kb", "aput_writes", "aget_latest", "alist_10"), ("sync",),
+            rounds, warmup, batch,
+        )  # fmt: skip
+    async with contextlib.AsyncExitStack() as stack:
+        ext = {p: await stack.enter_async_context(
+                   open_saver(env, f"d{p[:4].lower()}", parser=p, placement=NONE))
+               for p in (PURE, HIREDIS)}  # fmt: skip
+        n = 400 if quick else 3000
+        rates = {p: await drain_rate(ext[p], env.run_id, n) for p in (PURE, HIREDIS)}
+        rows.append(_row("reconciler drain checkpoints/s", rates, [PURE, HIREDIS], ",.0f"))
+    import hiredis  # type: ignore[import-not-found, unused-ignore]
+    import redis
+
+    note = (
+        f"redis-py {redis.__version__}, hiredis {hiredis.__version__}; Hybrid[postgres] with "
+        "its in-process reconciler; the drain: reconciler='external', then one timed Reconciler."
+    )
+    return note, ["metric", PURE, HIREDIS, "hiredis / pure"], rows
+
+
+async def placement_experiment(
+    env: comp.Env, quick: bool
+) -> tuple[str, list[str], list[list[str]]]:
+    from redis.asyncio import Redis
+
+    from benchmarks.ops import FLOOR, FLOOR_BIG, floor_runners
+
+    rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
+    names = (IN_PROCESS, WORKER, NONE)
+    async with contextlib.AsyncExitStack() as stack:
+        savers = {p: await stack.enter_async_context(open_saver(env, f"p{i}", placement=p))
+                  for i, p in enumerate(names)}  # fmt: skip
+        floor_redis = Redis.from_url(env.redis_url)
+        stack.push_async_callback(floor_redis.aclose)
+        floors = floor_runners(floor_redis, f"bench{env.run_id}xf")
+        rows = await compare(
+            savers, env, ("aput_2kb", "aput_writes", "aget_latest", "aput_140kb"),
+            ("sync", "exit"), rounds, warmup, batch,
+            extra={FLOOR: floors[FLOOR], FLOOR_BIG: floors[FLOOR_BIG]},
+        )  # fmt: skip
+        await comp.drop_prefix(floor_redis, f"bench{env.run_id}xf")
+    note = (
+        "Hybrid[postgres], pure-Python RESP3 parser. 'no reconciler': reconciler='external' "
+        "with no worker, so only the hot path runs (the outbox just grows): its distance to "
+        "the floor is what the hot path itself costs."
+    )
+    header = ["metric", *names, f"{WORKER} / in-process", f"{NONE} / in-process", "floors"]
+    return note, header, rows
+
+
+async def script_call(
+    hot_tier: Any, row: Any, refs: Any, blobs: Any
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments `HotTier.put` sends to its script (captured, so
+    the experiment follows the package's argument layout)."""
+    captured: dict[str, Any] = {}
+
+    async def capture(script: Any, thread_id: str, args: list[Any]) -> str:
+        captured["keys"] = [hot_tier.base(thread_id), hot_tier.outbox(thread_id)]
+        captured["args"] = args
+        return "0-0"
+
+    real = hot_tier._fenced
+    hot_tier._fenced = capture
+    try:
+        await hot_tier.put(row, refs, blobs)
+    finally:
+        hot_tier._fenced = real
+    return captured["keys"], captured["args"]
+
+
+async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
+    import statistics
+
+    from benchmarks.ops import BIG, Chain, small_values
+    from langgraph_hybrid_saver import hot
+    from langgraph_hybrid_saver.core import encode_put
+
+    copy_loop = re.search(r"for i = (\d+), #ARGV do entry\[#entry \+ 1\] = ARGV\[i\] end", hot._PUT)
+    variants = {
+        "put script": hot._PUT,
+        "put script, entry without blob copies": hot._PUT.replace(
+            copy_loop.group(0),
+            f"for i = {copy_loop.group(1)}, #ARGV, 2 do entry[#entry + 1] = ARGV[i]; "
+            "entry[#entry + 1] = '' end",
+        )
+        if copy_loop
+        else hot._PUT,
+        "put script without PEXPIRE refresh": hot._PUT.replace(
+            "expire_ns(ns, ttl)\nreturn id", "return id"
+        ),
+        "no-op script, same arguments": "return redis.call('PING')",
+    }
+    if len(set(variants.values())) != len(variants):
+        raise RuntimeError("the put script changed: update the prototypes in hotpath_experiment")
+    n = 60 if quick else 400
+    rows: list[list[str]] = []
+    rng = random.Random(6)
+    async with open_saver(env, "hp", placement=NONE) as saver:
+        redis = saver.hot.redis
+        scripts = {k: redis.register_script(v) for k, v in variants.items()}
+        floor_key = f"bench{env.run_id}xhp:floor"
+        for label, update in (
+            ("2 KB, 10 channels", small_values),
+            ("140 KB", lambda step: {"messages": BIG, "turn": step}),
+        ):
+            chain = Chain(saver, f"{env.run_id}-hp-{label[:3]}")
+            res: dict[str, list[float]] = {
+                k: [] for k in ("encode_put", *variants, "pipeline floor", "whole aput")
+            }
+            for _ in range(n):
+                call = chain.next(update(chain.step + 1))
+                row, refs, blobs = encode_put(saver.serde, *call)
+                keys, args = await script_call(saver.hot, row, refs, blobs)
+                order = list(res)
+                rng.shuffle(order)
+                for what in order:
+                    t0 = time.perf_counter()
+                    if what == "encode_put":
+                        encode_put(saver.serde, *call)
+                    elif what in scripts:
+                        await scripts[what](keys=keys, args=args)
+                    elif what == "pipeline floor":
+                        async with redis.pipeline(transaction=False) as pipe:
+                            pipe.set(floor_key, b"v")
+                            pipe.pexpire(floor_key, 60_000)
+                            await pipe.execute()
+                    else:
+                        config = await saver.aput(*call)
+                    res[what].append(time.perf_counter() - t0)
+                chain.stored(config)
+            p50 = {k: statistics.median(v) * 1e6 for k, v in res.items()}
+            for k, v in p50.items():
+                rows.append([label, k, f"{v:,.0f}", f"{v / p50['pipeline floor']:.2f}x"])
+    note = (
+        "Hybrid[postgres] with reconciler='external' and no worker (only the hot path runs), "
+        "pure-Python RESP3 parser; the prototypes are the package's put script edited in "
+        "memory, not package code."
+    )
+    return note, ["checkpoint", "step", "p50 µs", "x floor"], rows
+
+
+EXPERIMENTS = {
+    "parser": parser_experiment,
+    "placement": placement_experiment,
+    "hotpath": hotpath_experiment,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments")
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--extra-site", type=Path, action="append", default=[])
+    args = parser.parse_args(argv)
+    shown = list(argv) if argv is not None else sys.argv[1:]
+    if args.experiment == "parser":
+        try:
+            import hiredis  # noqa: F401
+        except ImportError:
+            print("hiredis is not importable: pip install hiredis (or --extra-site DIR)")
+            return 2
+    env = comp.Env(run_id=comp.new_run_id(), tmpdir=Path(tempfile.mkdtemp(prefix="lhs-x-")))
+    try:
+        note, header, rows = asyncio.run(EXPERIMENTS[args.experiment](env, args.quick))
+    finally:
+        comp.rmtree(env.tmpdir)
+    text = "\n".join([
+        f"# Experiment: {args.experiment}", "",
+        f"Command: `python -m benchmarks.experiments {' '.join(shown)}`. One process, "
+        "variants interleaved in rounds with a random order per round, warm-up discarded. "
+        + note, "",
+        table(header, rows), "",
+    ])  # fmt: skip
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

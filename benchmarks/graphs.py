@@ -1,0 +1,88 @@
+"""Graph-level workloads: the support graph invoked through LangGraph.
+
+Sequential: one invocation at a time. Concurrent: 16 asyncio workers on one
+event loop (the way one API worker process serves requests). Every
+invocation is a new ticket (a new thread), so each starts with a read of a
+thread the saver has never seen. Each LangGraph durability mode is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from benchmarks.harness import Batch
+from benchmarks.support_graph import build_support_graph, check_result, ticket
+
+MODES = ("sync", "async", "exit")
+WORKERS = 16
+
+
+class _CountingSaver(InMemorySaver):
+    puts = 0
+
+    async def aput(self, *args: Any, **kwargs: Any) -> Any:
+        self.puts += 1
+        return await super().aput(*args, **kwargs)
+
+
+async def checkpoints_per_invocation(mode: str) -> float:
+    """How many checkpoints LangGraph writes per invocation in this mode."""
+    saver = _CountingSaver()
+    graph = build_support_graph(saver)
+    n = 4
+    for i in range(n):
+        cfg = {"configurable": {"thread_id": f"count-{mode}-{i}"}}
+        await graph.ainvoke(ticket(i), cfg, durability=mode)
+    return saver.puts / n
+
+
+class GraphRunner:
+    """Invokes one saver's compiled graph; counts threads so ids never repeat."""
+
+    def __init__(self, saver: Any, mode: str, tag: str) -> None:
+        self.graph = build_support_graph(saver)
+        self.kwargs = {"durability": mode} if saver is not None else {}
+        self.tag = tag
+        self.counter = itertools.count()
+
+    async def invoke(self) -> None:
+        i = next(self.counter)
+        cfg = {"configurable": {"thread_id": f"{self.tag}-{i}"}}
+        check_result(await self.graph.ainvoke(ticket(i), cfg, **self.kwargs))
+
+    def sequential(self, n: int, latencies: list[float], warmup: int) -> Batch:
+        """A batch of `n` sequential invocations: one sample, seconds per
+        invocation; per-invocation latencies of measured batches go to `latencies`."""
+        batches = itertools.count()
+
+        async def run() -> list[float]:
+            keep = next(batches) >= warmup
+            clock = time.perf_counter
+            start = clock()
+            for _ in range(n):
+                t0 = clock()
+                await self.invoke()
+                if keep:
+                    latencies.append(clock() - t0)
+            return [(clock() - start) / n]
+
+        return run
+
+    def concurrent(self, per_worker: int, workers: int = WORKERS) -> Batch:
+        """A batch of `workers` tasks doing `per_worker` invocations each."""
+
+        async def worker() -> None:
+            for _ in range(per_worker):
+                await self.invoke()
+
+        async def run() -> list[float]:
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            return [(time.perf_counter() - start) / (workers * per_worker)]
+
+        return run

@@ -1,0 +1,216 @@
+"""Reconciler measurements: drain throughput, reconcile lag, Redis memory.
+
+* Drain: N checkpoints are written with `reconciler="external"` (nothing
+  drains them), then one `Reconciler` is started and timed until the outbox
+  is empty; the durable store is then read back.
+* Lag: while 16 workers invoke the support graph, the time from each outbox
+  entry's creation (its stream id, Redis clock in ms) to the moment the
+  reconciler deletes it after the durable commit is recorded for every entry;
+  `astats()['lag_seconds']` is sampled alongside.
+* Memory: MEMORY USAGE of a thread's keys after 1,000 steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.competitors import Env, hybrid_factory
+from benchmarks.graphs import WORKERS, GraphRunner
+from benchmarks.harness import summarize
+from benchmarks.ops import Chain, small_values, step_update, three_writes
+from benchmarks.worker import read_lags
+from langgraph_hybrid_saver import Reconciler
+from langgraph_hybrid_saver.core import ListQuery
+
+
+async def drain(env: Env, backend: str, n: int, threads: int = 50) -> dict[str, Any]:
+    """Write `n` checkpoints (2 KB, 10 channels) to an idle outbox, then time one
+    Reconciler draining them into `backend`."""
+    prefix = f"bench{env.run_id}drain{backend}"
+    factory = hybrid_factory(backend, reconciler="external", key_prefix=prefix)
+    async with factory(env) as saver:
+        chains = [Chain(saver, f"{env.run_id}-drain-{t}") for t in range(threads)]
+        per = max(n // threads, 1)
+
+        async def fill(chain: Chain) -> None:
+            for step in range(per):
+                await chain.put(small_values(step))
+
+        t0 = time.perf_counter()
+        sem = asyncio.Semaphore(WORKERS)
+
+        async def bounded(chain: Chain) -> None:
+            async with sem:
+                await fill(chain)
+
+        await asyncio.gather(*(bounded(c) for c in chains))
+        write_s = time.perf_counter() - t0
+        backlog, _ = await saver.hot.backlog()
+        worker = Reconciler(saver.hot, saver.backend)
+        batches: list[int] = []
+        t0 = time.perf_counter()
+        while (k := await worker.step(None)) > 0:
+            batches.append(k)
+        seconds = time.perf_counter() - t0
+        await worker.release_all()
+        left, _ = await saver.hot.backlog()
+        # Read back from the durable store alone: every chain's latest and count.
+        problems = 0
+        for chain in chains[:: max(threads // 5, 1)]:
+            latest = await saver.backend.get(chain.thread_id, "", None)
+            rows = await saver.backend.list(ListQuery(chain.thread_id, "", None, None, None, None))
+            if latest is None or latest.checkpoint_id != chain.ids[-1] or len(rows) != per:
+                problems += 1
+        total = per * threads
+        return {
+            "checkpoints": total,
+            "backlog_before": backlog,
+            "backlog_after": left,
+            "seconds": seconds,
+            "rate": total / seconds if seconds else float("nan"),
+            "write_rate_16": total / write_s,
+            "batches": len(batches),
+            "batch_p50": summarize([float(b) for b in batches])["p50"] if batches else 0,
+            "batch_max": max(batches, default=0),
+            "readback": "ok" if problems == 0 and left == 0 else f"{problems} threads wrong",
+        }
+
+
+async def lag_under_load(
+    saver: Any,
+    tag: str,
+    per_worker: int,
+    mode: str = "async",
+    sample_every: float = 0.1,
+    lag_file: Path | None = None,
+) -> dict[str, Any]:
+    """Reconcile lag while 16 workers invoke the support graph on `saver`.
+
+    In-process reconciler: the saver's own `hot.ack` is wrapped. External
+    reconciler: the worker process logs the same numbers to `lag_file`.
+    """
+    hot = saver.hot
+    entry_lag_ms: list[float] = []
+    original_ack = hot.ack
+
+    async def timed_ack(applied: Any) -> None:
+        # Called by the reconciler right after the durable commit.
+        now_ms = time.time() * 1000
+        entry_lag_ms.extend(now_ms - int(sid.split("-")[0]) for _, sid in applied)
+        await original_ack(applied)
+
+    sampled: list[float] = []
+    backlogs: list[int] = []
+    stop = asyncio.Event()
+
+    async def sampler() -> None:
+        # Sparse on purpose: each astats() is a 33-command pipeline on this loop.
+        while not stop.is_set():
+            st = await saver.astats()
+            sampled.append(float(st["lag_seconds"]) * 1000)
+            backlogs.append(int(st["backlog"]))
+            try:
+                await asyncio.wait_for(stop.wait(), sample_every)
+            except asyncio.TimeoutError:
+                pass
+
+    await saver.aflush()
+    in_process = saver.reconciler is not None
+    if in_process:
+        hot.ack = timed_ack
+    runner = GraphRunner(saver, mode, f"{tag}-lag")
+    since_ms = time.time() * 1000
+    try:
+        sampling = asyncio.create_task(sampler())
+        t0 = time.perf_counter()
+        await runner.concurrent(per_worker)()
+        load_s = time.perf_counter() - t0
+        stop.set()
+        await sampling
+        await saver.aflush()
+    finally:
+        hot.ack = original_ack
+    if not in_process:
+        if lag_file is None:
+            raise ValueError("an external reconciler needs the lag file of its worker")
+        entry_lag_ms = read_lags(lag_file, since_ms, time.time() * 1000 + 1)
+    e = summarize(entry_lag_ms)
+    s = summarize(sampled)
+    return {
+        "mode": mode,
+        "reconciler": "in-process" if in_process else "worker process",
+        "invocations": WORKERS * per_worker,
+        "invocations_per_s": WORKERS * per_worker / load_s,
+        "entries": len(entry_lag_ms),
+        "entry_p50_ms": e["p50"],
+        "entry_p99_ms": e["p99"],
+        "entry_max_ms": max(entry_lag_ms, default=float("nan")),
+        "sampled_p50_ms": s["p50"],
+        "sampled_p99_ms": s["p99"],
+        "sampled_max_ms": max(sampled, default=float("nan")),
+        "backlog_max": max(backlogs, default=0),
+        "entry_lag_ms": entry_lag_ms,
+    }
+
+
+async def memory_usage(redis: Any, pattern: str) -> tuple[int, int]:
+    """(bytes, keys) of every key matching `pattern`, by MEMORY USAGE SAMPLES 0."""
+    total = keys = 0
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        total += int(await redis.memory_usage(key, samples=0) or 0)
+        keys += 1
+    return total, keys
+
+
+async def run_steps(saver: Any, thread_id: str, steps: int) -> Chain:
+    """`steps` graph-like steps: a checkpoint (2 of 10 channels changed) and 3 writes."""
+    chain = Chain(saver, thread_id)
+    for step in range(steps):
+        config = await chain.put(step_update(step, all_channels=step == 0))
+        await saver.aput_writes(config, three_writes(step), f"task-{step}")
+    return chain
+
+
+async def hybrid_memory(env: Env, backend: str, steps: int) -> dict[str, Any]:
+    """Redis bytes of one hybrid thread after `steps` steps, before and after
+    the reconciler empties the outbox."""
+    prefix = f"bench{env.run_id}mem{backend}"
+    factory = hybrid_factory(backend, reconciler="external", key_prefix=prefix)
+    async with factory(env) as saver:
+        redis = saver.hot.redis
+        thread_id = f"{env.run_id}-mem"
+        await run_steps(saver, thread_id, steps)
+        base = saver.hot.base(thread_id)
+        thread_bytes, keys = await memory_usage(redis, f"{base}*")
+        outbox_bytes, _ = await memory_usage(redis, f"{prefix}:*:outbox")
+        worker = Reconciler(saver.hot, saver.backend)
+        while await worker.step(None) > 0:
+            pass
+        await worker.release_all()
+        after_bytes, _ = await memory_usage(redis, f"{base}*")
+        outbox_after, _ = await memory_usage(redis, f"{prefix}:*:outbox")
+        return {
+            "steps": steps,
+            "thread_keys": keys,
+            "thread_bytes": thread_bytes,
+            "outbox_bytes_before_drain": outbox_bytes,
+            "thread_bytes_after_drain": after_bytes,
+            "outbox_bytes_after_drain": outbox_after,
+            "bytes_per_step": thread_bytes / steps,
+        }
+
+
+async def official_redis_memory(saver: Any, run_id: str, steps: int) -> dict[str, Any]:
+    """The same for AsyncRedisSaver (its keys carry the thread id)."""
+    thread_id = f"{run_id}-mem"
+    await run_steps(saver, thread_id, steps)
+    total, keys = await memory_usage(saver._redis, f"*{thread_id}*")
+    return {
+        "steps": steps,
+        "thread_keys": keys,
+        "thread_bytes": total,
+        "bytes_per_step": total / steps,
+    }

@@ -1,0 +1,35 @@
+"""The benchmark suite's smallest configuration, for correctness only.
+
+No timing is asserted: this checks that the suite runs against the real
+servers, reads the hybrid saver's data back intact, and writes its report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.run import main
+
+SAVERS = ["no checkpointer", "InMemorySaver", "AsyncPostgresSaver", "Hybrid[postgres]"]
+
+
+def test_smoke_run_writes_report(redis_url: str, pg_admin_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = ["--scale", "smoke", "--out", str(out), "--no-progress", "--no-profile", "--no-plots"]
+    argv += ["--redis-url", redis_url, "--pg-url", pg_admin_url, "--only", *SAVERS]
+    assert main(argv) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["available"] == SAVERS, results["unavailable"]
+    assert results["readback"] == {n: "ok" for n in SAVERS[1:]}
+    assert results["drain"]["postgres"]["readback"] == "ok"
+    assert results["drain"]["postgres"]["backlog_after"] == 0
+    assert results["lag"]["Hybrid[postgres]"]["entries"] > 0
+    assert results["memory"]["Hybrid (any backend: Redis layout)"]["thread_bytes"] > 0
+    for op, by_saver in results["ops"].items():
+        assert by_saver["Hybrid[postgres]"]["n"] > 0, op
+    assert {r["status"] for r in results["targets"]} <= {"PASS", "MISS", "n/a"}
+    report = (out / "README.md").read_text()
+    assert "## Targets" in report and "Hybrid[postgres]" in report
+    assert json.loads((out / "machine.json").read_text())["cpu_count"] >= 1
