@@ -266,6 +266,7 @@ class Events:
     writes: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
     tasks: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     effects: Counter[str] = field(default_factory=Counter)
+    refused_deleted: int = 0
     resumes: int = 0
     resumed: Counter[str] = field(default_factory=Counter)
     runs_completed: int = 0
@@ -295,6 +296,8 @@ def read_events(folder: str | Path, pattern: str = "*-*.log") -> Events:
                 ev.resumed[f[0]] += 1
             elif kind == "C":
                 ev.runs_completed += 1
+            elif kind == "D":
+                ev.refused_deleted += 1
     return ev
 
 
@@ -813,6 +816,7 @@ async def concurrent_writers(lab: Lab, scale: Scale) -> dict[str, Any]:
             "delete: pre-delete checkpoints back in PostgreSQL": len(before & durable.checkpoints),
             "delete: pre-delete checkpoints readable": hot_back,
             "delete: late puts with a pre-delete config accepted": len(late & set(ev.puts)),
+            "delete: late writers refused with ThreadDeletedError": ev.refused_deleted,
             "delete: thread rows in PostgreSQL after the drain": sum(
                 1 for t, _, _ in durable.checkpoints if t == doomed
             ),

@@ -13,6 +13,7 @@ never leaves half a line:
     R <thread>                                  an interrupted run is resumed
     C <thread> <run>                            a run completed
     X <thread> <error>                          a run failed (the loop goes on)
+    D <thread> <t>                              a write refused: the thread was deleted
 
 Side effects go to a ledger (SQLite, standing for an external system that
 honours idempotency keys): a retried node cannot charge twice.
@@ -330,13 +331,19 @@ async def _writer(spec: dict[str, Any]) -> None:
                     *(task(j) for j in range(start, min(start + 8, spec["tasks"])))
                 )
             return
+        from langgraph_hybrid_saver import ThreadDeletedError
+
         parent: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
         step = 0
         while not stop.is_set():
             cp = make_checkpoint(step, slot)
             metadata: CheckpointMetadata = {"source": "loop", "step": step, "writer": slot}
-            stored = await saver.aput(parent, cp, metadata, cp["channel_versions"])
-            await saver.aput_writes(stored, [("results", f"{slot}-{step}")], f"w{slot}-{step}")
+            try:
+                stored = await saver.aput(parent, cp, metadata, cp["channel_versions"])
+                await saver.aput_writes(stored, [("results", f"{slot}-{step}")], f"w{slot}-{step}")
+            except ThreadDeletedError:  # a late writer told its thread is gone: it stops
+                events.write("D", thread, f"{time.time():.6f}")
+                return
             parent, step = stored, step + 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), spec.get("pause", 0.005))

@@ -28,6 +28,7 @@ from langgraph_hybrid_saver import (
     AsyncHybridSaver,
     CorruptDataError,
     FlushTimeoutError,
+    HotTierFullError,
     HybridSaverError,
     SerializationError,
     ServerUnreachableError,
@@ -130,11 +131,6 @@ async def test_wrong_postgres_password(
         assert await saver.aget_tuple(generate_config("t")) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a wrong PostgreSQL password is reported as 'unreachable ... start it'; "
-    "proposed: say that authentication failed for the user (psycopg's SQLSTATE 28P01)",
-)
 async def test_wrong_postgres_password_says_authentication(
     throwaway_pg: PostgresCluster, redis_server: RedisServer
 ) -> None:
@@ -166,11 +162,6 @@ async def test_wrong_redis_password(
         assert await saver.aget_tuple(generate_config("t")) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a wrong or missing Redis password (requirepass) is reported as 'unreachable "
-    "(AuthenticationError): start it'; proposed: say that Redis refused the credentials",
-)
 async def test_wrong_redis_password_says_authentication(
     redis_with_password: RedisServer, pg_url: str
 ) -> None:
@@ -189,11 +180,6 @@ async def test_redis_url_pointing_at_another_server(
             pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Redis going away during a put surfaces redis.exceptions.ConnectionError (after "
-    "the retries); proposed: ServerUnreachableError naming host:port",
-)
 async def test_redis_down_during_a_put(
     redis_server: RedisServer, external: AsyncHybridSaver
 ) -> None:
@@ -212,12 +198,6 @@ async def _stored_blob(saver: AsyncHybridSaver) -> tuple[dict[str, Any], str, by
     return config, key, field, await saver.hot.redis.hget(key, field)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a truncated channel value (blob) raises the serializer's raw ValueError "
-    "('unexpected end of file'); proposed: CorruptDataError naming the key and channel "
-    "(to_tuple does not wrap serde.loads_typed)",
-)
 async def test_truncated_hot_blob(external: AsyncHybridSaver) -> None:
     config, key, field, value = await _stored_blob(external)
     await external.hot.redis.hset(key, field, value[:-3])
@@ -225,11 +205,6 @@ async def test_truncated_hot_blob(external: AsyncHybridSaver) -> None:
         await external.aget_tuple(config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stored value of an unknown serializer type raises NotImplementedError "
-    "('Unknown serialization type'); proposed: CorruptDataError naming the key",
-)
 async def test_unknown_blob_type(external: AsyncHybridSaver) -> None:
     config, key, field, _ = await _stored_blob(external)
     await external.hot.redis.hset(key, field, b"weird\x00abc")
@@ -237,12 +212,6 @@ async def test_unknown_blob_type(external: AsyncHybridSaver) -> None:
         await external.aget_tuple(config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reading with the wrong EncryptedSerializer key raises pycryptodome's raw "
-    "ValueError ('MAC check failed'); proposed: CorruptDataError saying the value cannot "
-    "be decrypted (wrong key?)",
-)
 async def test_wrong_encryption_key(redis_server: RedisServer, pg_url: str) -> None:
     from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
@@ -301,18 +270,12 @@ async def test_oversize_value(external: AsyncHybridSaver) -> None:
         await external.aput(generate_config(str(uuid.uuid4())), *one_put(value=big))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Redis at maxmemory (noeviction) surfaces redis' raw OutOfMemoryError; "
-    "proposed: a typed error (e.g. DurableStoreError's sibling for the hot tier) saying "
-    "Redis is full and nothing was written",
-)
 @pytest.mark.parametrize(
     "redis_server", [("--maxmemory", "3mb", "--maxmemory-policy", "noeviction")], indirect=True
 )
 async def test_redis_out_of_memory(external: AsyncHybridSaver) -> None:
     tid = str(uuid.uuid4())
-    with pytest.raises(HybridSaverError, match=r"(?i)memory"):
+    with pytest.raises(HotTierFullError, match=r"(?i)memory"):
         for step in range(1, 20):
             await external.aput(generate_config(tid), *one_put(step, ["y" * 700_000]))
 

@@ -11,6 +11,7 @@ ssl_keyfile=...` (`connect_redis` takes no other way from a URL).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -222,24 +223,26 @@ async def test_reconcile_errors_leak_no_password(
     throwaway_pg: PostgresCluster,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """PostgreSQL goes down under the in-process reconciler: what it logs
-    while retrying names no password."""
+    """The durable store refuses the reconciler's writes (its role lost the
+    tables): what the in-process reconciler logs while retrying names no
+    password."""
     caplog.set_level(logging.DEBUG)
+    admin = throwaway_pg.url(sslmode="disable")
     async with AsyncHybridSaver.from_conn_string(
         redis_with_password.url(REDIS_PASSWORD), app_url(throwaway_pg), flush_timeout=60
     ) as saver:
         tid = str(uuid.uuid4())
-        await saver.aput(generate_config(tid), *one_put({"m": [1]}))
-        await saver.aflush()
-        throwaway_pg.stop()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("ALTER TABLE app.checkpoints OWNER TO postgres")
         try:
-            await saver.aput(generate_config(tid), *one_put({"m": [2]}, step=2))
-            for _ in range(100):
-                if any("reconcile failed" in r.getMessage() for r in caplog.records):
+            await saver.aput(generate_config(tid), *one_put({"m": [1]}))
+            for _ in range(200):
+                if (await saver.astats())["errors"]:
                     break
-                await __import__("asyncio").sleep(0.05)
+                await asyncio.sleep(0.05)
         finally:
-            throwaway_pg.start()
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute("ALTER TABLE app.checkpoints OWNER TO app")
         await saver.aflush()
         assert (await saver.astats())["errors"] > 0
         no_secret(str(await saver.astats()))
@@ -266,23 +269,18 @@ def test_reconciler_cli_error_leaks_no_password(
         text=True,
         timeout=60,
     )
-    assert run.returncode == 2 and "unreachable" in run.stderr
+    assert run.returncode == 3 and "refused the credentials" in run.stderr
     no_secret(run.stdout + run.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the reconcile CLI takes URLs only as --redis/--durable arguments, so their "
-    "passwords are visible in the process list (/proc/PID/cmdline); proposed: read them "
-    "from environment variables (e.g. LHS_REDIS_URL / LHS_DURABLE_URL) when not given",
-)
 def test_reconciler_cli_takes_urls_from_the_environment(
     redis_with_password: RedisServer, throwaway_pg: PostgresCluster
 ) -> None:
+    """Passwords stay out of the process list (/proc/PID/cmdline)."""
     env = dict(
         os.environ,
-        LHS_REDIS_URL=redis_with_password.url(REDIS_PASSWORD),
-        LHS_DURABLE_URL=app_url(throwaway_pg),
+        HYBRID_SAVER_REDIS_URL=redis_with_password.url(REDIS_PASSWORD),
+        HYBRID_SAVER_DURABLE_URL=app_url(throwaway_pg),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "langgraph_hybrid_saver", "reconcile"],
