@@ -315,13 +315,18 @@ return read_writes(ns, cid)
 _DROP_THREAD = (
     _LUA_PRELUDE
     + """
+-- The tombstone covers every id deleted here, even one made by a writer whose
+-- clock runs ahead of the deleting client's.
+local tomb = ARGV[3]
 for _, ns in ipairs(redis.call('SMEMBERS', base .. ':n')) do
+  local top = redis.call('ZREVRANGEBYLEX', nk('i', ns), '+', '-', 'LIMIT', 0, 1)[1]
+  if tomb ~= '' and top and top > tomb then tomb = top end
   redis.call('DEL', nk('i', ns), nk('c', ns), nk('b', ns), nk('w', ns), nk('z', ns), nk('f', ns))
 end
 redis.call('DEL', base .. ':n')
 redis.call('INCR', base .. ':g')
 redis.call('PEXPIRE', base .. ':g', 604800000)
-if ARGV[3] ~= '' then redis.call('SET', base .. ':x', ARGV[3], 'PX', 604800000) end
+if tomb ~= '' then redis.call('SET', base .. ':x', tomb, 'PX', 604800000) end
 if ARGV[2] == '1' then return redis.call('XADD', KEYS[2], '*', 'k', 'd', 't', ARGV[1]) end
 return false
 """

@@ -284,14 +284,6 @@ def uuid6_at(seconds: float) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the tombstone is a uuid made by the deleting client, compared with ids made "
-    "by writers: a deleted checkpoint whose id is newer (a writer whose clock runs ahead, "
-    "or an id made just after the tombstone and written just before the drop, as in "
-    "concurrent_writers) is not refused as a parent and the thread comes back; proposed: "
-    "the drop script sets the tombstone to max(its uuid, the newest id it deletes)",
-)
 async def test_late_write_naming_a_checkpoint_newer_than_the_tombstone(
     saver: AsyncHybridSaver,
 ) -> None:
