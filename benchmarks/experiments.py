@@ -7,9 +7,11 @@ PostgreSQL schema:
 * `parser`: redis-py's pure-Python RESP3 reply parser vs hiredis
   (`parser_class=`); hiredis must be importable (`pip install hiredis`, or
   `--extra-site DIR`).
-* `placement`: where the reconciler runs: on the saver's event loop (the
-  default), in a worker process, or nowhere (reconciler="external" and no
-  worker: the hot path alone, the outbox just grows) — with the floor.
+* `placement`: where the reconciler runs: as a task on the saver's event
+  loop (a saver built on injected clients), on its own thread and loop (the
+  default of `from_conn_string`/`open`; with and without the 10 ms linger),
+  in a worker process, or nowhere (reconciler="external" and no worker: the
+  hot path alone, the outbox just grows) — with the floor.
 * `hotpath`: one aput taken apart (no reconciler running): encoding, the
   put script's round trip, a no-op script with the same arguments, the floor;
   and prototypes of the put script (the package's own script edited in
@@ -48,7 +50,9 @@ from benchmarks.harness import interleave, summarize  # noqa: E402
 from benchmarks.report import table  # noqa: E402
 
 PURE, HIREDIS = "pure-Python RESP3", "hiredis"
-IN_PROCESS, WORKER, NONE = "in-process reconciler", "worker process", "no reconciler"
+IN_PROCESS, WORKER, NONE = "task on the loop", "worker process", "no reconciler"
+THREAD, THREAD_NO_LINGER = "own thread", "own thread, no linger"
+TASK_NO_LINGER = "task, no linger"
 
 
 def parser_class(name: str) -> Any:
@@ -66,12 +70,32 @@ async def open_saver(
     from langgraph_hybrid_saver import AsyncHybridSaver, open_backend
 
     prefix = f"bench{env.run_id}x{label}"
-    reconciler = "in_process" if placement == IN_PROCESS else "external"
+    in_process = (IN_PROCESS, TASK_NO_LINGER, THREAD, THREAD_NO_LINGER)
+    reconciler = "in_process" if placement in in_process else "external"
+    linger = 0 if placement in (THREAD_NO_LINGER, TASK_NO_LINGER) else 10
     async with comp.pg_durable(env) as url:
+        if placement in (THREAD, THREAD_NO_LINGER):
+            opened = await comp.open_retrying(
+                lambda: AsyncHybridSaver.open(
+                    env.redis_url, url, key_prefix=prefix, reconcile_linger_ms=linger
+                )
+            )
+            try:
+                yield opened
+            finally:
+                await opened.aclose()
+                await comp.drop_prefix_url(env.redis_url, prefix)
+            return
         redis = Redis.from_url(env.redis_url, parser_class=parser_class(parser))
         backend = open_backend(url)
         await backend.open()
-        saver = AsyncHybridSaver(redis, backend, key_prefix=prefix, reconciler=reconciler)  # type: ignore[arg-type]
+        saver = AsyncHybridSaver(
+            redis,
+            backend,
+            key_prefix=prefix,
+            reconciler=reconciler,  # type: ignore[arg-type]
+            reconcile_linger_ms=linger,
+        )
         await comp.open_retrying(saver.setup)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -121,6 +145,8 @@ async def compare(
     names = list(savers)
     rows: list[list[str]] = []
     threads = {}
+    # Deferred reconciler work finishes untimed after each variant's batch.
+    settle = {n: s.aflush for n, s in savers.items() if n != NONE}
     for n, s in savers.items():
         # With no reconciler nothing drains: aflush would wait forever.
         threads[n] = await prepare_reads(s, f"{env.run_id}-{n[:6]}", flush=n != NONE)
@@ -132,7 +158,7 @@ async def compare(
         size = max(batch // 3, 2) if "140kb" in op else batch
         samples = await interleave(
             {n: batch_of(r, size) for n, r in runners.items()},
-            rounds=rounds, warmup=warmup, rng=rng,
+            rounds=rounds, warmup=warmup, rng=rng, settle=settle,
         )  # fmt: skip
         p50 = {n: summarize(samples[n])["p50"] * 1e6 for n in runners}
         rows.append(_row(f"{op} p50 µs", p50, names, ",.0f"))
@@ -144,7 +170,7 @@ async def compare(
         }
         samples = await interleave(
             {n: g.sequential(max(batch // 2, 3), [], 0) for n, g in graphs.items()},
-            rounds=rounds, warmup=warmup, rng=rng,
+            rounds=rounds, warmup=warmup, rng=rng, settle=settle,
         )  # fmt: skip
         thr = {n: 1 / summarize(samples[n])["p50"] for n in names}
         rows.append(_row(f"graph sequential ({mode}) inv/s", thr, names, ",.0f"))
@@ -187,7 +213,7 @@ async def placement_experiment(
     from benchmarks.ops import FLOOR, FLOOR_BIG, floor_runners
 
     rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
-    names = (IN_PROCESS, WORKER, NONE)
+    names = (IN_PROCESS, TASK_NO_LINGER, THREAD, THREAD_NO_LINGER, WORKER, NONE)
     async with contextlib.AsyncExitStack() as stack:
         savers = {p: await stack.enter_async_context(open_saver(env, f"p{i}", placement=p))
                   for i, p in enumerate(names)}  # fmt: skip
@@ -201,11 +227,12 @@ async def placement_experiment(
         )  # fmt: skip
         await comp.drop_prefix(floor_redis, f"bench{env.run_id}xf")
     note = (
-        "Hybrid[postgres], pure-Python RESP3 parser. 'no reconciler': reconciler='external' "
+        "Hybrid[postgres], redis-py's default parser (hiredis when installed). "
+        "'no reconciler': reconciler='external' "
         "with no worker, so only the hot path runs (the outbox just grows): its distance to "
         "the floor is what the hot path itself costs."
     )
-    header = ["metric", *names, f"{WORKER} / in-process", f"{NONE} / in-process", "floors"]
+    header = ["metric", *names, *(f"{n} / {IN_PROCESS}" for n in names[1:]), "floors"]
     return note, header, rows
 
 

@@ -94,9 +94,15 @@ async def interleave(
     warmup: int,
     rng: random.Random,
     progress: Progress | None = None,
+    settle: Mapping[str, Callable[[], Awaitable[Any]]] | None = None,
 ) -> dict[str, list[float]]:
     """Run `warmup + rounds` rounds of every participant's batch, in a random
-    order per round; return the samples of the measured rounds."""
+    order per round; return the samples of the measured rounds.
+
+    `settle[name]`, when given, runs untimed after each of that participant's
+    batches (a write-behind saver's `aflush`): work it deferred during its
+    batch finishes before the next participant's batch starts, instead of
+    being charged to that one."""
     samples: dict[str, list[float]] = {name: [] for name in participants}
     names = list(participants)
     for r in range(warmup + rounds):
@@ -104,6 +110,8 @@ async def interleave(
         for name in names:
             gc.collect()  # collect between batches, not inside one
             lat = await participants[name]()
+            if settle and name in settle:
+                await settle[name]()
             if r >= warmup:
                 samples[name].extend(lat)
             if progress is not None:

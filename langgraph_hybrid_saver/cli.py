@@ -436,6 +436,8 @@ def _render_status(console: Console, s: Status) -> None:
         lag += " (p50 estimated)"
     _row(summary, "Outbox backlog", f"{s.backlog} entries ({_size(s.outbox_memory)})")
     _row(summary, "Reconcile lag", lag if s.backlog else "none (outbox empty)")
+    if s.dead_letters:
+        _row(summary, "Dead letters", f"{s.dead_letters} undecodable entries (see warnings)")
     alive = [w for w in s.workers if w.alive]
     _row(summary, "Reconcilers", f"{len(alive)} alive")
     _row(

@@ -27,6 +27,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, SerializationError
@@ -267,6 +268,10 @@ def encode_put(
     channels in `new_versions`: an unchanged value is stored once).
     """
     thread_id, ns, parent_id = parse_config(config)
+    # Primitive values go inline in the checkpoint JSON, as PostgresSaver
+    # stores them, except when the serializer encrypts: then every value but
+    # None is a blob, so no plaintext reaches Redis or the durable store.
+    inline_types = () if isinstance(serde, EncryptedSerializer) else _INLINE_TYPES
     doc = cast(dict[str, Any], dict(checkpoint))
     inline: dict[str, Any] = {}
     refs: list[str] = []
@@ -275,7 +280,7 @@ def encode_put(
     for channel, value in checkpoint["channel_values"].items():
         if isinstance(value, _DeltaSnapshot):
             inline[channel] = True  # marker, as PostgresSaver writes it
-        elif value is None or isinstance(value, _INLINE_TYPES):
+        elif value is None or isinstance(value, inline_types):
             inline[channel] = value
             continue
         if channel not in versions:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,13 +56,17 @@ from langgraph_hybrid_saver.core import (
 from langgraph_hybrid_saver.errors import (
     ConfigError,
     CorruptDataError,
+    SerializationError,
     ThreadBusyError,
     ThreadDeletedError,
 )
 
+logger = logging.getLogger("langgraph_hybrid_saver.hot")
+
 LAYOUT_VERSION = "v1"
 DEFAULT_PREFIX = "lhs"
 DEFAULT_SHARDS = 16
+DEFAULT_MAX_BULK = 512 * 1024 * 1024  # Redis' proto-max-bulk-len default
 
 # Shared helpers for every script: key names and chunked HMGET/HSET (Lua's
 # unpack() has a stack limit of a few thousand values).
@@ -370,6 +375,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: outbox, dead-letter stream. ARGV: entry id, reason. Moves an entry
+# that cannot be decoded out of the outbox, keeping every field, so the
+# shard's later entries are not held up behind it and nothing is lost.
+_DEAD_LETTER = """
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1]
+if not e then return 0 end
+local fields = {'outbox_id', ARGV[1], 'reason', ARGV[2]}
+for i, v in ipairs(e[2]) do fields[#fields + 1] = (i % 2 == 1) and ('entry:' .. v) or v end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 def _b(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -495,6 +513,8 @@ class HotTier:
         self.meta_key = f"{root}:meta"
         self.outboxes = [f"{root}:{{{s}}}:outbox" for s in range(shards)]
         self.leases = [f"{root}:lease:{s}" for s in range(shards)]
+        self.dead = [f"{root}:{{{s}}}:dead" for s in range(shards)]
+        self.max_bulk = DEFAULT_MAX_BULK  # the server's, read by check_layout
         self._root = root
         r = redis
         self._put = r.register_script(_PUT)
@@ -509,6 +529,18 @@ class HotTier:
         self._thread_lease = r.register_script(_THREAD_LEASE)
         self._thread_lease_keep = r.register_script(_THREAD_LEASE_KEEP)
         self._release = r.register_script(_RELEASE)
+        self._dead_letter = r.register_script(_DEAD_LETTER)
+
+    def clone(self, redis: Redis | RedisCluster) -> HotTier:
+        """The same layout and options on another client."""
+        return HotTier(
+            redis,
+            prefix=self.prefix,
+            shards=self.shards,
+            ttl=self.ttl_ms / 1000 or None,
+            refresh_on_read=bool(self.refresh_ms),
+            window=self.window or None,
+        )
 
     # --- keys -----------------------------------------------------------------
 
@@ -522,7 +554,13 @@ class HotTier:
         return self.outboxes[self.shard(thread_id)]
 
     async def check_layout(self) -> None:
-        """Refuse to share a prefix with a process that shards threads differently."""
+        """Refuse to share a prefix with a process that shards threads differently;
+        learn the largest value the server accepts."""
+        try:  # managed services may refuse CONFIG: keep the default then
+            reply = await self.redis.config_get("proto-max-bulk-len")
+            self.max_bulk = int(reply.get(b"proto-max-bulk-len") or reply["proto-max-bulk-len"])
+        except Exception:
+            pass
         await self.redis.hsetnx(self.meta_key, "shards", self.shards)
         stored = await self.redis.hget(self.meta_key, "shards")
         if stored is not None and int(stored) != self.shards:
@@ -557,7 +595,9 @@ class HotTier:
             *required,
         ]
         for b in blobs:
-            args += (blob_field(b.channel, b.version), pack_blob(b.type, b.blob))
+            packed = self._fits(pack_blob(b.type, b.blob), f"channel {b.channel!r}")
+            args += (blob_field(b.channel, b.version), packed)
+        self._fits(args[6], f"checkpoint {row.checkpoint_id!r} (without its blobs)")
         reply = await self._fenced(self._put, row.thread_id, args)
         return [_b(f) for f in reply] if isinstance(reply, list) else reply
 
@@ -572,8 +612,19 @@ class HotTier:
     ) -> str:
         args: list[Any] = [self.ttl_ms, token, thread_id, ns, cid, "1" if upsert else "0"]
         for w in writes:
-            args += (write_field(cid, w), pack_write(w))
+            packed = self._fits(pack_write(w), f"write {w.idx} to channel {w.channel!r}")
+            args += (write_field(cid, w), packed)
         return str(await self._fenced(self._put_writes, thread_id, args))
+
+    def _fits(self, value: bytes, what: str) -> bytes:
+        """`value`, if Redis accepts a value that large (else nothing is sent)."""
+        if len(value) > self.max_bulk:
+            raise SerializationError(
+                f"{what} is {len(value):,} bytes serialized, over this Redis server's "
+                f"proto-max-bulk-len of {self.max_bulk:,} bytes; nothing was written: keep "
+                "large data out of the state (store a reference) or raise proto-max-bulk-len"
+            )
+        return value
 
     async def put_thread(
         self, thread_id: str, checkpoints: Sequence[StoredCheckpoint], token: str = ""
@@ -601,7 +652,8 @@ class HotTier:
             items.append(
                 [s.checkpoint_ns, s.checkpoint_id, pack_record(row, refs), blob_pairs, write_pairs]
             )
-        args = [self.ttl_ms, token, thread_id, pack_for_lua(items)]
+        packed = self._fits(pack_for_lua(items), f"thread {thread_id!r} as one atomic copy")
+        args = [self.ttl_ms, token, thread_id, packed]
         return str(await self._fenced(self._copy, thread_id, args))
 
     async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> Any:
@@ -775,8 +827,26 @@ class HotTier:
         for stream, entries in reply or []:
             shard = index[_b(stream)]
             for sid, fields in entries:
-                out.append((shard, _b(sid), decode_entry(_b(sid), fields)))
+                try:
+                    out.append((shard, _b(sid), decode_entry(_b(sid), fields)))
+                except CorruptDataError as e:
+                    await self.dead_letter(shard, _b(sid), str(e))
         return out
+
+    async def dead_letter(self, shard: int, sid: str, reason: str) -> None:
+        """Move an undecodable outbox entry to the shard's dead-letter stream."""
+        logger.error(
+            "outbox entry %s of shard %d cannot be decoded; moved to %s: %s",
+            sid, shard, self.dead[shard], reason,
+        )  # fmt: skip
+        await self._dead_letter(keys=[self.outboxes[shard], self.dead[shard]], args=[sid, reason])
+
+    async def dead_letters(self) -> int:
+        """How many entries the dead-letter streams hold."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.dead:
+                pipe.xlen(stream)
+            return sum(await pipe.execute())
 
     async def ack(self, applied: Sequence[tuple[int, str]]) -> None:
         """Delete applied entries; the durable store has committed them."""
@@ -832,7 +902,10 @@ class HotTier:
         puts, written = [], set()
         for entries in replies:
             for sid, f in entries:
-                op = decode_entry(_b(sid), f)
+                try:
+                    op = decode_entry(_b(sid), f)
+                except CorruptDataError:
+                    continue  # the reconciler moves it to the dead-letter stream
                 if isinstance(op, PutOp):
                     puts.append(op)
                 elif isinstance(op, WritesOp):
@@ -863,6 +936,6 @@ def decode_entry(sid: str, fields: dict[bytes, bytes]) -> Op:
         return PutOp(seq, row, tuple(blobs))
     except (KeyError, ValueError, ormsgpack.MsgpackDecodeError) as e:
         raise CorruptDataError(
-            f"outbox entry {sid} cannot be decoded ({e}); inspect it with XRANGE "
-            "and delete it with XDEL once its data is saved elsewhere"
+            f"outbox entry {sid} cannot be decoded ({e}); it is moved to the shard's "
+            "dead-letter stream (`status` counts them; XRANGE <prefix>:v1:{<shard>}:dead)"
         ) from e

@@ -275,6 +275,7 @@ class Status:
     shards: int
     layout_recorded: bool
     backlog: int
+    dead_letters: int  # undecodable entries moved out of the outbox
     lag_p50_s: float | None
     lag_max_s: float | None
     lag_estimated: bool  # a shard held more entries than were sampled
@@ -451,6 +452,13 @@ async def collect_status(
             "`langgraph-hybrid-saver reconcile --redis URL --durable URL` or open a "
             "saver with reconciler='in_process'"
         )
+    dead = await target.hot.dead_letters()
+    if dead:
+        warnings.append(
+            f"{dead} outbox entries could not be decoded and wait in the dead-letter "
+            "streams (XRANGE <prefix>:v1:{<shard>}:dead): their checkpoints are not in "
+            "the durable store; see the reconciler's log"
+        )
     stuck = [s for s in unowned if lengths[s]]
     if stuck and alive:
         warnings.append(
@@ -463,6 +471,7 @@ async def collect_status(
         shards=target.hot.shards,
         layout_recorded=target.layout_recorded,
         backlog=sum(lengths),
+        dead_letters=dead,
         lag_p50_s=None if p50 is None else round(p50, 3),
         lag_max_s=None if worst is None else round(worst, 3),
         lag_estimated=estimated,

@@ -78,7 +78,7 @@ from langgraph_hybrid_saver.errors import (
     ServerUnreachableError,
 )
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotRead, HotTier
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.reconciler import Connect, Reconciler, ReconcilerThread
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
@@ -101,9 +101,15 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             forever). The durable store keeps everything.
         key_prefix: Prefix of every Redis key; one per application/tenant.
         shards: Number of outbox streams (hash tags); the same in every process.
-        reconciler: "in_process" runs the reconciler as a task on this event
-            loop; "external" leaves it to `python -m langgraph_hybrid_saver
-            reconcile` workers.
+        reconciler: "in_process" runs the reconciler in this process: on its
+            own thread and event loop with its own connections when the saver
+            was opened from URLs (`from_conn_string`/`open`), else as a task on
+            this loop; "external" leaves it to `python -m
+            langgraph_hybrid_saver reconcile` workers.
+        reconcile_linger_ms: After a partial batch the reconciler waits this
+            long for more entries, so the durable store commits fewer, larger
+            transactions (0: never wait). Write-through waits and `aflush`
+            cut the wait short.
         durability: "write_behind" (default) or "write_through".
         refresh_ttl_on_read: Also refresh the TTL when a thread is read.
         hot_window: Keep only the newest N checkpoints of each namespace in
@@ -129,6 +135,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         key_prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
         reconciler: Placement = "in_process",
+        reconcile_linger_ms: int = 10,
         durability: Durability = "write_behind",
         refresh_ttl_on_read: bool = False,
         hot_window: int | None = None,
@@ -167,8 +174,13 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self.durability = durability
         self.flush_timeout = flush_timeout
         self.reconciler: Reconciler | None = (
-            Reconciler(self.hot, backend) if reconciler == "in_process" else None
+            Reconciler(self.hot, backend, linger_ms=reconcile_linger_ms)
+            if reconciler == "in_process"
+            else None
         )
+        # Set by `open`: opens the in-process reconciler's own clients.
+        self._reconciler_clients: Connect | None = None
+        self._thread: ReconcilerThread | None = None
         self.max_backlog = max_backlog
         self.max_lag_seconds = max_lag_seconds
         self.on_backlog = on_backlog
@@ -211,6 +223,23 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             await backend.open()
             saver = cls(redis, backend, **options)
             saver._on_close += [backend.close, redis.aclose]
+
+            async def clients() -> tuple[HotTier, DurableBackend, Callable[[], Awaitable[None]]]:
+                own_backend = open_backend(durable_url, serde=options.get("serde"))
+                own_redis = await connect_redis(redis_url)
+                try:
+                    await own_backend.open()
+                except BaseException:
+                    await own_redis.aclose()
+                    raise
+
+                async def close() -> None:
+                    await own_backend.close()
+                    await own_redis.aclose()
+
+                return saver.hot.clone(own_redis), own_backend, close
+
+            saver._reconciler_clients = clients
             await saver.setup()
         except BaseException:
             await backend.close()
@@ -229,7 +258,12 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def _start(self) -> None:
         self._check_open()
-        if self.reconciler is not None and self._task is None:
+        if self.reconciler is None or self._task is not None or self._thread is not None:
+            pass
+        elif self._reconciler_clients is not None:
+            self._thread = ReconcilerThread(self.reconciler, self._reconciler_clients)
+            self._thread.start()
+        else:
             self._task = self.loop.create_task(
                 self.reconciler.run(self._stop), name="hybrid-saver-reconciler"
             )
@@ -275,6 +309,10 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 await asyncio.wait_for(self._task, drain_timeout + 5)
             except asyncio.TimeoutError:
                 logger.warning("reconciler did not stop in time; cancelling it")
+        if self._thread is not None:
+            self._thread.stop()
+            if not await self._thread.join(drain_timeout + 5):
+                logger.warning("reconciler thread did not stop in time; leaving it")
         for close in self._on_close:
             await close()
 
@@ -713,6 +751,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     async def _wait_applied(self, heads: dict[int, str | None], timeout: float | None) -> None:
         timeout = self.flush_timeout if timeout is None else timeout
         targets = [heads.get(s) for s in range(self.hot.shards)]
+        if self.reconciler is not None:
+            self.reconciler.wake()
         deadline = time.monotonic() + timeout
         pause = 0.0005
         while await self.hot.pending_upto(targets):
@@ -737,6 +777,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         backlog, age = await self.hot.backlog()
         out: dict[str, Any] = {
             "backlog": backlog,
+            "dead_letters": await self.hot.dead_letters(),
             "lag_seconds": age or 0.0,
             "overloaded": self.overloaded,
             "durability": self.durability,

@@ -27,7 +27,6 @@ from langgraph.checkpoint.conformance.test_utils import (
 from langgraph_hybrid_saver import (
     AsyncHybridSaver,
     CorruptDataError,
-    FlushTimeoutError,
     HotTierFullError,
     HybridSaverError,
     SerializationError,
@@ -230,16 +229,29 @@ async def test_wrong_encryption_key(redis_server: RedisServer, pg_url: str) -> N
 
 
 async def test_corrupt_outbox_entry(external: AsyncHybridSaver) -> None:
-    """The reconciler stops at it with a CorruptDataError naming the entry (and
-    the shard stalls behind it: a flush times out) instead of skipping data."""
-    sid = await external.hot.redis.xadd(external.hot.outboxes[0], {"k": "p", "t": "x"})
-    worker = Reconciler(external.hot, external.backend)
-    with pytest.raises(CorruptDataError, match=sid.decode()):
-        await worker.step()
+    """An undecodable entry is moved, whole, to its shard's dead-letter stream
+    with the reason; the entries around it are applied, the shard does not
+    stall, and `astats` counts it (nothing dropped silently)."""
+    hot = external.hot
+    tids = [t for t in (f"dl-{i}" for i in range(200)) if hot.shard(t) == 0][:2]
+    first = await external.aput(generate_config(tids[0]), *one_put())
+    sid = (await hot.redis.xadd(hot.outboxes[0], {"k": "p", "t": "x"})).decode()
+    second = await external.aput(generate_config(tids[1]), *one_put())
+    worker = Reconciler(hot, external.backend)
+    while await worker.step():
+        pass
     await worker.release_all()
-    with pytest.raises(FlushTimeoutError, match="1 entries pending"):
-        await external.aflush(timeout=0.5)
-    await external.hot.redis.xdel(external.hot.outboxes[0], sid)
+    await external.aflush(timeout=2)
+    for config in (first, second):
+        tid = config["configurable"]["thread_id"]
+        cid = config["configurable"]["checkpoint_id"]
+        assert await external.backend.get(tid, "", cid) is not None
+    [(_, fields)] = await hot.redis.xrange(hot.dead[0])
+    assert fields[b"outbox_id"].decode() == sid
+    assert fields[b"entry:k"] == b"p" and fields[b"entry:t"] == b"x"
+    assert sid in fields[b"reason"].decode() and b"cannot be decoded" in fields[b"reason"]
+    assert await hot.redis.xlen(hot.outboxes[0]) == 0
+    assert (await external.astats())["dead_letters"] == 1
 
 
 # --- values the stores cannot take ------------------------------------------------------
@@ -257,17 +269,21 @@ async def test_unencodable_channel_value_and_write(external: AsyncHybridSaver) -
     assert got is not None and got.pending_writes == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a value larger than Redis accepts (proto-max-bulk-len, 512 MB by default) "
-    "surfaces redis' raw ResponseError 'Protocol error: invalid bulk length'; proposed: "
-    "SerializationError naming the channel and its size, checked before sending",
-)
 @pytest.mark.parametrize("redis_server", [("--proto-max-bulk-len", "1mb")], indirect=True)
 async def test_oversize_value(external: AsyncHybridSaver) -> None:
+    """A value over the server's proto-max-bulk-len: SerializationError naming
+    the channel and the limit, nothing written; the same for a pending write."""
     big = ["x" * (2 * 1024 * 1024)]
-    with pytest.raises(SerializationError, match="messages"):
-        await external.aput(generate_config(str(uuid.uuid4())), *one_put(value=big))
+    tid = str(uuid.uuid4())
+    with pytest.raises(SerializationError, match=r"channel 'messages' is [\d,]+ bytes.*1,048,576"):
+        await external.aput(generate_config(tid), *one_put(value=big))
+    assert await external.aget_tuple(generate_config(tid)) is None
+    assert await external.hot.backlog() == (0, None)
+    config = await external.aput(generate_config(tid), *one_put())
+    with pytest.raises(SerializationError, match="write 0 to channel 'messages'"):
+        await external.aput_writes(config, [("messages", big)], "task-1")
+    got = await external.aget_tuple(config)
+    assert got is not None and got.pending_writes == []
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from langgraph.checkpoint.conformance.test_utils import (
     generate_config,
     generate_metadata,
 )
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
@@ -363,12 +364,6 @@ async def test_encrypted_serializer_passes_through(
         assert got.pending_writes == [("task-1", "messages", "TOPSECRET-write")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with EncryptedSerializer, primitive channel values (str/int/float/bool) are "
-    "still stored inline in the checkpoint JSON, in plaintext in Redis and PostgreSQL "
-    "(as PostgresSaver does); proposed: never inline when the serde encrypts",
-)
 async def test_encrypted_serializer_hides_string_channel_values(
     redis_url: str, pg_url: str, key_prefix: str
 ) -> None:
@@ -380,6 +375,15 @@ async def test_encrypted_serializer_hides_string_channel_values(
         assert b"TOPSECRET" not in await hot_bytes(saver, key_prefix)
         await saver.aflush(timeout=10)
         assert b"TOPSECRET" not in durable_bytes(pg_url)
+        # Readable again, from PostgreSQL, by us and by the official saver.
+        await saver.hot.redis.delete(
+            *[k async for k in saver.hot.redis.scan_iter(f"{key_prefix}:*")]
+        )
+        got = await saver.aget_tuple(generate_config("enc-str"))
+        assert got is not None and got.checkpoint["channel_values"]["note"] == "TOPSECRET-note"
+    async with AsyncPostgresSaver.from_conn_string(pg_url, serde=serde) as official:
+        got = await official.aget_tuple(generate_config("enc-str"))
+        assert got is not None and got.checkpoint["channel_values"]["note"] == "TOPSECRET-note"
 
 
 async def test_strict_msgpack_allowlist(redis_url: str, pg_url: str, key_prefix: str) -> None:
