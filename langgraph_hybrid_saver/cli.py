@@ -734,6 +734,13 @@ def size(
     show_default=True,
     help="Outbox entries applied per transaction.",
 )
+@click.option(
+    "--linger-ms",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="After a partial batch, wait this long for more entries (fewer, larger commits).",
+)
 @click.option("--setup", "run_setup", is_flag=True, help="Create or migrate the schema first.")
 @click.option(
     "--drain-timeout",
@@ -755,6 +762,7 @@ def reconcile(
     key_prefix: str,
     shards: int,
     batch_size: int,
+    linger_ms: int,
     run_setup: bool,
     drain_timeout: float,
     log_level: str,
@@ -769,7 +777,16 @@ def reconcile(
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     _run(
-        _reconcile(redis_url, durable_url, key_prefix, shards, batch_size, run_setup, drain_timeout)
+        _reconcile(
+            redis_url,
+            durable_url,
+            key_prefix,
+            shards,
+            batch_size,
+            linger_ms,
+            run_setup,
+            drain_timeout,
+        )
     )
 
 
@@ -779,6 +796,7 @@ async def _reconcile(
     key_prefix: str,
     shards: int,
     batch_size: int,
+    linger_ms: int,
     run_setup: bool,
     drain_timeout: float,
 ) -> None:
@@ -790,7 +808,7 @@ async def _reconcile(
         await t.hot.check_layout()
         if run_setup:
             await t.backend.setup()
-        worker = Reconciler(t.hot, t.backend, batch_size=batch_size)
+        worker = Reconciler(t.hot, t.backend, batch_size=batch_size, linger_ms=linger_ms)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

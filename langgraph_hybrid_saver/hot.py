@@ -110,6 +110,14 @@ local function check_tombstone(ns, ref)
     return redis.error_reply('DELETED ' .. t)
   end
 end
+-- The blob values a record refers to (a corrupt record: none; the client
+-- names the key in its error).
+local function read_blobs(ns, rec)
+  local ok, r = pcall(cmsgpack.unpack, rec)
+  local fields = ok and type(r) == 'table' and r[4] or {}
+  if #fields == 0 then return {} end
+  return call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000)
+end
 local function read_writes(ns, cid)
   local fields = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\\0', '(' .. cid .. '\\1')
   if #fields == 0 then return {} end
@@ -261,13 +269,49 @@ end
 local rec = redis.call('HGET', nk('c', ns), cid)
 local blobs = {}
 if rec then
-  -- A corrupt record is returned as is: the client names the key in its error.
-  local ok, r = pcall(cmsgpack.unpack, rec)
-  local fields = ok and type(r) == 'table' and r[4] or {}
-  if #fields > 0 then blobs = call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000) end
+  blobs = read_blobs(ns, rec)
   expire_ns(ns, ttl)
 end
 return {cid, rec, blobs, read_writes(ns, cid), gen}
+"""
+)
+
+# KEYS: base. ARGV: all namespaces ('1') or one ('0'), ns, checkpoint id or
+# '', before or '', limit (0: all), ttl to refresh (0: none). The newest
+# `limit` checkpoints of the thread (or namespace), each whole as `_GET`
+# reads it: {complete, generation, {{ns, id, record, blobs, writes}, ...}};
+# `complete` = 1 when Redis holds every checkpoint the query can match.
+_LIST_FULL = (
+    _LUA_PRELUDE
+    + """
+local cid, before, limit, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local gen = redis.call('GET', base .. ':g') or '0'
+local nss = {ARGV[2]}
+if ARGV[1] == '1' then nss = redis.call('SMEMBERS', base .. ':n') end
+local complete = #nss > 0 and 1 or 0
+local hi = '+'
+if before ~= '' then hi = '(' .. before end
+local found = {}
+for _, ns in ipairs(nss) do
+  local ik, ids = nk('i', ns), {}
+  if cid ~= '' then
+    if redis.call('ZSCORE', ik, cid) and (before == '' or cid < before) then ids = {cid} end
+  elseif limit > 0 then ids = redis.call('ZREVRANGEBYLEX', ik, hi, '-', 'LIMIT', 0, limit)
+  else ids = redis.call('ZREVRANGEBYLEX', ik, hi, '-') end
+  if redis.call('EXISTS', nk('f', ns)) == 0 then complete = 0 end
+  for _, id in ipairs(ids) do found[#found + 1] = {id, ns} end
+end
+table.sort(found, function(a, b) return a[1] > b[1] end)
+local out = {}
+for _, f in ipairs(found) do
+  if limit > 0 and #out >= limit then break end
+  local id, ns = f[1], f[2]
+  local rec = redis.call('HGET', nk('c', ns), id)
+  if rec then out[#out + 1] = {ns, id, rec, read_blobs(ns, rec), read_writes(ns, id)}
+  else complete = 0 end  -- a record evicted alone: the durable store has it
+end
+if ttl > 0 then for _, ns in ipairs(nss) do expire_ns(ns, ttl) end end
+return {complete, gen, out}
 """
 )
 
@@ -522,6 +566,7 @@ class HotTier:
         self._copy = r.register_script(_COPY)
         self._get = r.register_script(_GET)
         self._list = r.register_script(_LIST)
+        self._list_full = r.register_script(_LIST_FULL)
         self._repopulate = r.register_script(_REPOPULATE)
         self._drop = r.register_script(_DROP_THREAD)
         self._namespaces = r.register_script(_NAMESPACES)
@@ -530,17 +575,6 @@ class HotTier:
         self._thread_lease_keep = r.register_script(_THREAD_LEASE_KEEP)
         self._release = r.register_script(_RELEASE)
         self._dead_letter = r.register_script(_DEAD_LETTER)
-
-    def clone(self, redis: Redis | RedisCluster) -> HotTier:
-        """The same layout and options on another client."""
-        return HotTier(
-            redis,
-            prefix=self.prefix,
-            shards=self.shards,
-            ttl=self.ttl_ms / 1000 or None,
-            refresh_on_read=bool(self.refresh_ms),
-            window=self.window or None,
-        )
 
     # --- keys -----------------------------------------------------------------
 
@@ -744,6 +778,27 @@ class HotTier:
 
     async def namespaces(self, thread_id: str) -> list[str]:
         return sorted(_b(n) for n in await self._namespaces(keys=[self.base(thread_id)]))
+
+    async def list_full(
+        self,
+        thread_id: str,
+        ns: str | None,
+        cid: str | None,
+        before: str | None,
+        limit: int | None,
+    ) -> tuple[list[HotRead], bool]:
+        """The newest `limit` checkpoints of a thread (every namespace when `ns`
+        is None) with their blobs and writes, in one round trip; and whether
+        Redis holds every checkpoint the query can match."""
+        args = ["1" if ns is None else "0", ns or "", cid or "", before or "", limit or 0]
+        complete, gen, items = await self._list_full(
+            keys=[self.base(thread_id)], args=[*args, self.refresh_ms]
+        )
+        reads = [
+            self._read(thread_id, _b(item_ns), [found, rec, blobs, writes, gen])
+            for item_ns, found, rec, blobs, writes in items
+        ]
+        return reads, bool(complete)
 
     async def list_headers(
         self, thread_id: str, ns: str, before: str | None, limit: int | None

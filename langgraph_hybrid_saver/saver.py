@@ -78,7 +78,7 @@ from langgraph_hybrid_saver.errors import (
     ServerUnreachableError,
 )
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotRead, HotTier
-from langgraph_hybrid_saver.reconciler import Connect, Reconciler, ReconcilerThread
+from langgraph_hybrid_saver.reconciler import DEFAULT_LINGER_MS, Reconciler
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
@@ -101,11 +101,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             forever). The durable store keeps everything.
         key_prefix: Prefix of every Redis key; one per application/tenant.
         shards: Number of outbox streams (hash tags); the same in every process.
-        reconciler: "in_process" runs the reconciler in this process: on its
-            own thread and event loop with its own connections when the saver
-            was opened from URLs (`from_conn_string`/`open`), else as a task on
-            this loop; "external" leaves it to `python -m
-            langgraph_hybrid_saver reconcile` workers.
+        reconciler: "in_process" runs the reconciler as a task on this event
+            loop; "external" leaves it to `python -m langgraph_hybrid_saver
+            reconcile` workers (the layout for multi-core hosts).
         reconcile_linger_ms: After a partial batch the reconciler waits this
             long for more entries, so the durable store commits fewer, larger
             transactions (0: never wait). Write-through waits and `aflush`
@@ -135,7 +133,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         key_prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
         reconciler: Placement = "in_process",
-        reconcile_linger_ms: int = 10,
+        reconcile_linger_ms: int = DEFAULT_LINGER_MS,
         durability: Durability = "write_behind",
         refresh_ttl_on_read: bool = False,
         hot_window: int | None = None,
@@ -178,9 +176,6 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             if reconciler == "in_process"
             else None
         )
-        # Set by `open`: opens the in-process reconciler's own clients.
-        self._reconciler_clients: Connect | None = None
-        self._thread: ReconcilerThread | None = None
         self.max_backlog = max_backlog
         self.max_lag_seconds = max_lag_seconds
         self.on_backlog = on_backlog
@@ -223,23 +218,6 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             await backend.open()
             saver = cls(redis, backend, **options)
             saver._on_close += [backend.close, redis.aclose]
-
-            async def clients() -> tuple[HotTier, DurableBackend, Callable[[], Awaitable[None]]]:
-                own_backend = open_backend(durable_url, serde=options.get("serde"))
-                own_redis = await connect_redis(redis_url)
-                try:
-                    await own_backend.open()
-                except BaseException:
-                    await own_redis.aclose()
-                    raise
-
-                async def close() -> None:
-                    await own_backend.close()
-                    await own_redis.aclose()
-
-                return saver.hot.clone(own_redis), own_backend, close
-
-            saver._reconciler_clients = clients
             await saver.setup()
         except BaseException:
             await backend.close()
@@ -258,12 +236,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def _start(self) -> None:
         self._check_open()
-        if self.reconciler is None or self._task is not None or self._thread is not None:
-            pass
-        elif self._reconciler_clients is not None:
-            self._thread = ReconcilerThread(self.reconciler, self._reconciler_clients)
-            self._thread.start()
-        else:
+        if self.reconciler is not None and self._task is None:
             self._task = self.loop.create_task(
                 self.reconciler.run(self._stop), name="hybrid-saver-reconciler"
             )
@@ -309,10 +282,6 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 await asyncio.wait_for(self._task, drain_timeout + 5)
             except asyncio.TimeoutError:
                 logger.warning("reconciler did not stop in time; cancelling it")
-        if self._thread is not None:
-            self._thread.stop()
-            if not await self._thread.join(drain_timeout + 5):
-                logger.warning("reconciler thread did not stop in time; leaving it")
         for close in self._on_close:
             await close()
 
@@ -395,6 +364,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         # seen in one tier or the other, never in neither.
         stale: set[tuple[str, str, str]] = set()  # durable rows missing hot writes
         complete = False  # True: Redis holds every checkpoint the query can match
+        whole: dict[int, HotRead] = {}  # hot checkpoints read with blobs and writes
         if query.thread_id is None:
             puts, stale = await self.hot.unreconciled()
             hot = [
@@ -408,21 +378,26 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 )
                 for op in puts
             ]
-        else:
+        elif query.filter is None:  # the newest `limit`, whole, in one round trip
+            hot_reads, complete = await self.hot.list_full(
+                query.thread_id, query.checkpoint_ns, query.checkpoint_id, query.before, query.limit
+            )
+            whole = {id(r.stored): r for r in hot_reads if r.stored is not None}
+            hot = [r.stored for r in hot_reads if r.stored is not None]
+        else:  # a metadata filter: headers of every hot checkpoint, then the matches
             namespaces = (
                 [query.checkpoint_ns]
                 if query.checkpoint_ns is not None
                 else await self.hot.namespaces(query.thread_id)
             )
-            hot_limit = query.limit if query.filter is None else None
             hot = []
             complete = bool(namespaces)
             for ns in namespaces:
-                headers, whole = await self.hot.list_headers(
-                    query.thread_id, ns, query.before, hot_limit
+                headers, ns_complete = await self.hot.list_headers(
+                    query.thread_id, ns, query.before, None
                 )
                 hot += headers
-                complete = complete and whole
+                complete = complete and ns_complete
         hot = [h for h in hot if matches(query, h)]
         # A thread whose namespaces all started in Redis and are still whole
         # there has nothing more in the durable store.
@@ -431,11 +406,11 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         full_rows = {
             id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
         }
-        headers = [s for s in merged if id(s) not in full_rows]
+        headers = [s for s in merged if id(s) not in full_rows and id(s) not in whole]
         reads = await self.hot.get_many(
             [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
         )
-        full = {id(h): r for h, r in zip(headers, reads, strict=True)}
+        full = whole | {id(h): r for h, r in zip(headers, reads, strict=True)}
         out = []
         for s in merged:
             if id(s) in full:  # a hot header: blobs and writes fetched above

@@ -159,3 +159,29 @@ async def test_list_skips_the_durable_store_only_while_redis_holds_the_whole_thr
     again = [t.config async for t in saver.alist(generate_config(tid))]
     assert again == configs[::-1]
     assert len(calls) == 1
+
+
+async def test_list_by_checkpoint_id_with_a_limit_finds_an_older_checkpoint(
+    saver: AsyncHybridSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`list(config with checkpoint_id, limit=1)` returns that checkpoint even
+    when it is not among the newest `limit` (it once returned nothing while
+    Redis held the whole thread), in one round trip, as PostgresSaver does."""
+    tid = str(uuid.uuid4())
+    configs = await put_chain(saver, tid, 4)
+    calls: list[object] = []
+    original = saver.hot.get_many
+
+    async def spy(keys: Any) -> Any:
+        if keys:
+            calls.append(keys)
+        return await original(keys)
+
+    monkeypatch.setattr(saver.hot, "get_many", spy)
+    for wanted in configs:
+        listed = [t async for t in saver.alist(wanted, limit=1)]
+        assert [t.config for t in listed] == [wanted]
+        assert listed[0].pending_writes and listed[0].checkpoint["channel_values"]["messages"]
+    before = [t.config async for t in saver.alist(configs[1], before=configs[1])]
+    assert before == []  # before excludes the only candidate
+    assert calls == []  # served whole by the list script

@@ -38,6 +38,14 @@ which waits the `x-ms-retry-after-ms` the server asks for (`THROTTLE_RETRIES`
 attempts, `THROTTLE_MAX_WAIT_S` seconds in all; no fixed interval is set, so
 the server's value is what counts). `from_url` configures that; a client you
 pass in keeps its own retry settings.
+
+Timeouts: the SDK's defaults apply (5 s to connect, 65 s without a byte from
+the server), and the SDK retries connection failures, reads more than writes:
+against a hung server (the test stand-in under SIGSTOP: connections accepted
+by the kernel, never answered) one point read took 88 s and one batch 22 s to
+fail. The URL options `connection_timeout` and `read_timeout` (seconds, passed
+to the SDK as they are) shorten that, e.g. for a reconciler that should report
+a hung server sooner (tests/test_cosmos_outage.py uses 1 and 1: 6 to 10 s).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import os
 import zlib
 from collections.abc import (
@@ -125,7 +134,8 @@ LIST_PAGE = 50  # checkpoints hydrated (blobs, writes) per round by `list`
 THROTTLE_RETRIES = 9  # 429 retries per request (the SDK default, made explicit)
 THROTTLE_MAX_WAIT_S = 30  # cumulative wait across them
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-URL_OPTIONS = ("database", "container", "verify")
+TIMEOUT_OPTIONS = ("connection_timeout", "read_timeout")  # seconds, as the SDK's kwargs
+URL_OPTIONS = ("database", "container", "verify", *TIMEOUT_OPTIONS)
 
 # --- queries (parameters: @name) -------------------------------------------------
 
@@ -496,7 +506,9 @@ class CosmosBackend:
                 `database` (required), `container` (default `checkpoints`),
                 `verify` (`true`/`false`: check the server's TLS certificate;
                 default false for 127.0.0.1/localhost, where the emulator and
-                the test stand-in use self-signed certificates, true elsewhere).
+                the test stand-in use self-signed certificates, true elsewhere),
+                `connection_timeout` and `read_timeout` (seconds: the SDK's
+                options of those names; default the SDK's, 5 and 65).
             credential: The account key, or an async Entra ID credential
                 (`azure.identity.aio.DefaultAzureCredential()`); default: the
                 key in the `COSMOS_KEY` environment variable.
@@ -521,6 +533,17 @@ class CosmosBackend:
         verify = options.get("verify", "false" if local else "true").lower()
         if verify not in ("true", "false", "1", "0"):
             raise ConfigError(f"durable_url option verify={verify!r}: use true or false")
+        for name in TIMEOUT_OPTIONS:
+            if (text := options.get(name)) is not None:
+                try:
+                    seconds = float(text)
+                except ValueError:
+                    seconds = math.nan
+                if not 0 < seconds < math.inf:
+                    raise ConfigError(
+                        f"durable_url option {name}={text!r}: use a positive number of seconds"
+                    )
+                client_options.setdefault(name, seconds)
         key = credential if credential is not None else os.environ.get("COSMOS_KEY")
         if not key:
             raise ConfigError(

@@ -73,14 +73,14 @@ WHERE thread_id = %s AND checkpoint_ns = %s
 """
 
 # Taken in thread order by every writer, so concurrent batches cannot deadlock.
-ENSURE_THREADS_SQL = """
+# Creates the threads' watermark rows if needed and locks them (in thread_id
+# order, so concurrent appliers cannot deadlock), returning the watermarks:
+# one round trip. The no-op update is what takes the lock on existing rows.
+LOCK_THREADS_SQL = """
 INSERT INTO hybrid_saver_threads (thread_id)
 SELECT unnest(%s::text[]) ORDER BY 1
-ON CONFLICT (thread_id) DO NOTHING
-"""
-LOCK_THREADS_SQL = """
-SELECT thread_id, applied_seq FROM hybrid_saver_threads
-WHERE thread_id = ANY(%s) ORDER BY thread_id FOR UPDATE
+ON CONFLICT (thread_id) DO UPDATE SET thread_id = EXCLUDED.thread_id
+RETURNING thread_id, applied_seq
 """
 SET_WATERMARKS_SQL = """
 UPDATE hybrid_saver_threads t SET applied_seq = v.seq
@@ -197,8 +197,6 @@ class PostgresBackend:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            # A connection the server dropped (a restart) is replaced before use.
-            check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         )
         return cls(pool, owns_pool=True, where=redact(url))
@@ -240,7 +238,6 @@ class PostgresBackend:
         threads = sorted({op.thread_id for op in ops})
         async with self.pool.connection() as conn, conn.transaction():
             cur: AsyncCursor[Any] = conn.cursor()
-            await cur.execute(ENSURE_THREADS_SQL, (threads,))
             await cur.execute(LOCK_THREADS_SQL, (threads,))
             rows = cast(builtins.list[DictRow], await cur.fetchall())
             marks = {r["thread_id"]: r["applied_seq"] for r in rows}
@@ -277,18 +274,29 @@ class PostgresBackend:
                 "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
             )
             args = (thread_id, checkpoint_ns)
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(SELECT_SQL + where, args, binary=True)
-            row = await cur.fetchone()
-        return _stored(cast(DictRow, row)) if row else None
+        rows = await self._fetch(SELECT_SQL + where, args)
+        return _stored(rows[0]) if rows else None
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> builtins.list[DictRow]:
+        """Run a read; once more if the server had closed the pooled
+        connection (a PostgreSQL restart): checking every connection at
+        checkout would cost a round trip per read."""
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(sql, args, binary=True)
+                    return cast(builtins.list[DictRow], await cur.fetchall())
+            except OperationalError:
+                if attempt == 2:
+                    raise
+                await self.pool.check()  # drop the connections the server closed
+        raise AssertionError("unreachable")
 
     async def get_blobs(
         self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
     ) -> dict[str, tuple[str, bytes | None]]:
         args = (thread_id, checkpoint_ns, [c for c, _ in refs], [v for _, v in refs])
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(SELECT_BLOBS_SQL, args, binary=True)
-            rows = cast(builtins.list[DictRow], await cur.fetchall())
+        rows = await self._fetch(SELECT_BLOBS_SQL, args)
         return {r["channel"]: (r["type"], r["blob"]) for r in rows}
 
     async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
@@ -313,9 +321,7 @@ class PostgresBackend:
         if query.limit is not None:
             sql += " LIMIT %s"
             args.append(query.limit)
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(sql, args, binary=True)
-            return [_stored(cast(DictRow, r)) for r in await cur.fetchall()]
+        return [_stored(r) for r in await self._fetch(sql, args)]
 
     async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
         async with self.pool.connection() as conn, conn.transaction():
@@ -332,8 +338,7 @@ class PostgresBackend:
         threads = sorted(set(thread_ids))
         async with self.pool.connection() as conn, conn.transaction():
             # Lock the threads against a concurrent reconcile, like `apply`.
-            cur = await conn.execute(ENSURE_THREADS_SQL, (threads,))
-            await cur.execute(LOCK_THREADS_SQL, (threads,))
+            cur = await conn.execute(LOCK_THREADS_SQL, (threads,))
             await cur.execute(DELTA_THREADS_SQL, (threads,))
             if delta := sorted(cast(DictRow, r)["thread_id"] for r in await cur.fetchall()):
                 raise NotImplementedError(
