@@ -124,22 +124,22 @@ class Reconciler:
         if self._wake is not None:
             self._wake.set()
 
-    async def _linger(self, stop: asyncio.Event) -> None:
-        """After a partial batch, let entries accumulate for `linger_ms` so the
-        durable store commits fewer, larger transactions; `wake()` or `stop`
-        end the wait early."""
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        """Wait `seconds`; `wake()` or `stop` end the wait early."""
         assert self._wake is not None
-        if stop.is_set() or self._wake.is_set():
-            self._wake.clear()
-            return
-        try:
-            await asyncio.wait_for(self._wake.wait(), self.linger_ms / 1000)
-        except asyncio.TimeoutError:
-            pass
+        if not (stop.is_set() or self._wake.is_set()):
+            waits = [asyncio.ensure_future(e.wait()) for e in (stop, self._wake)]
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
         self._wake.clear()
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
-        """Work until `stop` is set, then drain the owned shards and let go."""
+        """Work until `stop` is set, then drain the owned shards and let go.
+
+        After a partial batch it lingers `linger_ms` so the durable store
+        commits fewer, larger transactions; after a failure it backs off.
+        `wake()` (someone waits for the durable store) cuts both short."""
         self._wake = asyncio.Event()
         backoff = 0.05
         while not stop.is_set():
@@ -147,17 +147,14 @@ class Reconciler:
                 n = await self.step(self.block_ms)
                 backoff = 0.05
                 if self.linger_ms and 0 < n < self.batch_size:
-                    await self._linger(stop)
+                    await self._pause(stop, self.linger_ms / 1000)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the durable store or Redis is down: retry
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 logger.warning("reconcile failed, retrying in %.2fs: %s", backoff, e)
-                try:
-                    await asyncio.wait_for(stop.wait(), backoff)
-                except asyncio.TimeoutError:
-                    pass
+                await self._pause(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
         await self.drain(drain_timeout)
         await self.release_all()

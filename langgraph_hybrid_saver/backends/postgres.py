@@ -247,20 +247,23 @@ class PostgresBackend:
                 if op.seq > marks[op.thread_id]:
                     marks[op.thread_id] = op.seq
                     todo.append(op)
-            # A delete splits the batch: what was queued before it must land first.
-            segment: list[Op] = []
-            for op in todo:
-                if isinstance(op, DeleteThreadOp):
-                    await _write_segment(cur, segment)
-                    segment = []
-                    for sql in DELETE_THREAD_SQL:
-                        await cur.execute(sql, (op.thread_id,))
-                else:
-                    segment.append(op)
-            await _write_segment(cur, segment)
-            moved = [t for t in threads if marks[t] != start[t]]
-            if moved:
-                await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
+            # Every write of the batch in one pipeline: a round trip, not one
+            # per statement. A delete splits the batch: what was queued before
+            # it must land first.
+            async with conn.pipeline():
+                segment: list[Op] = []
+                for op in todo:
+                    if isinstance(op, DeleteThreadOp):
+                        await _write_segment(cur, segment)
+                        segment = []
+                        for sql in DELETE_THREAD_SQL:
+                            await cur.execute(sql, (op.thread_id,))
+                    else:
+                        segment.append(op)
+                await _write_segment(cur, segment)
+                moved = [t for t in threads if marks[t] != start[t]]
+                if moved:
+                    await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
         return len(todo)
 
     async def get(
