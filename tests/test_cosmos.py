@@ -490,3 +490,40 @@ async def test_unreachable_endpoint_names_host_port_not_key() -> None:
         await backend.open()
     assert f"127.0.0.1:{port}" in str(info.value)
     assert os.environ["COSMOS_KEY"] not in str(info.value)
+
+
+class StaticEntraToken:
+    """An azure-core async TokenCredential with a fixed token (the stand-in,
+    like the emulator, does not validate tokens): proves the saver signs its
+    requests with the credential instead of a key."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        self.scopes.append(scopes)
+        return AccessToken("entra-token-for-tests", int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_entra_id_credential_replaces_the_key(
+    cosmos_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COSMOS_KEY")  # no key anywhere: only the credential
+    credential = StaticEntraToken()
+    backend = CosmosBackend.from_url(cosmos_url, credential=credential)
+    await backend.open()
+    try:
+        await backend.setup()
+        tid = f"entra-{uuid.uuid4().hex[:8]}"
+        assert await backend.apply([put_op(1, tid, "c1", {"ch": b"x" * 100})]) == 1
+        got = await backend.get(tid, "", "c1")
+        assert got is not None and got.blobs["ch"][1] == b"x" * 100
+    finally:
+        await backend.close()
+    host = cosmos_url.split("//", 1)[1].split(":", 1)[0]
+    assert (f"https://{host}/.default",) in credential.scopes
