@@ -20,6 +20,7 @@ from benchmarks.support_graph import build_support_graph, check_result, ticket
 
 MODES = ("sync", "async", "exit")
 WORKERS = 16
+RETURNING = 20  # threads of the "returning" scenario
 
 
 class _CountingSaver(InMemorySaver):
@@ -42,17 +43,21 @@ async def checkpoints_per_invocation(mode: str) -> float:
 
 
 class GraphRunner:
-    """Invokes one saver's compiled graph; counts threads so ids never repeat."""
+    """Invokes one saver's compiled graph; counts threads so ids never repeat,
+    or, with `returning`, cycles through that many threads (a conversation's
+    next turn: the thread exists and is hot)."""
 
-    def __init__(self, saver: Any, mode: str, tag: str) -> None:
+    def __init__(self, saver: Any, mode: str, tag: str, returning: int | None = None) -> None:
         self.graph = build_support_graph(saver)
         self.kwargs = {"durability": mode} if saver is not None else {}
         self.tag = tag
         self.counter = itertools.count()
+        self.returning = returning
 
     async def invoke(self) -> None:
         i = next(self.counter)
-        cfg = {"configurable": {"thread_id": f"{self.tag}-{i}"}}
+        thread = i % self.returning if self.returning else i
+        cfg = {"configurable": {"thread_id": f"{self.tag}-{thread}"}}
         check_result(await self.graph.ainvoke(ticket(i), cfg, **self.kwargs))
 
     def sequential(self, n: int, latencies: list[float], warmup: int) -> Batch:

@@ -79,6 +79,9 @@ async def drain(env: Env, backend: str, n: int, threads: int = 50) -> dict[str, 
         }
 
 
+DRAIN_TIMEOUT_S = 300.0  # a slow store may drain the load's backlog for minutes
+
+
 async def lag_under_load(
     saver: Any,
     tag: str,
@@ -130,7 +133,9 @@ async def lag_under_load(
         load_s = time.perf_counter() - t0
         stop.set()
         await sampling
-        await saver.aflush()
+        t0 = time.perf_counter()
+        await saver.aflush(timeout=DRAIN_TIMEOUT_S)
+        drain_after_s = time.perf_counter() - t0
     finally:
         hot.ack = original_ack
     if not in_process:
@@ -152,6 +157,7 @@ async def lag_under_load(
         "sampled_p99_ms": s["p99"],
         "sampled_max_ms": max(sampled, default=float("nan")),
         "backlog_max": max(backlogs, default=0),
+        "drain_after_load_s": drain_after_s,
         "entry_lag_ms": entry_lag_ms,
     }
 

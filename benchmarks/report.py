@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.competitors import BASELINE, INMEMORY, POSTGRES, Env
+from benchmarks.graphs import RETURNING
 from benchmarks.ops import FLOOR, FLOOR_BIG, FLOOR_PING, OPS
 
 PACKAGES = [
@@ -150,6 +151,9 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
     rows = [[n, "available", results["readback"].get(n, "")] for n in results["available"]]
     rows += [[n, f"unavailable: {why}", ""] for n, why in results["unavailable"].items()]
     md += [table(["saver", "status", "read-back check"], rows), ""]
+    for name, error in results.get("phase_errors", {}).items():
+        md += [f"- {name}: its reconciler measurements (drain, lag) failed: {error}"]
+    md += [""] if results.get("phase_errors") else []
     # --- ops
     ops = results["ops"]
     if ops:
@@ -185,8 +189,9 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
     if graph.get("modes"):
         gnames = [n for n in results["available"] if n in _graph_names(graph)]
         md += [
-            "## Graph throughput, invocations/s (support graph, 4 nodes, a new thread per "
-            "invocation)", "",
+            "## Graph throughput, invocations/s (support graph, 4 nodes; a new thread per "
+            f"invocation, except 'returning': the invocations cycle through {RETURNING} "
+            "existing threads, a conversation's next turn)", "",
             "Checkpoints per invocation: "
             + ", ".join(f"{m}: {c:g}" for m, c in graph["checkpoints_per_invocation"].items())
             + f". Sequential: {graph['seq_invocations']} invocations; concurrent: "
@@ -194,7 +199,11 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
         ]  # fmt: skip
         rows = []
         for mode, sc in graph["modes"].items():
-            for scen, label in (("seq", "sequential"), ("conc", f"{graph['workers']} concurrent")):
+            for scen, label in (
+                ("seq", "sequential"),
+                ("returning", f"sequential, {RETURNING} returning threads"),
+                ("conc", f"{graph['workers']} concurrent"),
+            ):
                 tbl = sc.get(scen, {})
                 cells = [f"{mode}, {label}"]
                 for n in gnames:

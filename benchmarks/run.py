@@ -29,7 +29,13 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: import the repo's p
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import competitors as comp
-from benchmarks.graphs import MODES, WORKERS, GraphRunner, checkpoints_per_invocation
+from benchmarks.graphs import (
+    MODES,
+    RETURNING,
+    WORKERS,
+    GraphRunner,
+    checkpoints_per_invocation,
+)
 from benchmarks.harness import Progress, interleave, summarize
 from benchmarks.ops import (
     OPS,
@@ -167,6 +173,20 @@ async def run_graphs(
                 if name == comp.BASELINE or base is None
                 else (s["p50"] - base) / cpi * 1e6,
             }
+        progress.phase(f"graph {mode} sequential, returning threads")
+        runners = {
+            name: GraphRunner(s, mode, f"{env.run_id}-{slug(name)}-{mode}-ret", RETURNING)
+            for name, s in savers.items()
+        }
+        for r in runners.values():  # every thread exists before the measured rounds
+            for _ in range(RETURNING):
+                await r.invoke()
+        samples = await interleave(
+            {n: r.sequential(scale.seq_per_round, [], 0) for n, r in runners.items()},
+            rounds=scale.seq_rounds, warmup=scale.graph_warmup, rng=rng, progress=progress,
+            settle=settlers(savers),
+        )  # fmt: skip
+        returning = {name: {"inv_s": 1 / summarize(v)["p50"]} for name, v in samples.items()}
         progress.phase(f"graph {mode} {WORKERS} concurrent")
         runners = {
             name: GraphRunner(s, mode, f"{env.run_id}-{slug(name)}-{mode}-conc")
@@ -178,7 +198,7 @@ async def run_graphs(
             settle=settlers(savers),
         )  # fmt: skip
         conc = {name: {"inv_s": 1 / summarize(v)["p50"]} for name, v in samples.items()}
-        graph["modes"][mode] = {"seq": seq, "conc": conc}
+        graph["modes"][mode] = {"seq": seq, "returning": returning, "conc": conc}
 
 
 async def run(args: argparse.Namespace) -> Path:
@@ -207,7 +227,7 @@ async def run(args: argparse.Namespace) -> Path:
     }
     hybrids = [n for n in comp.COMPETITORS if comp.is_hybrid(n)]
     n_ops = len(OPS) * (scale.op_warmup + scale.op_rounds)
-    n_graph = len(scale.modes) * (scale.seq_rounds + scale.conc_rounds + 2 * scale.graph_warmup)
+    n_graph = len(scale.modes) * (2 * scale.seq_rounds + scale.conc_rounds + 3 * scale.graph_warmup)
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(comp.redis_stack(env))
@@ -238,19 +258,25 @@ async def run(args: argparse.Namespace) -> Path:
                 t0 = time.perf_counter()
                 results["drain"] = {}
                 results["lag"] = {}
+                failed = results["phase_errors"] = {}
                 for h in available_hybrids:
                     backend = comp.backend_of(h)
-                    if not h.endswith(comp.WORKER):
-                        progress.phase(f"drain {backend}")
-                        results["drain"][backend] = await drain(env, backend, scale.drain_n)
-                    progress.update()
-                    progress.phase(f"lag {h}")
-                    results["lag"][h] = await lag_under_load(
-                        savers[h],
-                        f"{env.run_id}-{slug(h)}",
-                        scale.lag_per_worker,
-                        lag_file=env.lag_files.get(savers[h].hot.prefix),
-                    )
+                    # A store that cannot keep up fails its own measurement,
+                    # reported as such; the run goes on.
+                    try:
+                        if not h.endswith(comp.WORKER):
+                            progress.phase(f"drain {backend}")
+                            results["drain"][backend] = await drain(env, backend, scale.drain_n)
+                        progress.update()
+                        progress.phase(f"lag {h}")
+                        results["lag"][h] = await lag_under_load(
+                            savers[h],
+                            f"{env.run_id}-{slug(h)}",
+                            scale.lag_per_worker,
+                            lag_file=env.lag_files.get(savers[h].hot.prefix),
+                        )
+                    except Exception as e:
+                        failed[h] = f"{type(e).__name__}: {e}"
                     progress.update()
                 phases["reconciler"] = time.perf_counter() - t0
                 t0 = time.perf_counter()

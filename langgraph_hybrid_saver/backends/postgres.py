@@ -236,7 +236,10 @@ class PostgresBackend:
         if not ops:
             return 0
         threads = sorted({op.thread_id for op in ops})
-        async with self.pool.connection() as conn, conn.transaction():
+        # Pipeline mode: BEGIN goes out with the lock (the fetch is the first
+        # round trip), every write and the COMMIT with the second. A delete
+        # splits the batch: what was queued before it must land first.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             cur: AsyncCursor[Any] = conn.cursor()
             await cur.execute(LOCK_THREADS_SQL, (threads,))
             rows = cast(builtins.list[DictRow], await cur.fetchall())
@@ -247,23 +250,19 @@ class PostgresBackend:
                 if op.seq > marks[op.thread_id]:
                     marks[op.thread_id] = op.seq
                     todo.append(op)
-            # Every write of the batch in one pipeline: a round trip, not one
-            # per statement. A delete splits the batch: what was queued before
-            # it must land first.
-            async with conn.pipeline():
-                segment: list[Op] = []
-                for op in todo:
-                    if isinstance(op, DeleteThreadOp):
-                        await _write_segment(cur, segment)
-                        segment = []
-                        for sql in DELETE_THREAD_SQL:
-                            await cur.execute(sql, (op.thread_id,))
-                    else:
-                        segment.append(op)
-                await _write_segment(cur, segment)
-                moved = [t for t in threads if marks[t] != start[t]]
-                if moved:
-                    await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
+            segment: list[Op] = []
+            for op in todo:
+                if isinstance(op, DeleteThreadOp):
+                    await _write_segment(cur, segment)
+                    segment = []
+                    for sql in DELETE_THREAD_SQL:
+                        await cur.execute(sql, (op.thread_id,))
+                else:
+                    segment.append(op)
+            await _write_segment(cur, segment)
+            moved = [t for t in threads if marks[t] != start[t]]
+            if moved:
+                await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
         return len(todo)
 
     async def get(
