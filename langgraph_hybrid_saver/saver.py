@@ -150,6 +150,11 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         for name, bound in (("max_backlog", max_backlog), ("max_lag_seconds", max_lag_seconds)):
             if bound is not None and not bound > 0:
                 raise ConfigError(f"{name}={bound!r}: use a positive number or None")
+        linger = reconcile_linger_ms
+        if not isinstance(linger, int) or isinstance(linger, bool) or linger < 0:
+            raise ConfigError(
+                f"reconcile_linger_ms={linger!r}: use an int >= 0 (milliseconds; 0: no linger)"
+            )
         if durability not in ("write_behind", "write_through"):
             raise ConfigError(f"durability={durability!r}: use 'write_behind' or 'write_through'")
         try:

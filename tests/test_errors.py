@@ -122,6 +122,8 @@ async def test_options_are_checked(redis_url: str, pg_url: str) -> None:
         ({"key_prefix": "a{b}"}, "key_prefix"),
         ({"ttl": -1}, "ttl"),
         ({"shards": 0}, "shards"),
+        ({"reconcile_linger_ms": -5}, "reconcile_linger_ms=-5"),
+        ({"reconcile_linger_ms": 0.5}, "reconcile_linger_ms"),
     ):
         with pytest.raises(ConfigError, match=match):
             async with AsyncHybridSaver.from_conn_string(redis_url, pg_url, **options):
