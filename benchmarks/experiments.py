@@ -264,7 +264,7 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
     from langgraph_hybrid_saver import hot
     from langgraph_hybrid_saver.core import encode_put
 
-    copy_loop = re.search(r"for i = (\d+), #ARGV do entry\[#entry \+ 1\] = ARGV\[i\] end", hot._PUT)
+    copy_loop = re.search(r"for i = (\w+), #ARGV do entry\[#entry \+ 1\] = ARGV\[i\] end", hot._PUT)
     variants = {
         "put script": hot._PUT,
         "put script, entry without blob copies": hot._PUT.replace(
