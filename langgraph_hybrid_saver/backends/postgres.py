@@ -88,27 +88,22 @@ FROM unnest(%s::text[], %s::text[]) AS v(thread_id, seq)
 WHERE t.thread_id = v.thread_id
 """
 
-# Each statement inserts a whole batch from arrays (one execution, however
-# many rows), in the official saver's tables and conflict rules.
 UPSERT_BLOBS_SQL = """
 INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[])
+VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
 """
 UPSERT_CHECKPOINTS_SQL = """
 INSERT INTO checkpoints
     (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
-SELECT t, n, c, p, cp::jsonb, md::jsonb
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
-    AS u(t, n, c, p, cp, md)
+VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb)
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
 DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
 """
 _WRITES_INSERT = """
 INSERT INTO checkpoint_writes
     (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-    %s::int[], %s::text[], %s::text[], %s::bytea[])
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 """
 UPSERT_WRITES_SQL = (
@@ -413,18 +408,14 @@ async def _write_segment(cur: AsyncCursor[Any], ops: Sequence[Op]) -> None:
         elif not isinstance(op, DeleteThreadOp):
             rows = op.params()
             (upserts if op.upsert else inserts).extend(rows)
-    # DO UPDATE may not touch a row twice in one statement: of rows with the
-    # same key the last wins, as it would row by row.
-    checkpoints = list({row[:3]: row for row in checkpoints}.values())
-    upserts = list({row[:4] + row[5:6]: row for row in upserts}.values())
-    for sql, rows in (
+    for sql, params in (
         (UPSERT_BLOBS_SQL, blobs),
         (UPSERT_CHECKPOINTS_SQL, checkpoints),
         (INSERT_WRITES_SQL, inserts),
         (UPSERT_WRITES_SQL, upserts),
     ):
-        if rows:
-            await cur.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        if params:
+            await cur.executemany(sql, params)
 
 
 async def _delete_writes_of(cur: AsyncCursor[Any], rows: Sequence[DictRow]) -> None:
