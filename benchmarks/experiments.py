@@ -12,13 +12,15 @@ PostgreSQL schema:
   default of `from_conn_string`/`open`; with and without the 10 ms linger),
   in a worker process, or nowhere (reconciler="external" and no worker: the
   hot path alone, the outbox just grows) — with the floor.
+* `bulk`: a reconcile batch's rows into PostgreSQL: executemany in
+  pipeline mode vs one INSERT ... SELECT FROM unnest(arrays).
 * `hotpath`: one aput taken apart (no reconciler running): encoding, the
   put script's round trip, a no-op script with the same arguments, the floor;
   and prototypes of the put script (the package's own script edited in
   memory: without the blob copies in the outbox entry, without the PEXPIRE
   refresh) to price each part on the server.
 
-    python -m benchmarks.experiments parser|placement|hotpath [--quick] [--out FILE]
+    python -m benchmarks.experiments parser|placement|hotpath|bulk [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -328,10 +330,64 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
     return note, ["checkpoint", "step", "p50 µs", "x floor"], rows
 
 
+async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
+    """Inserting a reconcile batch's blob rows: psycopg's executemany in
+    pipeline mode (what `PostgresBackend.apply` does) against one
+    INSERT ... SELECT FROM unnest(arrays), text and binary parameters."""
+    import os
+
+    import psycopg
+
+    n = 2000 if quick else 20000
+    rows = [
+        (f"t{i % 50}", "", f"ch{i % 10}", f"{i:032}", "msgpack", os.urandom(200)) for i in range(n)
+    ]
+    cols = "(thread_id, checkpoint_ns, channel, version, type, blob)"
+    insert = f"INSERT INTO bulk {cols} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    unnest = (
+        f"INSERT INTO bulk {cols} SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
+        "%s::text[], %s::text[], %s::bytea[]) ON CONFLICT DO NOTHING"
+    )
+    variants = ("executemany (pipeline)", "unnest, text parameters", "unnest, binary parameters")
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    rng = random.Random(6)
+    async with comp.pg_schema(env, "bulk") as url:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(
+                "CREATE TABLE bulk (thread_id text, checkpoint_ns text, channel text, "
+                "version text, type text, blob bytea, "
+                "PRIMARY KEY (thread_id, checkpoint_ns, channel, version))"
+            )
+            for r in range(3 if quick else 6):  # round 0: warm-up
+                order = list(variants)
+                rng.shuffle(order)
+                for v in order:
+                    await conn.execute("TRUNCATE bulk")
+                    t0 = time.perf_counter()
+                    async with conn.pipeline(), conn.transaction():
+                        cur = conn.cursor()
+                        if v == variants[0]:
+                            await cur.executemany(insert, rows)
+                        else:
+                            params = [list(c) for c in zip(*rows, strict=True)]
+                            await cur.execute(unnest, params, binary="binary" in v)
+                    if r:
+                        seconds[v].append(time.perf_counter() - t0)
+    base = summarize(seconds[variants[0]])["p50"]
+    table_rows = [
+        [v, f"{summarize(s)['p50'] * 1e3:,.0f}", f"{summarize(s)['p50'] / base:.2f}x"]
+        for v, s in seconds.items()
+    ]
+    note = f"{n:,} rows of 200-byte blobs into a table shaped like checkpoint_blobs, one "
+    note += "transaction each."
+    return note, ["variant", "ms (p50)", "x executemany"], table_rows
+
+
 EXPERIMENTS = {
     "parser": parser_experiment,
     "placement": placement_experiment,
     "hotpath": hotpath_experiment,
+    "bulk": bulk_experiment,
 }
 
 
