@@ -397,6 +397,23 @@ def json_contains(doc: Any, pattern: Any) -> bool:
     return bool(doc == pattern)
 
 
+def list_conditions(query: ListQuery) -> list[tuple[str, str, Any]]:
+    """The column conditions of a list query as (column, operator, value),
+    for the durable stores to phrase in their query language."""
+    conditions = [
+        (column, "=", value)
+        for column, value in (
+            ("thread_id", query.thread_id),
+            ("checkpoint_ns", query.checkpoint_ns),
+            ("checkpoint_id", query.checkpoint_id),
+        )
+        if value is not None
+    ]
+    if query.before is not None:
+        conditions.append(("checkpoint_id", "<", query.before))
+    return conditions
+
+
 def matches(query: ListQuery, stored: StoredCheckpoint) -> bool:
     """Whether a hot checkpoint passes the query (thread and ns already chosen)."""
     if query.checkpoint_id is not None and stored.checkpoint_id != query.checkpoint_id:

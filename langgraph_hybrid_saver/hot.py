@@ -503,6 +503,28 @@ class HotRead:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, version)
 
 
+def pack_stored(s: StoredCheckpoint) -> tuple[bytes, list[Any], list[Any]]:
+    """A whole checkpoint as Redis keeps it under its thread (whichever that
+    is: the record does not name it): its record, its blob field/value pairs
+    and its pending-write field/value pairs."""
+    versions = s.checkpoint.get("channel_versions", {})
+    row = CheckpointRow(
+        s.thread_id,
+        s.checkpoint_ns,
+        s.checkpoint_id,
+        s.parent_checkpoint_id,
+        json.dumps(s.checkpoint, separators=(",", ":")),
+        json.dumps(s.metadata, separators=(",", ":")),
+    )
+    blobs: list[Any] = []
+    for channel, (type_, blob) in s.blobs.items():
+        blobs += (blob_field(channel, str(versions[channel])), pack_blob(type_, blob))
+    writes: list[Any] = []
+    for w in s.writes:
+        writes += (write_field(s.checkpoint_id, w), pack_write(w))
+    return pack_record(row, blobs[::2]), blobs, writes
+
+
 def _decode_record(
     thread_id: str, ns: str, cid: str, rec: bytes, where: str
 ) -> tuple[StoredCheckpoint, list[str]]:
@@ -665,27 +687,7 @@ class HotTier:
     ) -> str:
         """Write whole checkpoints (with blobs and writes) of one thread, oldest
         first, with their outbox entries, in one atomic script."""
-        items = []
-        for s in checkpoints:
-            versions = s.checkpoint.get("channel_versions", {})
-            row = CheckpointRow(
-                thread_id,
-                s.checkpoint_ns,
-                s.checkpoint_id,
-                s.parent_checkpoint_id,
-                json.dumps(s.checkpoint, separators=(",", ":")),
-                json.dumps(s.metadata, separators=(",", ":")),
-            )
-            blob_pairs: list[Any] = []
-            for channel, (type_, blob) in s.blobs.items():
-                blob_pairs += (blob_field(channel, str(versions[channel])), pack_blob(type_, blob))
-            write_pairs: list[Any] = []
-            for w in s.writes:
-                write_pairs += (write_field(s.checkpoint_id, w), pack_write(w))
-            refs = blob_pairs[::2]
-            items.append(
-                [s.checkpoint_ns, s.checkpoint_id, pack_record(row, refs), blob_pairs, write_pairs]
-            )
+        items = [[s.checkpoint_ns, s.checkpoint_id, *pack_stored(s)] for s in checkpoints]
         packed = self._fits(pack_for_lua(items), f"thread {thread_id!r} as one atomic copy")
         args = [self.ttl_ms, token, thread_id, packed]
         return str(await self._fenced(self._copy, thread_id, args))
@@ -820,33 +822,18 @@ class HotTier:
     ) -> list[WriteRow] | None:
         """Copy a durable checkpoint into Redis; None if the thread was deleted
         meanwhile. Returns the union of durable and hot pending writes."""
-        versions = stored.checkpoint.get("channel_versions", {})
-        row = CheckpointRow(
-            stored.thread_id,
-            stored.checkpoint_ns,
-            stored.checkpoint_id,
-            stored.parent_checkpoint_id,
-            json.dumps(stored.checkpoint, separators=(",", ":")),
-            json.dumps(stored.metadata, separators=(",", ":")),
-        )
-        refs: list[str] = []
-        blob_args: list[Any] = []
-        for channel, (type_, blob) in stored.blobs.items():
-            ref = blob_field(channel, str(versions[channel]))
-            refs.append(ref)
-            blob_args += (ref, pack_blob(type_, blob))
+        record, blobs, writes = pack_stored(stored)
         args: list[Any] = [
             stored.checkpoint_ns,
             self.ttl_ms,
             stored.checkpoint_id,
-            pack_record(row, refs),
+            record,
             generation,
             "1" if latest else "0",
-            len(blob_args),
-            *blob_args,
+            len(blobs),
+            *blobs,
+            *writes,
         ]
-        for w in stored.writes:
-            args += (write_field(stored.checkpoint_id, w), pack_write(w))
         values = await self._repopulate(keys=[self.base(stored.thread_id)], args=args)
         if values is None:
             return None

@@ -90,6 +90,7 @@ from langgraph_hybrid_saver.core import (
     StoredCheckpoint,
     WriteRow,
     json_contains,
+    list_conditions,
 )
 from langgraph_hybrid_saver.errors import (
     ConfigError,
@@ -848,16 +849,10 @@ class CosmosBackend:
     async def list(self, query: ListQuery) -> builtins.list[StoredCheckpoint]:
         where = "c.kind = 'checkpoint'"
         params: builtins.list[dict[str, Any]] = []
-        for field, value in (
-            ("checkpoint_ns", query.checkpoint_ns),
-            ("checkpoint_id", query.checkpoint_id),
-        ):
-            if value is not None:
-                where += f" AND c.{field} = @{field}"
-                params.append({"name": f"@{field}", "value": value})
-        if query.before is not None:
-            where += " AND c.checkpoint_id < @before"
-            params.append({"name": "@before", "value": query.before})
+        for i, (field, op, value) in enumerate(list_conditions(query)):
+            if field != "thread_id":  # the partition key, given to the query itself
+                where += f" AND c.{field} {op} @c{i}"
+                params.append({"name": f"@c{i}", "value": value})
         if query.limit is not None and query.limit <= 0:
             return []
         top = ""

@@ -26,6 +26,7 @@ from langgraph_hybrid_saver.core import (
     PutOp,
     StoredCheckpoint,
     WriteRow,
+    list_conditions,
 )
 from langgraph_hybrid_saver.errors import ServerUnreachableError
 
@@ -302,22 +303,12 @@ class PostgresBackend:
         return {r["channel"]: (r["type"], r["blob"]) for r in rows}
 
     async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
-        wheres: builtins.list[str] = []
-        args: builtins.list[Any] = []
-        for column, value in (
-            ("thread_id", query.thread_id),
-            ("checkpoint_ns", query.checkpoint_ns),
-            ("checkpoint_id", query.checkpoint_id),
-        ):
-            if value is not None:
-                wheres.append(f"{column} = %s")
-                args.append(value)
+        conditions = list_conditions(query)
+        wheres = [f"{column} {op} %s" for column, op, _ in conditions]
+        args: builtins.list[Any] = [value for _, _, value in conditions]
         if query.filter:
             wheres.append("metadata @> %s")
             args.append(Jsonb(query.filter))
-        if query.before is not None:
-            wheres.append("checkpoint_id < %s")
-            args.append(query.before)
         sql = SELECT_SQL + ("WHERE " + " AND ".join(wheres) if wheres else "")
         sql += " ORDER BY checkpoint_id DESC"
         if query.limit is not None:

@@ -73,6 +73,7 @@ from langgraph_hybrid_saver.core import (
     WriteRow,
     encode_put,
     json_contains,
+    list_conditions,
     to_tuple,
 )
 from langgraph_hybrid_saver.errors import (
@@ -469,19 +470,9 @@ class SqliteBackend:
     async def list(self, query: ListQuery) -> builtins.list[StoredCheckpoint]:
         if query.limit is not None and query.limit <= 0:
             return []
-        wheres: builtins.list[str] = []
-        args: builtins.list[Any] = []
-        for column, value in (
-            ("thread_id", query.thread_id),
-            ("checkpoint_ns", query.checkpoint_ns),
-            ("checkpoint_id", query.checkpoint_id),
-        ):
-            if value is not None:
-                wheres.append(f"{column} = ?")
-                args.append(value)
-        if query.before is not None:
-            wheres.append("checkpoint_id < ?")
-            args.append(query.before)
+        conditions = list_conditions(query)
+        wheres = [f"{column} {op} ?" for column, op, _ in conditions]
+        args: builtins.list[Any] = [value for _, _, value in conditions]
         sql = SELECT_SQL + ("WHERE " + " AND ".join(wheres) if wheres else "")
         sql += " ORDER BY checkpoint_id DESC"
         # jsonb `@>` has no SQLite equivalent: filter in Python, so the limit
