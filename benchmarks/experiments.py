@@ -14,13 +14,16 @@ PostgreSQL schema:
   hot path alone, the outbox just grows) — with the floor.
 * `bulk`: a reconcile batch's rows into PostgreSQL: executemany in
   pipeline mode vs one INSERT ... SELECT FROM unnest(arrays).
+* `lanes`: the hot-path scripts on lanes (langgraph_hybrid_saver/lanes.py:
+  connections written and read directly) vs through redis-py's command
+  layer (`saver.hot._lanes = None`), with the floor.
 * `hotpath`: one aput taken apart (no reconciler running): encoding, the
   put script's round trip, a no-op script with the same arguments, the floor;
   and prototypes of the put script (the package's own script edited in
   memory: without the blob copies in the outbox entry, without the PEXPIRE
   refresh) to price each part on the server.
 
-    python -m benchmarks.experiments parser|placement|hotpath|bulk [--quick] [--out FILE]
+    python -m benchmarks.experiments parser|placement|lanes|hotpath|bulk [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -238,6 +241,34 @@ async def placement_experiment(
     return note, header, rows
 
 
+LANES, NO_LANES = "lanes", "redis-py command layer"
+
+
+async def lanes_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
+    from redis.asyncio import Redis
+
+    from benchmarks.ops import FLOOR, FLOOR_BIG, floor_runners
+
+    rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
+    async with contextlib.AsyncExitStack() as stack:
+        savers = {
+            v: await stack.enter_async_context(open_saver(env, f"l{i}", parser=HIREDIS))
+            for i, v in enumerate((LANES, NO_LANES))
+        }
+        savers[NO_LANES].hot._lanes = None  # every script through redis-py
+        floor_redis = Redis.from_url(env.redis_url)
+        stack.push_async_callback(floor_redis.aclose)
+        floors = floor_runners(floor_redis, f"bench{env.run_id}xlf")
+        rows = await compare(
+            savers, env, ("aput_2kb", "aput_writes", "aget_latest", "alist_10", "aput_140kb"),
+            ("sync",), rounds, warmup, batch,
+            extra={FLOOR: floors[FLOOR], FLOOR_BIG: floors[FLOOR_BIG]},
+        )  # fmt: skip
+        await comp.drop_prefix(floor_redis, f"bench{env.run_id}xlf")
+    note = "Hybrid[postgres] with its in-process reconciler, hiredis parser."
+    return note, ["metric", LANES, NO_LANES, f"{NO_LANES} / {LANES}", "floors"], rows
+
+
 async def script_call(
     hot_tier: Any, row: Any, refs: Any, blobs: Any
 ) -> tuple[list[str], list[Any]]:
@@ -286,7 +317,7 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
     n = 60 if quick else 400
     rows: list[list[str]] = []
     rng = random.Random(6)
-    async with open_saver(env, "hp", placement=NONE) as saver:
+    async with open_saver(env, "hp", parser=HIREDIS, placement=NONE) as saver:
         redis = saver.hot.redis
         scripts = {k: redis.register_script(v) for k, v in variants.items()}
         floor_key = f"bench{env.run_id}xhp:floor"
@@ -324,7 +355,7 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
                 rows.append([label, k, f"{v:,.0f}", f"{v / p50['pipeline floor']:.2f}x"])
     note = (
         "Hybrid[postgres] with reconciler='external' and no worker (only the hot path runs), "
-        "pure-Python RESP3 parser; the prototypes are the package's put script edited in "
+        "hiredis parser (a core dependency); the prototypes are the package's put script edited in "
         "memory, not package code."
     )
     return note, ["checkpoint", "step", "p50 µs", "x floor"], rows
@@ -386,6 +417,7 @@ async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], l
 EXPERIMENTS = {
     "parser": parser_experiment,
     "placement": placement_experiment,
+    "lanes": lanes_experiment,
     "hotpath": hotpath_experiment,
     "bulk": bulk_experiment,
 }

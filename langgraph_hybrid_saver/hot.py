@@ -39,7 +39,9 @@ from typing import Any
 import ormsgpack
 from langgraph.checkpoint.base.id import uuid6
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.core import (
     BlobRow,
@@ -60,6 +62,7 @@ from langgraph_hybrid_saver.errors import (
     ThreadBusyError,
     ThreadDeletedError,
 )
+from langgraph_hybrid_saver.lanes import Lanes
 
 logger = logging.getLogger("langgraph_hybrid_saver.hot")
 
@@ -597,6 +600,23 @@ class HotTier:
         self._thread_lease_keep = r.register_script(_THREAD_LEASE_KEEP)
         self._release = r.register_script(_RELEASE)
         self._dead_letter = r.register_script(_DEAD_LETTER)
+        self._lanes = Lanes(r) if not self.cluster and Lanes.usable(r) else None
+
+    async def aclose(self) -> None:
+        """Close the hot path's own connections (not the client)."""
+        if self._lanes is not None:
+            await self._lanes.aclose()
+
+    async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a registered script: on a lane when there are lanes, else (and
+        when the lane fails or the server does not know the script yet)
+        through redis-py, which loads it and retries by its policy."""
+        if self._lanes is not None:
+            try:
+                return await self._lanes.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except (NoScriptError, RedisConnectionError, RedisTimeoutError, OSError):
+                pass  # OSError covers asyncio's TimeoutError
+        return await script(keys=keys, args=args)
 
     # --- keys -----------------------------------------------------------------
 
@@ -694,7 +714,7 @@ class HotTier:
 
     async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> Any:
         try:
-            reply = await script(keys=[self.base(thread_id), self.outbox(thread_id)], args=args)
+            reply = await self._eval(script, [self.base(thread_id), self.outbox(thread_id)], args)
             return reply if isinstance(reply, list) else _b(reply)
         except ResponseError as e:
             if not str(e).startswith(("LEASED", "DELETED")):
@@ -737,7 +757,8 @@ class HotTier:
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
-        reply = await self._get(keys=[self.base(thread_id)], args=[ns, cid or "", self.refresh_ms])
+        args = [ns, cid or "", self.refresh_ms]
+        reply = await self._eval(self._get, [self.base(thread_id)], args)
         return self._read(thread_id, ns, reply)
 
     def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
@@ -793,8 +814,8 @@ class HotTier:
         is None) with their blobs and writes, in one round trip; and whether
         Redis holds every checkpoint the query can match."""
         args = ["1" if ns is None else "0", ns or "", cid or "", before or "", limit or 0]
-        complete, gen, items = await self._list_full(
-            keys=[self.base(thread_id)], args=[*args, self.refresh_ms]
+        complete, gen, items = await self._eval(
+            self._list_full, [self.base(thread_id)], [*args, self.refresh_ms]
         )
         reads = [
             self._read(thread_id, _b(item_ns), [found, rec, blobs, writes, gen])
@@ -841,11 +862,24 @@ class HotTier:
 
     # --- outbox ---------------------------------------------------------------
 
-    async def try_lease(self, shard: int, owner: str, ttl_ms: int) -> bool:
-        return bool(await self._lease(keys=[self.leases[shard]], args=[owner, ttl_ms]))
+    async def try_leases(self, shards: Sequence[int], owner: str, ttl_ms: int) -> list[int]:
+        """Take (free) or renew (ours) the leases of `shards` in one round trip;
+        returns the shards whose lease `owner` now holds."""
+        held = await self._per_lease(self._lease, shards, [owner, ttl_ms])
+        return [s for s, ok in zip(shards, held, strict=True) if ok]
 
-    async def release(self, shard: int, owner: str) -> None:
-        await self._release(keys=[self.leases[shard]], args=[owner])
+    async def release(self, shards: Sequence[int], owner: str) -> None:
+        """Let go of the leases of `shards` that `owner` holds, in one round trip."""
+        await self._per_lease(self._release, shards, [owner])
+
+    async def _per_lease(self, script: Any, shards: Sequence[int], args: list[Any]) -> list[Any]:
+        if self.cluster:  # the lease keys live in different slots
+            calls = (script(keys=[self.leases[s]], args=args) for s in shards)
+            return list(await asyncio.gather(*calls))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in shards:
+                await script(keys=[self.leases[s]], args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def read_outbox(
         self, shards: Sequence[int], count: int, block_ms: int | None

@@ -163,6 +163,7 @@ async def open_target(
                 "same) or another --key-prefix"
             )
         hot = HotTier(redis, prefix=prefix, shards=shards or recorded or DEFAULT_SHARDS)
+        stack.push_async_callback(hot.aclose)
         yield Target(
             redis, hot, backend, redis_url, durable_url, recorded is not None, durable_error
         )

@@ -86,19 +86,18 @@ class Reconciler:
             pipe.zcard(self._workers_key)
             _, _, workers = await pipe.execute()
         share = math.ceil(self.hot.shards / max(int(workers), 1))
-        for shard in sorted(self._owned):
-            if not await self.hot.try_lease(shard, self.owner, self.lease_ms):
-                self._owned.discard(shard)  # our lease ran out and was taken
-        for shard in range(self.hot.shards):
-            if len(self._owned) >= share:
-                break
-            if shard not in self._owned and await self.hot.try_lease(
-                shard, self.owner, self.lease_ms
-            ):
-                self._owned.add(shard)
-        for shard in sorted(self._owned)[share:]:
-            await self.hot.release(shard, self.owner)
-            self._owned.discard(shard)
+        # Renew ours, try every other (a shard held by a live worker stays
+        # its), then let go of what exceeds the fair share: three round trips
+        # however many shards, so a refresh never stalls reconciling for long.
+        hot, owner = self.hot, self.owner
+        self._owned = set(await hot.try_leases(sorted(self._owned), owner, self.lease_ms))
+        if len(self._owned) < share:
+            others = [s for s in range(hot.shards) if s not in self._owned]
+            self._owned |= set(await hot.try_leases(others, owner, self.lease_ms))
+        surplus = sorted(self._owned)[share:]
+        if surplus:
+            await hot.release(surplus, owner)
+            self._owned -= set(surplus)
         self.stats.owned_shards = sorted(self._owned)
         self._renewed_at = time.monotonic()
 
@@ -171,9 +170,7 @@ class Reconciler:
                 orphans = await self._orphans()
                 if not orphans:
                     return
-                for shard in orphans:
-                    if await self.hot.try_lease(shard, self.owner, self.lease_ms):
-                        self._owned.add(shard)
+                self._owned |= set(await self.hot.try_leases(orphans, self.owner, self.lease_ms))
                 await asyncio.sleep(0.1)  # a dead owner's lease has not expired yet
             except Exception as e:
                 logger.warning("drain on close failed: %s", e)
@@ -202,7 +199,6 @@ class Reconciler:
         return out
 
     async def release_all(self) -> None:
-        for shard in sorted(self._owned):
-            await self.hot.release(shard, self.owner)
+        await self.hot.release(sorted(self._owned), self.owner)
         self._owned.clear()
         await self.hot.redis.zrem(self._workers_key, self.owner)

@@ -287,6 +287,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 await asyncio.wait_for(self._task, drain_timeout + 5)
             except asyncio.TimeoutError:
                 logger.warning("reconciler did not stop in time; cancelling it")
+        await self.hot.aclose()
         for close in self._on_close:
             await close()
 

@@ -75,14 +75,19 @@ async def test_put_is_one_round_trip_with_its_outbox_entry(
     warm = await put_chain(external, tid, 1)
     await external.aget_tuple(warm[0])  # every script is now in Redis' cache
     sent: list[str] = []
-    redis = external.hot.redis
-    original = redis.execute_command
 
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        sent.append(str(args[0]))
-        return await original(*args, **kwargs)
+    def count(target: Any, name: str) -> None:  # redis-py's command path and the lanes'
+        original = getattr(target, name)
 
-    monkeypatch.setattr(redis, "execute_command", counting)
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            sent.append(str(args[0]))
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, counting)
+
+    count(external.hot.redis, "execute_command")
+    assert external.hot._lanes is not None
+    count(external.hot._lanes, "call")
     stored = await put_chain(external, str(uuid.uuid4()), 1)
     assert sent == ["EVALSHA", "EVALSHA"]  # put, put_writes: one script each
     sent.clear()

@@ -1,0 +1,90 @@
+"""Redis connections for the hot-path scripts, outside redis-py's command layer.
+
+Every saver call is one EVALSHA. Through `redis.asyncio.Redis`, each one also
+passes the client's per-command layers (retry wrapper, observability hooks,
+the pool's lock and counters, a timeout context per read): about a quarter of
+a local round trip ([lanes.md](../benchmarks/results/experiments/lanes.md)).
+A lane is a connection that redis-py opened (so TLS, AUTH, SELECT and HELLO
+are redis-py's), used by one call at a time: the command is written to its
+stream and the reply read with a hiredis reader of its own.
+
+Anything but an error reply (a broken connection, a timeout, a cancelled
+caller) closes the lane, and the caller runs the command again through
+redis-py with its retry policy, as redis-py's own retry would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis._parsers.base import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+try:
+    import hiredis
+except ImportError:  # a core dependency; without it every call goes through redis-py
+    hiredis = None  # type: ignore[assignment]
+
+MAX_IDLE = 64  # lanes kept open between calls; more are closed after use
+READ_SIZE = 65536
+
+
+class Lanes:
+    """A free list of lanes on one `redis.asyncio.Redis` client's server."""
+
+    def __init__(self, redis: Any) -> None:
+        self.pool = redis.connection_pool
+        self.idle: list[tuple[Any, Any]] = []
+
+    @staticmethod
+    def usable(redis: Any) -> bool:
+        """Lanes need hiredis and a pooled, non-cluster client."""
+        return (
+            hiredis is not None
+            and getattr(redis, "connection_pool", None) is not None
+            and getattr(redis, "connection", None) is None
+        )
+
+    async def _open(self) -> tuple[Any, Any]:
+        conn = self.pool.make_connection()
+        await conn.connect()
+        if getattr(conn, "_reader", None) is None or getattr(conn, "_writer", None) is None:
+            await conn.disconnect()
+            raise RedisConnectionError("this redis-py connection exposes no streams")
+        kwargs: dict[str, Any] = {"replyError": BaseParser.parse_error}
+        if conn.encoder.decode_responses:
+            kwargs["encoding"] = conn.encoder.encoding
+            kwargs["errors"] = conn.encoder.encoding_errors
+        return conn, hiredis.Reader(**kwargs)
+
+    async def call(self, *args: Any) -> Any:
+        """One command's reply; an error reply is raised as redis-py raises it."""
+        lane = self.idle.pop() if self.idle else await self._open()
+        conn, reader = lane
+        try:
+            conn._writer.writelines(conn.pack_command(*args))
+            reply = reader.gets()
+            while reply is False:
+                read = conn._reader.read(READ_SIZE)
+                timeout = conn.socket_timeout
+                data = await (asyncio.wait_for(read, timeout) if timeout else read)
+                if not data:
+                    raise RedisConnectionError("Redis closed the connection")
+                reader.feed(data)
+                reply = reader.gets()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        if len(self.idle) < MAX_IDLE:
+            self.idle.append(lane)
+        else:
+            await conn.disconnect()
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def aclose(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn, _ in idle:
+            await conn.disconnect()

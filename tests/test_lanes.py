@@ -1,0 +1,135 @@
+"""The hot path's own connections (lanes.py) against a real Redis: a lane that
+breaks, a cancelled or timed-out call, a server that forgot the scripts. In
+each case the calls after it must return their own thread's data (a lane
+left holding an unread reply would hand it to the next caller)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+
+from langgraph_hybrid_saver import AsyncHybridSaver, ServerUnreachableError
+
+from .test_invariants import put_chain
+
+
+@pytest.fixture
+async def pg_saver(redis_url: str, pg_url: str, key_prefix: str) -> AsyncHybridSaver:
+    async with AsyncHybridSaver.from_conn_string(redis_url, pg_url, key_prefix=key_prefix) as s:
+        yield s
+
+
+# Keeps the server busy for ARGV[1] microseconds (DEBUG SLEEP is off by default).
+BUSY = """
+local t = redis.call('TIME')
+local t0 = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - t0 > tonumber(ARGV[1])
+"""
+
+
+def busy(admin: Redis, seconds: float) -> asyncio.Task[object]:
+    return asyncio.create_task(admin.eval(BUSY, 0, int(seconds * 1e6)))
+
+
+async def latest(saver: AsyncHybridSaver, thread_id: str) -> str:
+    tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
+    assert tup is not None
+    assert tup.config["configurable"]["thread_id"] == thread_id
+    return str(tup.config["configurable"]["checkpoint_id"])
+
+
+async def test_reads_and_writes_go_through_lanes(pg_saver: AsyncHybridSaver) -> None:
+    lanes = pg_saver.hot._lanes
+    assert lanes is not None
+    [stored] = await put_chain(pg_saver, "t-lane", 1)
+    assert lanes.idle, "the write's lane went back to the free list"
+    assert await latest(pg_saver, "t-lane") == stored["configurable"]["checkpoint_id"]
+    await pg_saver.aflush()  # the reconciler read the entry the lane wrote
+    durable = await pg_saver.backend.get("t-lane", "", None)
+    assert durable is not None and durable.checkpoint_id == stored["configurable"]["checkpoint_id"]
+
+
+async def test_killed_lanes_are_replaced(pg_saver: AsyncHybridSaver, redis_url: str) -> None:
+    lanes = pg_saver.hot._lanes
+    assert lanes is not None
+    await put_chain(pg_saver, "t-kill", 2)
+    before = {id(conn) for conn, _ in lanes.idle}
+    admin = Redis.from_url(redis_url)
+    try:
+        killed = await admin.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        await admin.aclose()
+    assert killed >= 1
+    configs = await put_chain(pg_saver, "t-kill", 2, parent=None)
+    assert await latest(pg_saver, "t-kill") == configs[-1]["configurable"]["checkpoint_id"]
+    assert {id(conn) for conn, _ in lanes.idle}.isdisjoint(before), "dead lanes were reused"
+
+
+async def test_scripts_are_reloaded_after_script_flush(pg_saver: AsyncHybridSaver) -> None:
+    await put_chain(pg_saver, "t-flush", 1)
+    await pg_saver.hot.redis.script_flush()
+    [stored] = await put_chain(pg_saver, "t-flush2", 1)
+    assert await latest(pg_saver, "t-flush2") == stored["configurable"]["checkpoint_id"]
+
+
+async def test_a_cancelled_call_does_not_leave_its_reply_to_the_next(
+    pg_saver: AsyncHybridSaver, redis_url: str
+) -> None:
+    a = (await put_chain(pg_saver, "t-a", 1))[0]["configurable"]["checkpoint_id"]
+    b = (await put_chain(pg_saver, "t-b", 1))[0]["configurable"]["checkpoint_id"]
+    admin = Redis.from_url(redis_url)
+    try:
+        sleeper = busy(admin, 0.4)
+        await asyncio.sleep(0.05)  # the server is busy: the next call waits for its reply
+        reading = asyncio.create_task(latest(pg_saver, "t-a"))
+        await asyncio.sleep(0.05)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await sleeper
+    finally:
+        await admin.aclose()
+    # t-a's reply arrives after the cancel; a reused lane would answer t-b with it.
+    assert await latest(pg_saver, "t-b") == b
+    assert await latest(pg_saver, "t-a") == a
+
+
+async def test_a_timed_out_call_is_a_typed_error_and_the_next_call_is_clean(
+    redis_url: str, pg_url: str, key_prefix: str
+) -> None:
+    redis = Redis.from_url(redis_url, socket_timeout=0.15)
+    from langgraph_hybrid_saver import open_backend
+
+    backend = open_backend(pg_url)
+    await backend.open()
+    saver = AsyncHybridSaver(redis, backend, key_prefix=key_prefix)
+    admin = Redis.from_url(redis_url)
+    try:
+        await saver.setup()
+        a = (await put_chain(saver, "t-slow-a", 1))[0]["configurable"]["checkpoint_id"]
+        b = (await put_chain(saver, "t-slow-b", 1))[0]["configurable"]["checkpoint_id"]
+        sleeper = busy(admin, 0.5)
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServerUnreachableError, match="unreachable"):
+            await latest(saver, "t-slow-a")
+        await sleeper
+        assert await latest(saver, "t-slow-b") == b
+        assert await latest(saver, "t-slow-a") == a
+    finally:
+        await admin.aclose()
+        await saver.aclose()
+        await backend.close()
+        await redis.aclose()
+
+
+async def test_lanes_hold_one_connection_per_concurrent_call(pg_saver: AsyncHybridSaver) -> None:
+    lanes = pg_saver.hot._lanes
+    assert lanes is not None
+    threads = [f"t-conc-{uuid.uuid4().hex[:6]}" for _ in range(12)]
+    chains = await asyncio.gather(*(put_chain(pg_saver, t, 3) for t in threads))
+    heads = await asyncio.gather(*(latest(pg_saver, t) for t in threads))
+    assert heads == [c[-1]["configurable"]["checkpoint_id"] for c in chains]
+    assert 1 <= len(lanes.idle) <= 12 + 1  # + the reconciler's concurrent reads, if any
