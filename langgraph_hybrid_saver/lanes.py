@@ -16,6 +16,7 @@ redis-py with its retry policy, as redis-py's own retry would have.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 from redis._parsers.base import BaseParser
@@ -26,6 +27,8 @@ try:
 except ImportError:  # a core dependency; without it every call goes through redis-py
     hiredis = None  # type: ignore[assignment]
 
+# One timer per call (3.11+) is much cheaper than wait_for's task per read.
+_timeout = asyncio.timeout if sys.version_info >= (3, 11) else None
 MAX_IDLE = 64  # lanes kept open between calls; more are closed after use
 READ_SIZE = 65536
 
@@ -63,16 +66,12 @@ class Lanes:
         lane = self.idle.pop() if self.idle else await self._open()
         conn, reader = lane
         try:
-            conn._writer.writelines(conn.pack_command(*args))
-            reply = reader.gets()
-            while reply is False:
-                read = conn._reader.read(READ_SIZE)
-                timeout = conn.socket_timeout
-                data = await (asyncio.wait_for(read, timeout) if timeout else read)
-                if not data:
-                    raise RedisConnectionError("Redis closed the connection")
-                reader.feed(data)
-                reply = reader.gets()
+            conn._writer.write(hiredis.pack_command(args))
+            if _timeout is not None:
+                async with _timeout(conn.socket_timeout):
+                    reply = await self._reply(conn, reader)
+            else:
+                reply = await asyncio.wait_for(self._reply(conn, reader), conn.socket_timeout)
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
@@ -82,6 +81,17 @@ class Lanes:
             await conn.disconnect()
         if isinstance(reply, Exception):
             raise reply
+        return reply
+
+    @staticmethod
+    async def _reply(conn: Any, reader: Any) -> Any:
+        reply = reader.gets()
+        while reply is False:
+            data = await conn._reader.read(READ_SIZE)
+            if not data:
+                raise RedisConnectionError("Redis closed the connection")
+            reader.feed(data)
+            reply = reader.gets()
         return reply
 
     async def aclose(self) -> None:

@@ -136,17 +136,23 @@ class Reconciler:
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
         """Work until `stop` is set, then drain the owned shards and let go.
 
-        After a partial batch it lingers `linger_ms` so the durable store
-        commits fewer, larger transactions; after a failure it backs off.
-        `wake()` (someone waits for the durable store) cuts both short."""
+        After a partial batch it lingers until `linger_ms` after the step
+        began, so the durable store commits fewer, larger transactions;
+        after a failure it backs off. `wake()` (someone waits for the
+        durable store) cuts both short."""
         self._wake = asyncio.Event()
         backoff = 0.05
         while not stop.is_set():
             try:
+                started = time.monotonic()
                 n = await self.step(self.block_ms)
                 backoff = 0.05
-                if self.linger_ms and 0 < n < self.batch_size:
-                    await self._pause(stop, self.linger_ms / 1000)
+                # Linger until linger_ms after this step began: a busy loop or a
+                # slow store already made the step that long (and the batch that
+                # big), so lingering on top would only add lag.
+                left = self.linger_ms / 1000 - (time.monotonic() - started)
+                if left > 0 and 0 < n < self.batch_size:
+                    await self._pause(stop, left)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the durable store or Redis is down: retry
