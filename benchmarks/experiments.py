@@ -355,8 +355,9 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
                 rows.append([label, k, f"{v:,.0f}", f"{v / p50['pipeline floor']:.2f}x"])
     note = (
         "Hybrid[postgres] with reconciler='external' and no worker (only the hot path runs), "
-        "hiredis parser (a core dependency); the prototypes are the package's put script edited in "
-        "memory, not package code."
+        "hiredis parser (a core dependency). The script rows call the scripts through redis-py; "
+        "'whole aput' is the saver's own call, on its lanes. The prototypes are the package's "
+        "put script edited in memory, not package code."
     )
     return note, ["checkpoint", "step", "p50 µs", "x floor"], rows
 
@@ -379,7 +380,16 @@ async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], l
         f"INSERT INTO bulk {cols} SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
         "%s::text[], %s::text[], %s::bytea[]) ON CONFLICT DO NOTHING"
     )
-    variants = ("executemany (pipeline)", "unnest, text parameters", "unnest, binary parameters")
+    variants = (
+        "executemany (pipeline)", "unnest, text parameters", "unnest, binary parameters",
+        "multi-row VALUES, 128-row statements (pipeline)",
+        "COPY into a temporary table, then INSERT ... SELECT",
+    )  # fmt: skip
+
+    def values_sql(k: int) -> str:
+        groups = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * k)
+        return f"INSERT INTO bulk {cols} VALUES {groups} ON CONFLICT DO NOTHING"
+
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     rng = random.Random(6)
     async with comp.pg_schema(env, "bulk") as url:
@@ -395,10 +405,32 @@ async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], l
                 for v in order:
                     await conn.execute("TRUNCATE bulk")
                     t0 = time.perf_counter()
+                    if v.startswith("COPY"):
+                        async with conn.transaction():
+                            cur = conn.cursor()
+                            await cur.execute(
+                                "CREATE TEMP TABLE IF NOT EXISTS bulk_in (LIKE bulk) "
+                                "ON COMMIT DELETE ROWS"
+                            )
+                            async with cur.copy(f"COPY bulk_in {cols} FROM STDIN") as copy:
+                                for row in rows:
+                                    await copy.write_row(row)
+                            await cur.execute(
+                                f"INSERT INTO bulk {cols} SELECT * FROM bulk_in "
+                                "ON CONFLICT DO NOTHING"
+                            )
+                        if r:
+                            seconds[v].append(time.perf_counter() - t0)
+                        continue
                     async with conn.pipeline(), conn.transaction():
                         cur = conn.cursor()
                         if v == variants[0]:
                             await cur.executemany(insert, rows)
+                        elif v.startswith("multi-row"):
+                            for i in range(0, n, 128):
+                                chunk = rows[i : i + 128]
+                                flat = [x for row in chunk for x in row]
+                                await cur.execute(values_sql(len(chunk)), flat)
                         else:
                             params = [list(c) for c in zip(*rows, strict=True)]
                             await cur.execute(unnest, params, binary="binary" in v)
