@@ -39,9 +39,7 @@ from typing import Any
 import ormsgpack
 from langgraph.checkpoint.base.id import uuid6
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.core import (
     BlobRow,
@@ -62,7 +60,7 @@ from langgraph_hybrid_saver.errors import (
     ThreadBusyError,
     ThreadDeletedError,
 )
-from langgraph_hybrid_saver.lanes import Lanes
+from langgraph_hybrid_saver.lanes import LaneBroken, Lanes
 
 logger = logging.getLogger("langgraph_hybrid_saver.hot")
 
@@ -614,8 +612,11 @@ class HotTier:
         if self._lanes is not None:
             try:
                 return await self._lanes.call("EVALSHA", script.sha, len(keys), *keys, *args)
-            except (NoScriptError, RedisConnectionError, RedisTimeoutError, OSError):
-                pass  # OSError covers asyncio's TimeoutError
+            except NoScriptError:
+                pass
+            except LaneBroken as e:
+                if e.unsupported:
+                    self._lanes = None
         return await script(keys=keys, args=args)
 
     # --- keys -----------------------------------------------------------------

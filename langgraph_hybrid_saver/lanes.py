@@ -9,8 +9,10 @@ are redis-py's), used by one call at a time: the command is written to its
 stream and the reply read with a hiredis reader of its own.
 
 Anything but an error reply (a broken connection, a timeout, a cancelled
-caller) closes the lane, and the caller runs the command again through
-redis-py with its retry policy, as redis-py's own retry would have.
+caller) closes the lane. A lane that broke raises `LaneBroken`, and the
+caller runs the command again through redis-py with its retry policy, as
+redis-py's own retry would have. Opening a lane is redis-py's `connect()`,
+with its retries: its errors are redis-py's, raised as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:
     import hiredis
@@ -31,6 +34,15 @@ except ImportError:  # a core dependency; without it every call goes through red
 _timeout = asyncio.timeout if sys.version_info >= (3, 11) else None
 MAX_IDLE = 64  # lanes kept open between calls; more are closed after use
 READ_SIZE = 65536
+
+
+class LaneBroken(Exception):
+    """The lane failed before its reply was read (it is closed); `unsupported`:
+    this redis-py's connections cannot be used as lanes at all."""
+
+    def __init__(self, message: str, *, unsupported: bool = False) -> None:
+        super().__init__(message)
+        self.unsupported = unsupported
 
 
 class Lanes:
@@ -54,7 +66,7 @@ class Lanes:
         await conn.connect()
         if getattr(conn, "_reader", None) is None or getattr(conn, "_writer", None) is None:
             await conn.disconnect()
-            raise RedisConnectionError("this redis-py connection exposes no streams")
+            raise LaneBroken("this redis-py's connections expose no streams", unsupported=True)
         kwargs: dict[str, Any] = {"replyError": BaseParser.parse_error}
         if conn.encoder.decode_responses:
             kwargs["encoding"] = conn.encoder.encoding
@@ -72,7 +84,10 @@ class Lanes:
                     reply = await self._reply(conn, reader)
             else:
                 reply = await asyncio.wait_for(self._reply(conn, reader), conn.socket_timeout)
-        except BaseException:
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:  # OSError: TimeoutError
+            await conn.disconnect(nowait=True)
+            raise LaneBroken(f"{type(e).__name__}: {e}") from e
+        except BaseException:  # cancelled: the reply may still come, so never reuse it
             await conn.disconnect(nowait=True)
             raise
         if len(self.idle) < MAX_IDLE:

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +32,7 @@ import pytest
 from langgraph_hybrid_saver import AsyncHybridSaver
 from scripts.servers import PostgresCluster, TLSFiles, make_tls
 
+ROOT = Path(__file__).resolve().parents[1]
 THROWAWAY_APP_PASSWORD = "app-s3cret-pw"
 REDIS_URL = os.environ.get("HYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_BASE = os.environ.get("HYBRID_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -40,6 +42,16 @@ EMULATOR_KEY = (
 )
 COSMOS_ENDPOINT = os.environ.get("COSMOS_ENDPOINT", "https://127.0.0.1:8081")
 os.environ.setdefault("COSMOS_KEY", EMULATOR_KEY)  # the backend reads it from here
+
+
+def start_reconciler(
+    redis_url: str, durable_url: str, *options: str, stderr: int | None = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """A `python -m langgraph_hybrid_saver reconcile` worker process (text
+    stdout piped; stderr piped unless told otherwise, None: inherited)."""
+    cmd = [sys.executable, "-m", "langgraph_hybrid_saver", "reconcile"]
+    cmd += ["--redis", redis_url, "--durable", durable_url, *options]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def _require(host: str, port: int, what: str, start: str) -> None:

@@ -12,7 +12,6 @@ import json
 import operator
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -45,7 +44,7 @@ from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.reconciler import Reconciler
 from langgraph_hybrid_saver.reducers import rolling_window
 
-from .conftest import free_port
+from .conftest import free_port, start_reconciler
 from .test_invariants import put_chain
 from .test_topologies import redis_cluster  # noqa: F401 (a fixture)
 
@@ -548,26 +547,8 @@ def test_rolling_window_keeps_add_messages_semantics() -> None:
 def test_reconcile_worker_drains_releases_and_exits_0_on_sigterm(
     redis_url: str, durable_url: str, key_prefix: str, clean_redis: None
 ) -> None:
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "langgraph_hybrid_saver",
-            "reconcile",
-            "--redis",
-            redis_url,
-            "--durable",
-            durable_url,
-            "--key-prefix",
-            key_prefix,
-            "--batch-size",
-            "5",
-            "--setup",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    worker = start_reconciler(
+        redis_url, durable_url, "--key-prefix", key_prefix, "--batch-size", "5", "--setup"
     )
     threads = [f"sig-{i}-{uuid.uuid4()}" for i in range(6)]
 

@@ -17,6 +17,7 @@ from langgraph_hybrid_saver import AsyncHybridSaver
 from langgraph_hybrid_saver.core import ListQuery
 from langgraph_hybrid_saver.reconciler import Reconciler
 
+from .conftest import start_reconciler
 from .test_invariants import put_chain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,24 +72,8 @@ async def test_killed_reconciler_leaves_nothing_behind(
     async with AsyncHybridSaver.from_conn_string(
         redis_url, durable_url, key_prefix=key_prefix, reconciler="external", flush_timeout=30
     ) as saver:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "langgraph_hybrid_saver",
-                "reconcile",
-                "--redis",
-                redis_url,
-                "--durable",
-                durable_url,
-                "--key-prefix",
-                key_prefix,
-                "--batch-size",
-                "5",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
+        worker = start_reconciler(
+            redis_url, durable_url, "--key-prefix", key_prefix, "--batch-size", "5", stderr=None
         )
         try:
             assert worker.stdout is not None

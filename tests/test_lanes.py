@@ -1,24 +1,39 @@
 """The hot path's own connections (lanes.py) against a real Redis: a lane that
 breaks, a cancelled or timed-out call, a server that forgot the scripts. In
 each case the calls after it must return their own thread's data (a lane
-left holding an unread reply would hand it to the next caller)."""
+left holding an unread reply would hand it to the next caller). Tests that
+kill clients, flush scripts or keep the server busy use a Redis of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 from redis.asyncio import Redis
 
 from langgraph_hybrid_saver import AsyncHybridSaver, ServerUnreachableError
 
+from .conftest import PrivateRedis
 from .test_invariants import put_chain
 
 
 @pytest.fixture
-async def pg_saver(redis_url: str, pg_url: str, key_prefix: str) -> AsyncHybridSaver:
+async def pg_saver(redis_url: str, pg_url: str, key_prefix: str) -> AsyncIterator[AsyncHybridSaver]:
     async with AsyncHybridSaver.from_conn_string(redis_url, pg_url, key_prefix=key_prefix) as s:
+        yield s
+
+
+@pytest.fixture
+async def own(
+    private_redis: PrivateRedis, pg_url: str, key_prefix: str
+) -> AsyncIterator[AsyncHybridSaver]:
+    """A saver on a private Redis."""
+    async with AsyncHybridSaver.from_conn_string(
+        private_redis.url, pg_url, key_prefix=key_prefix
+    ) as s:
         yield s
 
 
@@ -52,39 +67,41 @@ async def test_reads_and_writes_go_through_lanes(pg_saver: AsyncHybridSaver) -> 
     assert durable is not None and durable.checkpoint_id == stored["configurable"]["checkpoint_id"]
 
 
-async def test_killed_lanes_are_replaced(pg_saver: AsyncHybridSaver, redis_url: str) -> None:
-    lanes = pg_saver.hot._lanes
+async def test_killed_lanes_are_replaced(
+    own: AsyncHybridSaver, private_redis: PrivateRedis
+) -> None:
+    lanes = own.hot._lanes
     assert lanes is not None
-    await put_chain(pg_saver, "t-kill", 2)
+    await put_chain(own, "t-kill", 2)
     before = {id(conn) for conn, _ in lanes.idle}
-    admin = Redis.from_url(redis_url)
+    admin = Redis.from_url(private_redis.url)
     try:
         killed = await admin.client_kill_filter(_type="normal", skipme=True)
     finally:
         await admin.aclose()
     assert killed >= 1
-    configs = await put_chain(pg_saver, "t-kill", 2, parent=None)
-    assert await latest(pg_saver, "t-kill") == configs[-1]["configurable"]["checkpoint_id"]
+    configs = await put_chain(own, "t-kill", 2)
+    assert await latest(own, "t-kill") == configs[-1]["configurable"]["checkpoint_id"]
     assert {id(conn) for conn, _ in lanes.idle}.isdisjoint(before), "dead lanes were reused"
 
 
-async def test_scripts_are_reloaded_after_script_flush(pg_saver: AsyncHybridSaver) -> None:
-    await put_chain(pg_saver, "t-flush", 1)
-    await pg_saver.hot.redis.script_flush()
-    [stored] = await put_chain(pg_saver, "t-flush2", 1)
-    assert await latest(pg_saver, "t-flush2") == stored["configurable"]["checkpoint_id"]
+async def test_scripts_are_reloaded_after_script_flush(own: AsyncHybridSaver) -> None:
+    await put_chain(own, "t-flush", 1)
+    await own.hot.redis.script_flush()  # what a restarted server knows
+    [stored] = await put_chain(own, "t-flush2", 1)
+    assert await latest(own, "t-flush2") == stored["configurable"]["checkpoint_id"]
 
 
 async def test_a_cancelled_call_does_not_leave_its_reply_to_the_next(
-    pg_saver: AsyncHybridSaver, redis_url: str
+    own: AsyncHybridSaver, private_redis: PrivateRedis
 ) -> None:
-    a = (await put_chain(pg_saver, "t-a", 1))[0]["configurable"]["checkpoint_id"]
-    b = (await put_chain(pg_saver, "t-b", 1))[0]["configurable"]["checkpoint_id"]
-    admin = Redis.from_url(redis_url)
+    a = (await put_chain(own, "t-a", 1))[0]["configurable"]["checkpoint_id"]
+    b = (await put_chain(own, "t-b", 1))[0]["configurable"]["checkpoint_id"]
+    admin = Redis.from_url(private_redis.url)
     try:
         sleeper = busy(admin, 0.4)
         await asyncio.sleep(0.05)  # the server is busy: the next call waits for its reply
-        reading = asyncio.create_task(latest(pg_saver, "t-a"))
+        reading = asyncio.create_task(latest(own, "t-a"))
         await asyncio.sleep(0.05)
         reading.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -93,13 +110,14 @@ async def test_a_cancelled_call_does_not_leave_its_reply_to_the_next(
     finally:
         await admin.aclose()
     # t-a's reply arrives after the cancel; a reused lane would answer t-b with it.
-    assert await latest(pg_saver, "t-b") == b
-    assert await latest(pg_saver, "t-a") == a
+    assert await latest(own, "t-b") == b
+    assert await latest(own, "t-a") == a
 
 
 async def test_a_timed_out_call_is_a_typed_error_and_the_next_call_is_clean(
-    redis_url: str, pg_url: str, key_prefix: str
+    private_redis: PrivateRedis, pg_url: str, key_prefix: str
 ) -> None:
+    redis_url = private_redis.url
     redis = Redis.from_url(redis_url, socket_timeout=0.15)
     from langgraph_hybrid_saver import open_backend
 
@@ -133,3 +151,36 @@ async def test_lanes_hold_one_connection_per_concurrent_call(pg_saver: AsyncHybr
     heads = await asyncio.gather(*(latest(pg_saver, t) for t in threads))
     assert heads == [c[-1]["configurable"]["checkpoint_id"] for c in chains]
     assert 1 <= len(lanes.idle) <= 12 + 1  # + the reconciler's concurrent reads, if any
+
+
+async def test_a_redis_py_without_streams_turns_lanes_off(
+    pg_saver: AsyncHybridSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NoStreams:  # a connection class of some other redis-py version
+        async def connect(self) -> None: ...
+        async def disconnect(self, nowait: bool = False) -> None: ...
+
+    hot = pg_saver.hot
+    assert hot._lanes is not None
+    hot._lanes.idle.clear()
+    monkeypatch.setattr(hot._lanes, "pool", SimpleNamespace(make_connection=NoStreams))
+    [stored] = await put_chain(pg_saver, "t-nostreams", 1)
+    assert hot._lanes is None, "lanes stay off instead of failing on every call"
+    assert await latest(pg_saver, "t-nostreams") == stored["configurable"]["checkpoint_id"]
+
+
+async def test_a_redis_restart_is_one_typed_error_then_reads_go_on(
+    pg_url: str, key_prefix: str, private_redis: PrivateRedis
+) -> None:
+    saver = await AsyncHybridSaver.open(private_redis.url, pg_url, key_prefix=key_prefix)
+    try:
+        [stored] = await put_chain(saver, "t-down", 1)
+        await saver.aflush()  # durable: the restarted (empty) Redis reads it through
+        assert saver.hot._lanes is not None and saver.hot._lanes.idle
+        private_redis.stop()
+        with pytest.raises(ServerUnreachableError, match="unreachable"):
+            await latest(saver, "t-down")
+        private_redis.start()
+        assert await latest(saver, "t-down") == stored["configurable"]["checkpoint_id"]
+    finally:
+        await saver.aclose()

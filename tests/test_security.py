@@ -37,7 +37,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph_hybrid_saver import AsyncHybridSaver, ServerUnreachableError
 from scripts.servers import PostgresCluster, RedisServer, TLSFiles
 
-from .conftest import THROWAWAY_APP_PASSWORD, pg_schema
+from .conftest import THROWAWAY_APP_PASSWORD, pg_schema, start_reconciler
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_PASSWORD = "redis-pw-9f3a1c"
@@ -117,23 +117,8 @@ async def test_reconciler_cli_over_rediss(
         tls_redis.url(), pg_url, key_prefix=key_prefix, reconciler="external", flush_timeout=60
     ) as saver:
         await saver.aput(generate_config("tls-cli"), *one_put({"m": [1]}))
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "langgraph_hybrid_saver",
-                "reconcile",
-                "--redis",
-                tls_redis.url(),
-                "--durable",
-                pg_url,
-                "--key-prefix",
-                key_prefix,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        worker = start_reconciler(
+            tls_redis.url(), pg_url, "--key-prefix", key_prefix, stderr=subprocess.STDOUT
         )
         try:
             await saver.aflush()
