@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -176,10 +176,11 @@ def durable_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-async def saver(
+@asynccontextmanager
+async def hybrid_saver(
     redis_url: str, durable_url: str, key_prefix: str
 ) -> AsyncIterator[AsyncHybridSaver]:
+    """A saver whose Redis keys are deleted when it closes."""
     async with AsyncHybridSaver.from_conn_string(
         redis_url, durable_url, key_prefix=key_prefix
     ) as s:
@@ -187,6 +188,14 @@ async def saver(
         keys = [k async for k in s.hot.redis.scan_iter(f"{key_prefix}:*")]
         if keys:
             await s.hot.redis.delete(*keys)
+
+
+@pytest.fixture
+async def saver(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> AsyncIterator[AsyncHybridSaver]:
+    async with hybrid_saver(redis_url, durable_url, key_prefix) as s:
+        yield s
 
 
 def free_port() -> int:

@@ -16,13 +16,13 @@ from redis.asyncio import Redis
 
 from langgraph_hybrid_saver import AsyncHybridSaver, ServerUnreachableError
 
-from .conftest import PrivateRedis
+from .conftest import PrivateRedis, hybrid_saver
 from .test_invariants import put_chain
 
 
 @pytest.fixture
 async def pg_saver(redis_url: str, pg_url: str, key_prefix: str) -> AsyncIterator[AsyncHybridSaver]:
-    async with AsyncHybridSaver.from_conn_string(redis_url, pg_url, key_prefix=key_prefix) as s:
+    async with hybrid_saver(redis_url, pg_url, key_prefix) as s:
         yield s
 
 
@@ -31,9 +31,7 @@ async def own(
     private_redis: PrivateRedis, pg_url: str, key_prefix: str
 ) -> AsyncIterator[AsyncHybridSaver]:
     """A saver on a private Redis."""
-    async with AsyncHybridSaver.from_conn_string(
-        private_redis.url, pg_url, key_prefix=key_prefix
-    ) as s:
+    async with hybrid_saver(private_redis.url, pg_url, key_prefix) as s:
         yield s
 
 
