@@ -560,6 +560,13 @@ class HotTier:
                 f"key_prefix {prefix!r} must be non-empty and free of '{{' and '}}' "
                 "(they delimit Redis Cluster hash tags)"
             )
+        get_encoder = getattr(redis, "get_encoder", None)
+        if get_encoder is not None and get_encoder().decode_responses:
+            raise ConfigError(
+                "this Redis client decodes replies to str (decode_responses=True), but "
+                "checkpoints are binary: create it with decode_responses=False (and drop "
+                "decode_responses from the redis_url)"
+            )
         if not isinstance(shards, int) or not 1 <= shards <= 16384:
             raise ConfigError(f"shards must be an int in 1..16384, got {shards!r}")
         if ttl is not None and ttl <= 0:

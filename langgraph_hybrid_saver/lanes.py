@@ -67,11 +67,7 @@ class Lanes:
         if getattr(conn, "_reader", None) is None or getattr(conn, "_writer", None) is None:
             await conn.disconnect()
             raise LaneBroken("this redis-py's connections expose no streams", unsupported=True)
-        kwargs: dict[str, Any] = {"replyError": BaseParser.parse_error}
-        if conn.encoder.decode_responses:
-            kwargs["encoding"] = conn.encoder.encoding
-            kwargs["errors"] = conn.encoder.encoding_errors
-        return conn, hiredis.Reader(**kwargs)
+        return conn, hiredis.Reader(replyError=BaseParser.parse_error)  # bytes (HotTier's check)
 
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py raises it."""

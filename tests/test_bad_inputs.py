@@ -179,6 +179,22 @@ async def test_redis_url_pointing_at_another_server(
             pass
 
 
+async def test_a_redis_client_that_decodes_replies(redis_url: str, pg_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from langgraph_hybrid_saver import ConfigError, open_backend
+
+    with pytest.raises(ConfigError, match="decode_responses=False"):
+        async with AsyncHybridSaver.from_conn_string(f"{redis_url}?decode_responses=true", pg_url):
+            pass
+    decoding = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        with pytest.raises(ConfigError, match="decode_responses=True"):
+            AsyncHybridSaver(decoding, open_backend(pg_url))
+    finally:
+        await decoding.aclose()
+
+
 async def test_redis_down_during_a_put(
     redis_server: RedisServer, external: AsyncHybridSaver
 ) -> None:

@@ -182,3 +182,14 @@ async def test_a_redis_restart_is_one_typed_error_then_reads_go_on(
         assert await latest(saver, "t-down") == stored["configurable"]["checkpoint_id"]
     finally:
         await saver.aclose()
+
+
+async def test_a_resp3_client_reads_the_same(redis_url: str, pg_url: str, key_prefix: str) -> None:
+    async with hybrid_saver(f"{redis_url}?protocol=3", pg_url, key_prefix) as saver:
+        assert saver.hot._lanes is not None
+        configs = await put_chain(saver, "t-resp", 3)
+        assert await latest(saver, "t-resp") == configs[-1]["configurable"]["checkpoint_id"]
+        listed = [t.config async for t in saver.alist({"configurable": {"thread_id": "t-resp"}})]
+        assert [c["configurable"]["checkpoint_id"] for c in listed] == [
+            c["configurable"]["checkpoint_id"] for c in configs[::-1]
+        ]
