@@ -95,6 +95,7 @@ async def test_a_cancelled_call_does_not_leave_its_reply_to_the_next(
 ) -> None:
     a = (await put_chain(own, "t-a", 1))[0]["configurable"]["checkpoint_id"]
     b = (await put_chain(own, "t-b", 1))[0]["configurable"]["checkpoint_id"]
+    assert await latest(own, "t-a") == a  # the get script is loaded: no NOSCRIPT below
     admin = Redis.from_url(private_redis.url)
     try:
         sleeper = busy(admin, 0.4)
@@ -127,6 +128,7 @@ async def test_a_timed_out_call_is_a_typed_error_and_the_next_call_is_clean(
         await saver.setup()
         a = (await put_chain(saver, "t-slow-a", 1))[0]["configurable"]["checkpoint_id"]
         b = (await put_chain(saver, "t-slow-b", 1))[0]["configurable"]["checkpoint_id"]
+        assert await latest(saver, "t-slow-a") == a  # the get script is loaded
         sleeper = busy(admin, 0.5)
         await asyncio.sleep(0.05)
         with pytest.raises(ServerUnreachableError, match="unreachable"):
