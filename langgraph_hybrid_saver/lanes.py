@@ -7,9 +7,9 @@ context per read): about a quarter of a local round trip
 ([lanes.md](../benchmarks/results/experiments/lanes.md)). A lane is a
 connection that redis-py opened (so TLS, AUTH, SELECT and HELLO are
 redis-py's), used by one call at a time: the command is packed by hiredis
-(~3 µs for a 2 KB checkpoint, ~19 µs in redis-py's packer), written to the
-connection's stream, and the reply read by a hiredis reader of the lane's
-own, under one timer (`socket_timeout`).
+(in C; redis-py's packer is Python), written to the connection's stream,
+and the reply read by a hiredis reader of the lane's own, under one timer
+(`socket_timeout`).
 
 Anything but an error reply (a broken connection, a timeout, a cancelled
 caller) closes the lane. A lane that broke raises `LaneBroken`, and the
