@@ -4,8 +4,8 @@
   drains them), then one `Reconciler` is started and timed until the outbox
   is empty; the durable store is then read back.
 * Lag: while 16 workers invoke the support graph, the time from each outbox
-  entry's creation (its stream id, Redis clock in ms) to the moment the
-  reconciler deletes it after the durable commit is recorded for every entry;
+  entry's creation (its stream id, Redis clock in ms) to the durable commit
+  of its batch (the reconciler's `on_applied` hook) is recorded for every entry;
   `astats()['lag_seconds']` is sampled alongside.
 * Memory: MEMORY USAGE of a thread's keys after 1,000 steps.
 """
@@ -92,18 +92,15 @@ async def lag_under_load(
 ) -> dict[str, Any]:
     """Reconcile lag while 16 workers invoke the support graph on `saver`.
 
-    In-process reconciler: the saver's own `hot.ack` is wrapped. External
-    reconciler: the worker process logs the same numbers to `lag_file`.
+    In-process reconciler: its `on_applied` hook (called right after each
+    durable commit) records them. External reconciler: the worker process
+    logs the same numbers to `lag_file`.
     """
-    hot = saver.hot
     entry_lag_ms: list[float] = []
-    original_ack = hot.ack
 
-    async def timed_ack(applied: Any) -> None:
-        # Called by the reconciler right after the durable commit.
+    def committed(applied: Any) -> None:
         now_ms = time.time() * 1000
         entry_lag_ms.extend(now_ms - int(sid.split("-")[0]) for _, sid in applied)
-        await original_ack(applied)
 
     sampled: list[float] = []
     backlogs: list[int] = []
@@ -123,7 +120,7 @@ async def lag_under_load(
     await saver.aflush()
     in_process = saver.reconciler is not None
     if in_process:
-        hot.ack = timed_ack
+        saver.reconciler.on_applied = committed
     runner = GraphRunner(saver, mode, f"{tag}-lag")
     since_ms = time.time() * 1000
     try:
@@ -137,7 +134,8 @@ async def lag_under_load(
         await saver.aflush(timeout=DRAIN_TIMEOUT_S)
         drain_after_s = time.perf_counter() - t0
     finally:
-        hot.ack = original_ack
+        if in_process:
+            saver.reconciler.on_applied = None
     if not in_process:
         if lag_file is None:
             raise ValueError("an external reconciler needs the lag file of its worker")

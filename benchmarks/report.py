@@ -257,8 +257,8 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
                       "read-back"], rows), ""]  # fmt: skip
     if results.get("lag"):
         md += ["## Reconcile lag under the 16-concurrent graph load", "",
-               "Per entry: from the outbox entry's creation (stream id, ms) to its deletion "
-               "after the durable commit. Sampled: `astats()['lag_seconds']` (age of the "
+               "Per entry: from the outbox entry's creation (stream id, ms) to the durable "
+               "commit of its batch. Sampled: `astats()['lag_seconds']` (age of the "
                "oldest pending entry) every 100 ms.",
                ""]  # fmt: skip
         rows = []

@@ -2,8 +2,8 @@
 
 The same thing `python -m langgraph_hybrid_saver reconcile` runs (a HotTier and
 a `Reconciler.run` until SIGTERM, then drain), plus one line per applied
-batch in `--lag-file`: the wall-clock time of the ack and the lag of each
-entry (ms from its stream id), so reconcile lag is measured per entry in the
+batch in `--lag-file`: the wall-clock time of the durable commit and the lag
+of each entry (ms from its stream id), so reconcile lag is measured per entry in the
 worker exactly as it is for the in-process reconciler.
 
     python -m benchmarks.worker --redis URL --durable URL --key-prefix P --lag-file F
@@ -37,16 +37,14 @@ async def work(args: argparse.Namespace) -> None:
         await backend.open()
         hot = HotTier(redis, prefix=args.key_prefix)
         await hot.check_layout()
-        original_ack = hot.ack
 
-        async def timed_ack(applied: Any) -> None:
+        def committed(applied: Any) -> None:  # right after each durable commit
             now_ms = time.time() * 1000
             lags = " ".join(f"{now_ms - int(sid.split('-')[0]):.1f}" for _, sid in applied)
             lag_file.write(f"{now_ms:.1f} {lags}\n")
-            await original_ack(applied)
 
-        hot.ack = timed_ack  # type: ignore[method-assign]
         worker = Reconciler(hot, backend)
+        worker.on_applied = committed
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

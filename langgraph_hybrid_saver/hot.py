@@ -890,14 +890,21 @@ class HotTier:
             return list(await pipe.execute())
 
     async def read_outbox(
-        self, shards: Sequence[int], count: int, block_ms: int | None
+        self,
+        shards: Sequence[int],
+        count: int,
+        block_ms: int | None,
+        ack: Sequence[tuple[int, str]] = (),
     ) -> list[tuple[int, str, Op]]:
         """The oldest entries of the given shards (applied ones are deleted, so
-        the head of a stream is always the oldest unapplied entry)."""
+        the head of a stream is always the oldest unapplied entry), after
+        deleting the applied entries `ack` in the same round trip."""
         if not shards:
+            await self.ack(ack)
             return []
         index = {self.outboxes[s]: s for s in shards}
         if self.cluster:
+            await self.ack(ack)
             replies = await asyncio.gather(
                 *(self.redis.xread({self.outboxes[s]: "0-0"}, count=count) for s in shards)
             )
@@ -906,7 +913,10 @@ class HotTier:
                 await asyncio.sleep(min(block_ms, 20) / 1000)
         else:
             streams = {self.outboxes[s]: "0-0" for s in shards}
-            reply = await self.redis.xread(streams, count=count, block=block_ms)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._xdel(pipe, ack)
+                pipe.xread(streams, count=count, block=block_ms)
+                *_, reply = await pipe.execute()
         out = []
         for stream, entries in reply or []:
             shard = index[_b(stream)]
@@ -934,13 +944,17 @@ class HotTier:
 
     async def ack(self, applied: Sequence[tuple[int, str]]) -> None:
         """Delete applied entries; the durable store has committed them."""
+        if applied:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._xdel(pipe, applied)
+                await pipe.execute()
+
+    def _xdel(self, pipe: Any, applied: Sequence[tuple[int, str]]) -> None:
         by_shard: dict[int, list[str]] = {}
         for shard, sid in applied:
             by_shard.setdefault(shard, []).append(sid)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard, sids in by_shard.items():
-                pipe.xdel(self.outboxes[shard], *sids)
-            await pipe.execute()
+        for shard, sids in by_shard.items():
+            pipe.xdel(self.outboxes[shard], *sids)
 
     async def outbox_heads(self) -> list[str | None]:
         """The newest entry id of every shard's outbox (None when empty)."""

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -178,11 +179,11 @@ def durable_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @asynccontextmanager
 async def hybrid_saver(
-    redis_url: str, durable_url: str, key_prefix: str
+    redis_url: str, durable_url: str, key_prefix: str, **options: Any
 ) -> AsyncIterator[AsyncHybridSaver]:
     """A saver whose Redis keys are deleted when it closes."""
     async with AsyncHybridSaver.from_conn_string(
-        redis_url, durable_url, key_prefix=key_prefix
+        redis_url, durable_url, key_prefix=key_prefix, **options
     ) as s:
         yield s
         keys = [k async for k in s.hot.redis.scan_iter(f"{key_prefix}:*")]

@@ -20,7 +20,7 @@ class Timed(Reconciler):
         self.pauses: list[float] = []
         self.stop = asyncio.Event()
 
-    async def step(self, block_ms: int | None = None) -> int:
+    async def step(self, block_ms: int | None = None, *, defer_ack: bool = False) -> int:
         await asyncio.sleep(self.step_s)
         self.left -= 1
         if self.left == 0:
