@@ -613,9 +613,10 @@ class HotTier:
             await self._lanes.aclose()
 
     async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Run a registered script: on a lane when there are lanes, else (and
-        when the lane fails or the server does not know the script yet)
-        through redis-py, which loads it and retries by its policy."""
+        """Run one registered script (scripts in a pipeline or on a cluster
+        go through redis-py): on a lane when there are lanes, else (and when
+        the lane fails or the server does not know the script yet) through
+        redis-py, which loads it and retries by its policy."""
         if self._lanes is not None:
             try:
                 return await self._lanes.call("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -742,7 +743,7 @@ class HotTier:
 
     async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
         """Take a thread's lease; returns its fencing token."""
-        ok, value = await self._thread_lease(keys=[self.base(thread_id)], args=[ttl_ms, owner])
+        ok, value = await self._eval(self._thread_lease, [self.base(thread_id)], [ttl_ms, owner])
         if not ok:
             raise ThreadBusyError(
                 f"thread {thread_id!r} is already leased by {_b(value)!r}; another process "
@@ -752,14 +753,14 @@ class HotTier:
 
     async def keep_thread(self, thread_id: str, token: str, ttl_ms: int) -> bool:
         """Renew (ttl_ms > 0) or release (0) our lease; False if we lost it."""
-        kept = await self._thread_lease_keep(keys=[self.base(thread_id)], args=[token, ttl_ms])
+        kept = await self._eval(self._thread_lease_keep, [self.base(thread_id)], [token, ttl_ms])
         return bool(kept)
 
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
         """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
         keys = [self.base(thread_id), self.outbox(thread_id)]
         tombstone = str(uuid6()) if queue else ""
-        sid = await self._drop(keys=keys, args=[thread_id, "1" if queue else "0", tombstone])
+        sid = await self._eval(self._drop, keys, [thread_id, "1" if queue else "0", tombstone])
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------
@@ -808,7 +809,7 @@ class HotTier:
         return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
     async def namespaces(self, thread_id: str) -> list[str]:
-        return sorted(_b(n) for n in await self._namespaces(keys=[self.base(thread_id)]))
+        return sorted(_b(n) for n in await self._eval(self._namespaces, [self.base(thread_id)], []))
 
     async def list_full(
         self,
@@ -837,7 +838,7 @@ class HotTier:
         """Checkpoints of one namespace newest first, without blobs or writes,
         and whether Redis holds every checkpoint of the namespace."""
         base = self.base(thread_id)
-        ids, recs, complete = await self._list(keys=[base], args=[ns, before or "", limit or 0])
+        ids, recs, complete = await self._eval(self._list, [base], [ns, before or "", limit or 0])
         out = []
         for cid, rec in zip(ids, recs, strict=True):
             if rec is None:  # a record evicted alone is read from the durable store
@@ -863,7 +864,7 @@ class HotTier:
             *blobs,
             *writes,
         ]
-        values = await self._repopulate(keys=[self.base(stored.thread_id)], args=args)
+        values = await self._eval(self._repopulate, [self.base(stored.thread_id)], args)
         if values is None:
             return None
         return [unpack_write(v) for v in values if v is not None]
@@ -933,7 +934,7 @@ class HotTier:
             "outbox entry %s of shard %d cannot be decoded; moved to %s: %s",
             sid, shard, self.dead[shard], reason,
         )  # fmt: skip
-        await self._dead_letter(keys=[self.outboxes[shard], self.dead[shard]], args=[sid, reason])
+        await self._eval(self._dead_letter, [self.outboxes[shard], self.dead[shard]], [sid, reason])
 
     async def dead_letters(self) -> int:
         """How many entries the dead-letter streams hold."""

@@ -3,7 +3,7 @@
 Every saver call is one EVALSHA. Through `redis.asyncio.Redis`, each one also
 passes the client's per-command layers (retry wrapper, observability hooks,
 the pool's lock and counters, a pure-Python command packer, a timeout
-context per read): about a quarter of a local round trip
+context per read): each op takes 1.19-1.35x as long through them
 ([lanes.md](../benchmarks/results/experiments/lanes.md)). A lane is a
 connection that redis-py opened (so TLS, AUTH, SELECT and HELLO are
 redis-py's), used by one call at a time: the command is packed by hiredis

@@ -192,7 +192,6 @@ class Reconciler:
         """Apply what the owned shards hold, and what shards of dead
         reconcilers hold (once their leases expire), for at most `timeout`
         seconds. Shards of live reconcilers are left to them."""
-        await self._settle_acks()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
