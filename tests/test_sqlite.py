@@ -26,7 +26,7 @@ from langgraph_hybrid_saver import (
     ServerUnreachableError,
     open_backend,
 )
-from langgraph_hybrid_saver.backends.sqlite import SqliteBackend
+from langgraph_hybrid_saver.backends.sqlite import SELECT_BLOBS_SQL, SqliteBackend
 from langgraph_hybrid_saver.core import (
     DeleteThreadOp,
     ListQuery,
@@ -195,6 +195,60 @@ async def test_apply_keeps_entry_order_around_a_delete(backend: SqliteBackend) -
     # Entries from before the delete, applied late, cannot resurrect anything.
     assert await backend.apply(before) == 0
     assert await backend.count_rows() == {"checkpoints": 1, "hybrid_saver_blobs": 1, "writes": 1}
+
+
+def two_channel_puts(thread_id: str, changes: list[str]) -> list[PutOp]:
+    """Puts of a chain with channels `a` and `b`; `changes[i]` names the one
+    put i changes (the first put carries both), so the official row of a later
+    put needs the other channel's value from an earlier put."""
+    ops, parent, versions = [], None, {"a": 0, "b": 0}
+    values: dict[str, list[str]] = {"a": [], "b": []}
+    for i, changed in enumerate(changes):
+        carried = ("a", "b") if i == 0 else (changed,)
+        for ch in carried:
+            versions[ch] = i + 1
+            values[ch] = [*values[ch], f"{ch}{i}"]
+        config = generate_config(thread_id)
+        if parent:
+            config["configurable"]["checkpoint_id"] = parent
+        cp = generate_checkpoint(
+            channel_values={ch: list(v) for ch, v in values.items()},
+            channel_versions={ch: f"{v:032}.0" for ch, v in versions.items()},
+        )
+        new_versions = {ch: f"{versions[ch]:032}.0" for ch in carried}
+        row, _, blobs = encode_put(SERDE, config, cp, generate_metadata(step=i), new_versions)
+        ops.append(PutOp(seq_key(f"{i + 1}-0"), row, tuple(blobs)))
+        parent = row.checkpoint_id
+    return ops
+
+
+async def test_official_rows_take_unchanged_values_from_the_batch_and_the_file(
+    backend: SqliteBackend,
+) -> None:
+    # Puts 2-3 take `a` from put 1 in the same batch; put 4 (a later batch)
+    # takes `b` from the file; put 5 shares its batch with put 4.
+    ops = two_channel_puts("t", ["a", "b", "b", "a", "a"])
+    assert await backend.apply(ops[:3]) == 3
+    assert await backend.apply(ops[3:]) == 2
+    async with AsyncSqliteSaver.from_conn_string(backend.path) as official:
+        got = [t.checkpoint["channel_values"] async for t in official.alist(generate_config("t"))]
+    assert got[::-1] == [
+        {"a": ["a0"], "b": ["b0"]},
+        {"a": ["a0"], "b": ["b0", "b1"]},
+        {"a": ["a0"], "b": ["b0", "b1", "b2"]},
+        {"a": ["a0", "a3"], "b": ["b0", "b1", "b2"]},
+        {"a": ["a0", "a3", "a4"], "b": ["b0", "b1", "b2"]},
+    ]
+
+
+async def test_blob_lookup_is_one_primary_key_search_per_channel(backend: SqliteBackend) -> None:
+    """With a plain JOIN the planner scanned every blob of the thread per
+    lookup (0.7 ms at 1,000 blobs, growing with the thread)."""
+    with sqlite3.connect(backend.path) as conn:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {SELECT_BLOBS_SQL}", ("{}", "t", "")).fetchall()
+    steps = [row[-1] for row in plan]
+    assert steps[0].startswith("SCAN v"), steps
+    assert "thread_id=? AND checkpoint_ns=? AND channel=? AND version=?" in steps[1], steps
 
 
 async def test_get_blobs_by_channel_version(backend: SqliteBackend) -> None:

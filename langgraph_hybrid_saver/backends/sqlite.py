@@ -139,10 +139,13 @@ SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata,
     CASE WHEN hybrid_checkpoint IS NULL THEN checkpoint END
 FROM checkpoints
 """
-# ? 1: JSON object {channel: version} of the checkpoint.
+# ? 1: JSON object {channel: version} of the checkpoint. CROSS JOIN keeps
+# json_each the outer loop, so each channel is one primary-key lookup; with a
+# plain JOIN the planner scans every blob of the thread (0.7 ms at 1,000 blobs,
+# growing with the thread, against 10 µs).
 SELECT_BLOBS_SQL = """
 SELECT b.channel, b.type, b.blob FROM json_each(?) AS v
-JOIN hybrid_saver_blobs AS b
+CROSS JOIN hybrid_saver_blobs AS b
     ON b.thread_id = ? AND b.checkpoint_ns = ? AND b.channel = v.key AND b.version = v.value
 """
 SELECT_WRITES_SQL = """
@@ -360,45 +363,79 @@ class SqliteBackend:
             rows = await conn.execute_fetchall(SELECT_WATERMARKS_SQL, (json.dumps(threads),))
             marks: dict[str, str] = {t: "" for t in threads} | dict(cast(Any, rows))
             start = dict(marks)
-            applied = 0
+            todo: list[Op] = []
             for op in ops:
-                if op.seq <= marks[op.thread_id]:
-                    continue
-                marks[op.thread_id] = op.seq
-                applied += 1
+                if op.seq > marks[op.thread_id]:
+                    marks[op.thread_id] = op.seq
+                    todo.append(op)
+            # A delete splits the batch: what was queued before it lands first.
+            segment: list[Op] = []
+            for op in todo:
                 if isinstance(op, DeleteThreadOp):
+                    await self._write_segment(conn, segment)
+                    segment = []
                     for sql in DELETE_THREAD_SQL:
                         await conn.execute(sql, (op.thread_id,))
-                elif isinstance(op, PutOp):
-                    await self._put(conn, op)
                 else:
-                    await conn.executemany(
-                        UPSERT_WRITES_SQL if op.upsert else INSERT_WRITES_SQL, op.params()
-                    )
+                    segment.append(op)
+            await self._write_segment(conn, segment)
             moved = [(t, marks[t]) for t in threads if marks[t] != start[t]]
             if moved:
                 await conn.executemany(SET_WATERMARK_SQL, moved)
-        return applied
+        return len(todo)
 
-    async def _put(self, conn: aiosqlite.Connection, op: PutOp) -> None:
-        """Store the new blobs, then the whole checkpoint in the official row."""
+    async def _write_segment(self, conn: aiosqlite.Connection, ops: Sequence[Op]) -> None:
+        """Rows of consecutive puts and writes, one statement per table (each
+        keeps entry order). Every put's row is the whole checkpoint, so it needs
+        the values of its unchanged channels too: those the segment's earlier
+        puts carried or looked up are `known`; only the rest are read."""
+        known: dict[tuple[str, str, str, str], tuple[str, bytes | None]] = {}
+        blobs: list[tuple[Any, ...]] = []
+        checkpoints: list[tuple[Any, ...]] = []
+        inserts: list[tuple[Any, ...]] = []
+        upserts: list[tuple[Any, ...]] = []
+        for op in ops:
+            if isinstance(op, PutOp):
+                r = op.row
+                for b in op.blobs:
+                    key = (r.thread_id, r.checkpoint_ns, b.channel, b.version)
+                    known[key] = (b.type, b.blob)
+                    blobs.append((*key, b.type, b.blob))
+                checkpoints.append(await self._official_row(conn, op, known))
+            elif not isinstance(op, DeleteThreadOp):
+                (upserts if op.upsert else inserts).extend(op.params())
+        for sql, params in (
+            (INSERT_BLOBS_SQL, blobs),
+            (UPSERT_CHECKPOINT_SQL, checkpoints),
+            (INSERT_WRITES_SQL, inserts),
+            (UPSERT_WRITES_SQL, upserts),
+        ):
+            if params:
+                await conn.executemany(sql, params)
+
+    async def _official_row(
+        self,
+        conn: aiosqlite.Connection,
+        op: PutOp,
+        known: dict[tuple[str, str, str, str], tuple[str, bytes | None]],
+    ) -> tuple[Any, ...]:
+        """The `checkpoints` row of a put: the whole checkpoint, serialized."""
         r = op.row
-        if op.blobs:
-            await conn.executemany(
-                INSERT_BLOBS_SQL,
-                [
-                    (r.thread_id, r.checkpoint_ns, b.channel, b.version, b.type, b.blob)
-                    for b in op.blobs
-                ],
-            )
         doc = json.loads(r.checkpoint)
         versions: dict[str, Any] = doc.get("channel_versions") or {}
-        blobs = await _blobs(conn, r.thread_id, r.checkpoint_ns, versions)
+        keys = {ch: (r.thread_id, r.checkpoint_ns, ch, str(v)) for ch, v in versions.items()}
+        blobs = {ch: known[k] for ch, k in keys.items() if k in known}
+        if unknown := {ch: v for ch, v in versions.items() if ch not in blobs}:
+            found = await _blobs(conn, r.thread_id, r.checkpoint_ns, unknown)
+            known.update((keys[ch], value) for ch, value in found.items())
+            blobs |= found
         missing = [
             ch for ch in versions if ch not in blobs and ch not in doc.get("channel_values", {})
         ]
         if missing and r.parent_checkpoint_id:
-            blobs |= await self._adopt_official_parent(conn, op, versions, missing)
+            adopted = await self._adopt_official_parent(conn, op, versions, missing)
+            known.update((keys[ch], value) for ch, value in adopted.items())
+            blobs |= adopted
         stored = StoredCheckpoint(
             r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id, doc, {}, blobs
         )
@@ -411,18 +448,15 @@ class SqliteBackend:
                 f"backend cannot assemble it with its serializer ({type(e).__name__}: {e}); "
                 "give the backend the saver's serde (open_backend(url, serde=...))"
             ) from e
-        await conn.execute(
-            UPSERT_CHECKPOINT_SQL,
-            (
-                r.thread_id,
-                r.checkpoint_ns,
-                r.checkpoint_id,
-                r.parent_checkpoint_id,
-                type_,
-                data,
-                r.metadata.encode(),
-                r.checkpoint,
-            ),
+        return (
+            r.thread_id,
+            r.checkpoint_ns,
+            r.checkpoint_id,
+            r.parent_checkpoint_id,
+            type_,
+            data,
+            r.metadata.encode(),
+            r.checkpoint,
         )
 
     async def _adopt_official_parent(
