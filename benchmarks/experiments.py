@@ -72,7 +72,12 @@ def parser_class(name: str) -> Any:
 
 @asynccontextmanager
 async def open_saver(
-    env: comp.Env, label: str, *, parser: str = PURE, placement: str = IN_PROCESS
+    env: comp.Env,
+    label: str,
+    *,
+    parser: str = PURE,
+    placement: str = IN_PROCESS,
+    linger_ms: int | None = None,
 ) -> AsyncIterator[Any]:
     from redis.asyncio import Redis
 
@@ -82,6 +87,7 @@ async def open_saver(
     in_process = (IN_PROCESS, TASK_NO_LINGER, THREAD, THREAD_NO_LINGER)
     reconciler = "in_process" if placement in in_process else "external"
     linger = 0 if placement in (THREAD_NO_LINGER, TASK_NO_LINGER) else 10
+    linger = linger if linger_ms is None else linger_ms
     async with comp.pg_durable(env) as url:
         if placement in (THREAD, THREAD_NO_LINGER):
             opened = await comp.open_retrying(
@@ -242,6 +248,53 @@ async def placement_experiment(
         "the floor is what the hot path itself costs."
     )
     header = ["metric", *names, *(f"{n} / {IN_PROCESS}" for n in names[1:]), "floors"]
+    return note, header, rows
+
+
+async def linger_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
+    import statistics
+
+    from redis.asyncio import Redis
+
+    from benchmarks.ops import FLOOR, floor_runners
+    from benchmarks.reconcile import lag_under_load
+
+    rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
+    lingers = (10, 25, 50, 100)
+    names = [f"linger {ms} ms" for ms in lingers]
+    async with contextlib.AsyncExitStack() as stack:
+        savers = {
+            name: await stack.enter_async_context(
+                open_saver(env, f"l{ms}", parser=HIREDIS, linger_ms=ms)
+            )
+            for name, ms in zip(names, lingers, strict=True)
+        }
+        floor_redis = Redis.from_url(env.redis_url)
+        stack.push_async_callback(floor_redis.aclose)
+        floors = floor_runners(floor_redis, f"bench{env.run_id}xf")
+        rows = await compare(
+            savers, env, ("aput_2kb", "aput_writes"), ("sync", "exit"), rounds, warmup, batch,
+            extra={FLOOR: floors[FLOOR]},
+        )  # fmt: skip
+        await comp.drop_prefix(floor_redis, f"bench{env.run_id}xf")
+        per_worker, repeats = (3, 1) if quick else (25, 3)
+        lags: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        rng = random.Random(6)
+        for i in range(repeats):
+            for name in rng.sample(names, len(names)):
+                r = await lag_under_load(savers[name], f"{env.run_id}-lg{i}{name[7:]}", per_worker)
+                lags[name].append((r["entry_p50_ms"], r["entry_p99_ms"]))
+        for k, label in ((0, "lag p50 ms"), (1, "lag p99 ms")):
+            values = {n: statistics.median(v[k] for v in lags[n]) for n in names}
+            metric = f"{label} (16 workers, median of {repeats})"
+            rows.append([*_row(metric, values, names, ".1f"), ""])
+    note = (
+        "Hybrid[postgres] with its in-process reconciler (a task on the saver's loop), hiredis "
+        "parser, `reconcile_linger_ms` varied: after a partial batch the reconciler waits until "
+        "linger_ms after the step began before reading again. Lag: outbox entry creation to the "
+        "durable commit of its batch, 16 workers invoking the support graph (`async` durability)."
+    )
+    header = ["metric", *names, *(f"{n} / {names[0]}" for n in names[1:]), "floor"]
     return note, header, rows
 
 
@@ -493,6 +546,7 @@ EXPERIMENTS = {
     "placement": placement_experiment,
     "lanes": lanes_experiment,
     "acks": acks_experiment,
+    "linger": linger_experiment,
     "hotpath": hotpath_experiment,
     "bulk": bulk_experiment,
 }
