@@ -71,6 +71,7 @@ from langgraph_hybrid_saver.core import (
     PutOp,
     StoredCheckpoint,
     WriteRow,
+    WritesOp,
     encode_put,
     json_contains,
     list_conditions,
@@ -84,6 +85,8 @@ from langgraph_hybrid_saver.errors import (
 )
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+BlobKey = tuple[str, str, str, str]  # thread_id, checkpoint_ns, channel, version
 
 # Append-only; the index is the version. 1-3 are the official tables exactly as
 # `AsyncSqliteSaver.setup()` (langgraph-checkpoint-sqlite 3.x) creates them, so
@@ -147,6 +150,26 @@ SELECT_BLOBS_SQL = """
 SELECT b.channel, b.type, b.blob FROM json_each(?) AS v
 CROSS JOIN hybrid_saver_blobs AS b
     ON b.thread_id = ? AND b.checkpoint_ns = ? AND b.channel = v.key AND b.version = v.value
+"""
+# ? 1: JSON array of [thread_id, checkpoint_ns, channel, version]; CROSS JOIN
+# as above, one primary-key search per element.
+SELECT_BLOB_KEYS_SQL = """
+SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.type, b.blob FROM json_each(?) AS v
+CROSS JOIN hybrid_saver_blobs AS b
+    ON b.thread_id = json_extract(v.value, '$[0]')
+    AND b.checkpoint_ns = json_extract(v.value, '$[1]')
+    AND b.channel = json_extract(v.value, '$[2]')
+    AND b.version = json_extract(v.value, '$[3]')
+"""
+# ? 1: JSON array of [thread_id, checkpoint_ns, checkpoint_id]: which of these
+# rows the official saver wrote.
+SELECT_OFFICIAL_KEYS_SQL = """
+SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id FROM json_each(?) AS v
+CROSS JOIN checkpoints AS c
+    ON c.thread_id = json_extract(v.value, '$[0]')
+    AND c.checkpoint_ns = json_extract(v.value, '$[1]')
+    AND c.checkpoint_id = json_extract(v.value, '$[2]')
+WHERE c.hybrid_checkpoint IS NULL
 """
 SELECT_WRITES_SQL = """
 SELECT task_id, idx, task_path, channel, type, value FROM writes
@@ -387,23 +410,44 @@ class SqliteBackend:
     async def _write_segment(self, conn: aiosqlite.Connection, ops: Sequence[Op]) -> None:
         """Rows of consecutive puts and writes, one statement per table (each
         keeps entry order). Every put's row is the whole checkpoint, so it needs
-        the values of its unchanged channels too: those the segment's earlier
-        puts carried or looked up are `known`; only the rest are read."""
-        known: dict[tuple[str, str, str, str], tuple[str, bytes | None]] = {}
+        the values of its unchanged channels too: those no put of the segment
+        carries are read in one query for the whole segment."""
+        puts = [(op, json.loads(op.row.checkpoint)) for op in ops if isinstance(op, PutOp)]
+        known: dict[BlobKey, tuple[str, bytes | None]] = {}
         blobs: list[tuple[Any, ...]] = []
-        checkpoints: list[tuple[Any, ...]] = []
+        for op, _ in puts:
+            r = op.row
+            for b in op.blobs:
+                key = (r.thread_id, r.checkpoint_ns, b.channel, b.version)
+                known[key] = (b.type, b.blob)
+                blobs.append((*key, b.type, b.blob))
+        wanted = {k: None for op, doc in puts for k in _blob_keys(op, doc) if k not in known}
+        if wanted:
+            rows = await conn.execute_fetchall(SELECT_BLOB_KEYS_SQL, (json.dumps(list(wanted)),))
+            known |= {(t, ns, ch, v): (type_, blob) for t, ns, ch, v, type_, blob in rows}
+        # Values no blob holds are either empty channels or, on a thread the
+        # official saver started, values only its parent row holds: ask once
+        # which parents outside the segment are official rows.
+        ours = {_row_key(op.row.checkpoint_id, op) for op, _ in puts}
+        parents = {
+            parent: None
+            for op, doc in puts
+            if op.row.parent_checkpoint_id
+            and _missing(op, doc, known)
+            and (parent := _row_key(op.row.parent_checkpoint_id, op)) not in ours
+        }
+        official: set[tuple[str, ...]] = set()
+        if parents:
+            rows = await conn.execute_fetchall(
+                SELECT_OFFICIAL_KEYS_SQL, (json.dumps(list(parents)),)
+            )
+            official = {tuple(row) for row in rows}
+        checkpoints = [await self._official_row(conn, op, doc, known, official) for op, doc in puts]
         inserts: list[tuple[Any, ...]] = []
         upserts: list[tuple[Any, ...]] = []
-        for op in ops:
-            if isinstance(op, PutOp):
-                r = op.row
-                for b in op.blobs:
-                    key = (r.thread_id, r.checkpoint_ns, b.channel, b.version)
-                    known[key] = (b.type, b.blob)
-                    blobs.append((*key, b.type, b.blob))
-                checkpoints.append(await self._official_row(conn, op, known))
-            elif not isinstance(op, DeleteThreadOp):
-                (upserts if op.upsert else inserts).extend(op.params())
+        for w in ops:
+            if isinstance(w, WritesOp):
+                (upserts if w.upsert else inserts).extend(w.params())
         for sql, params in (
             (INSERT_BLOBS_SQL, blobs),
             (UPSERT_CHECKPOINT_SQL, checkpoints),
@@ -417,22 +461,18 @@ class SqliteBackend:
         self,
         conn: aiosqlite.Connection,
         op: PutOp,
-        known: dict[tuple[str, str, str, str], tuple[str, bytes | None]],
+        doc: dict[str, Any],
+        known: dict[BlobKey, tuple[str, bytes | None]],
+        official: set[tuple[str, ...]],
     ) -> tuple[Any, ...]:
-        """The `checkpoints` row of a put: the whole checkpoint, serialized."""
+        """The `checkpoints` row of a put: the whole checkpoint, serialized.
+        `official`: the parents (thread, ns, id) the official saver wrote."""
         r = op.row
-        doc = json.loads(r.checkpoint)
         versions: dict[str, Any] = doc.get("channel_versions") or {}
-        keys = {ch: (r.thread_id, r.checkpoint_ns, ch, str(v)) for ch, v in versions.items()}
+        keys = dict(zip(versions, _blob_keys(op, doc), strict=True))
         blobs = {ch: known[k] for ch, k in keys.items() if k in known}
-        if unknown := {ch: v for ch, v in versions.items() if ch not in blobs}:
-            found = await _blobs(conn, r.thread_id, r.checkpoint_ns, unknown)
-            known.update((keys[ch], value) for ch, value in found.items())
-            blobs |= found
-        missing = [
-            ch for ch in versions if ch not in blobs and ch not in doc.get("channel_values", {})
-        ]
-        if missing and r.parent_checkpoint_id:
+        missing = _missing(op, doc, known)
+        if missing and r.parent_checkpoint_id and _row_key(r.parent_checkpoint_id, op) in official:
             adopted = await self._adopt_official_parent(conn, op, versions, missing)
             known.update((keys[ch], value) for ch, value in adopted.items())
             blobs |= adopted
@@ -654,6 +694,23 @@ async def _one(conn: aiosqlite.Connection, sql: str) -> Any:
 
 def _metadata(raw: bytes | str | None) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(raw)) if raw is not None else {}
+
+
+def _row_key(checkpoint_id: str, op: PutOp) -> tuple[str, str, str]:
+    return (op.row.thread_id, op.row.checkpoint_ns, checkpoint_id)
+
+
+def _missing(op: PutOp, doc: dict[str, Any], known: dict[BlobKey, Any]) -> list[str]:
+    """Channels of a put with a version but neither an inline value nor a known blob."""
+    inline = doc.get("channel_values") or {}
+    return [key[2] for key in _blob_keys(op, doc) if key not in known and key[2] not in inline]
+
+
+def _blob_keys(op: PutOp, doc: dict[str, Any]) -> list[BlobKey]:
+    """The blob keys of a put's channels at the versions its checkpoint names."""
+    r = op.row
+    versions = doc.get("channel_versions") or {}
+    return [(r.thread_id, r.checkpoint_ns, ch, str(v)) for ch, v in versions.items()]
 
 
 async def _blobs(
