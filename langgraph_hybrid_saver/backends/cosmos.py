@@ -89,6 +89,7 @@ from langgraph_hybrid_saver.core import (
     PutOp,
     StoredCheckpoint,
     WriteRow,
+    WritesOp,
     json_contains,
     list_conditions,
 )
@@ -146,7 +147,7 @@ LATEST_SQL = (
 )
 BY_IDS_SQL = "SELECT * FROM c WHERE ARRAY_CONTAINS(@ids, c.id)"
 WRITES_OF_SQL = "SELECT * FROM c WHERE c.kind = 'write' AND ARRAY_CONTAINS(@ids, c.cp)"
-WRITE_IDS_OF_SQL = "SELECT VALUE c.id FROM c WHERE c.kind = 'write' AND c.cp = @cp"
+WRITE_IDS_OF_SQL = "SELECT VALUE c.id FROM c WHERE c.kind = 'write' AND ARRAY_CONTAINS(@ids, c.cp)"
 # Everything of a thread but payloads: enough to plan deletes.
 INDEX_SQL = (
     "SELECT c.id, c.kind, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, "
@@ -800,6 +801,14 @@ class CosmosBackend:
         seq, applied = mark.seq, 0
         plan: dict[str, Change] = {}
         wiped = False  # a delete came first: stored documents no longer count
+        # Insert-once writes must not replace stored ones: the ids already
+        # stored for every checkpoint such writes name, in one query.
+        once = {
+            checkpoint_doc_id(op.checkpoint_ns, op.checkpoint_id): None
+            for op in ops
+            if isinstance(op, WritesOp) and not op.upsert and op.seq > mark.seq
+        }
+        stored = set(await self._query_ids(WRITE_IDS_OF_SQL, list(once), thread_id))
         for op in ops:
             if op.seq <= seq:
                 continue
@@ -814,14 +823,7 @@ class CosmosBackend:
                 for doc in put_docs(op):
                     plan[doc["id"]] = Change(doc["kind"], doc)
             else:
-                existing: set[str] = set()
-                if not op.upsert and not wiped:
-                    cp = checkpoint_doc_id(op.checkpoint_ns, op.checkpoint_id)
-                    existing = set(
-                        await self._query(
-                            WRITE_IDS_OF_SQL, [{"name": "@cp", "value": cp}], thread_id
-                        )
-                    )
+                existing = stored if not op.upsert and not wiped else set()
                 for w in op.writes:
                     docs = write_docs(thread_id, op.checkpoint_ns, op.checkpoint_id, w)
                     doc_id = docs[0]["id"]
