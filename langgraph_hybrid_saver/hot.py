@@ -976,20 +976,32 @@ class HotTier:
 
     async def backlog(self) -> tuple[int, float | None]:
         """Entries in the outbox and the age in seconds of the oldest one."""
+        total, age, _ = await self.outbox_state()
+        return total, age
+
+    async def outbox_state(self) -> tuple[int, float | None, int]:
+        """Entries in the outbox, the age in seconds of the oldest one, and the
+        entries in the dead-letter streams: one round trip (two on a cluster,
+        where TIME has no slot to go with the streams)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self.outboxes:
+            for stream, dead in zip(self.outboxes, self.dead, strict=True):
                 pipe.xlen(stream)
                 pipe.xrange(stream, count=1)
+                pipe.xlen(dead)
+            if not self.cluster:
+                pipe.time()
             replies = await pipe.execute()
-        now_s, now_us = await self.redis.time()
+        now_s, now_us = replies.pop() if not self.cluster else await self.redis.time()
         now_ms = now_s * 1000 + now_us // 1000
-        total, oldest = 0, None
-        for i in range(0, len(replies), 2):
+        total, oldest, dead_letters = 0, None, 0
+        for i in range(0, len(replies), 3):
             total += replies[i]
             if replies[i + 1]:
                 ms = int(_b(replies[i + 1][0][0]).split("-")[0])
                 oldest = ms if oldest is None else min(oldest, ms)
-        return total, (None if oldest is None else max(now_ms - oldest, 0) / 1000)
+            dead_letters += replies[i + 2]
+        age = None if oldest is None else max(now_ms - oldest, 0) / 1000
+        return total, age, dead_letters
 
     async def unreconciled(self) -> tuple[list[PutOp], set[tuple[str, str, str]]]:
         """What the outbox still holds (for `list(None, ...)` across threads):

@@ -755,10 +755,10 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     async def astats(self) -> dict[str, Any]:
         """Backlog, reconcile lag, the in-process reconciler's counters and the
         durable backend's own `stats` if it keeps any (Cosmos DB: request units)."""
-        backlog, age = await self.hot.backlog()
+        backlog, age, dead_letters = await self.hot.outbox_state()
         out: dict[str, Any] = {
             "backlog": backlog,
-            "dead_letters": await self.hot.dead_letters(),
+            "dead_letters": dead_letters,
             "lag_seconds": age or 0.0,
             "overloaded": self.overloaded,
             "durability": self.durability,
