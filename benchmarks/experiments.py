@@ -194,6 +194,25 @@ async def compare(
     return rows
 
 
+async def compare_with_floors(
+    savers: dict[str, Any], env: comp.Env, ops: Sequence[str], graph_modes: Sequence[str],
+    rounds: int, warmup: int, batch: int, floor_names: Sequence[str],
+) -> list[list[str]]:  # fmt: skip
+    """`compare`, with the named bare-Redis floors measured in the same rounds."""
+    from redis.asyncio import Redis
+
+    from benchmarks.ops import floor_runners
+
+    floor_redis, prefix = Redis.from_url(env.redis_url), f"bench{env.run_id}xf"
+    try:
+        floors = floor_runners(floor_redis, prefix)
+        extra = {name: floors[name] for name in floor_names}
+        return await compare(savers, env, ops, graph_modes, rounds, warmup, batch, extra)
+    finally:
+        await comp.drop_prefix(floor_redis, prefix)
+        await floor_redis.aclose()
+
+
 async def parser_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
     rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
     async with contextlib.AsyncExitStack() as stack:
@@ -223,24 +242,17 @@ async def parser_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str],
 async def placement_experiment(
     env: comp.Env, quick: bool
 ) -> tuple[str, list[str], list[list[str]]]:
-    from redis.asyncio import Redis
-
-    from benchmarks.ops import FLOOR, FLOOR_BIG, floor_runners
+    from benchmarks.ops import FLOOR, FLOOR_BIG
 
     rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
     names = (IN_PROCESS, TASK_NO_LINGER, THREAD, THREAD_NO_LINGER, WORKER, NONE)
     async with contextlib.AsyncExitStack() as stack:
         savers = {p: await stack.enter_async_context(open_saver(env, f"p{i}", placement=p))
                   for i, p in enumerate(names)}  # fmt: skip
-        floor_redis = Redis.from_url(env.redis_url)
-        stack.push_async_callback(floor_redis.aclose)
-        floors = floor_runners(floor_redis, f"bench{env.run_id}xf")
-        rows = await compare(
+        rows = await compare_with_floors(
             savers, env, ("aput_2kb", "aput_writes", "aget_latest", "aput_140kb"),
-            ("sync", "exit"), rounds, warmup, batch,
-            extra={FLOOR: floors[FLOOR], FLOOR_BIG: floors[FLOOR_BIG]},
+            ("sync", "exit"), rounds, warmup, batch, (FLOOR, FLOOR_BIG),
         )  # fmt: skip
-        await comp.drop_prefix(floor_redis, f"bench{env.run_id}xf")
     note = (
         "Hybrid[postgres], redis-py's default parser (hiredis when installed). "
         "'no reconciler': reconciler='external' "
@@ -254,9 +266,7 @@ async def placement_experiment(
 async def linger_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
     import statistics
 
-    from redis.asyncio import Redis
-
-    from benchmarks.ops import FLOOR, floor_runners
+    from benchmarks.ops import FLOOR
     from benchmarks.reconcile import lag_under_load
 
     rounds, warmup, batch = (3, 1, 5) if quick else (15, 2, 25)
@@ -269,14 +279,10 @@ async def linger_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str],
             )
             for name, ms in zip(names, lingers, strict=True)
         }
-        floor_redis = Redis.from_url(env.redis_url)
-        stack.push_async_callback(floor_redis.aclose)
-        floors = floor_runners(floor_redis, f"bench{env.run_id}xf")
-        rows = await compare(
+        rows = await compare_with_floors(
             savers, env, ("aput_2kb", "aput_writes"), ("sync", "exit"), rounds, warmup, batch,
-            extra={FLOOR: floors[FLOOR]},
+            (FLOOR,),
         )  # fmt: skip
-        await comp.drop_prefix(floor_redis, f"bench{env.run_id}xf")
         per_worker, repeats = (3, 1) if quick else (25, 3)
         lags: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         rng = random.Random(6)
