@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
     generate_config,
@@ -31,16 +33,19 @@ from langgraph_hybrid_saver.backends.sqlite import (
     SELECT_BLOB_KEYS_SQL,
     SELECT_BLOBS_SQL,
     SqliteBackend,
+    splice_checkpoint,
 )
 from langgraph_hybrid_saver.core import (
     DeleteThreadOp,
     ListQuery,
     Op,
     PutOp,
+    StoredCheckpoint,
     WritesOp,
     encode_put,
     encode_writes,
     seq_key,
+    to_tuple,
 )
 
 from .test_invariants import put_chain
@@ -271,6 +276,28 @@ async def test_a_batch_is_a_few_statements_however_many_puts(backend: SqliteBack
         "a": ["a0", "a2", "a4"],
         "b": ["b0", "b1", "b3", "b5"],
     }
+
+
+def test_spliced_checkpoint_is_byte_for_byte_what_the_serializer_writes() -> None:
+    """The official row is assembled from the blobs' msgpack bytes, not by
+    decoding and re-encoding every value; it must be the same bytes."""
+    values: dict[str, Any] = {
+        "messages": [HumanMessage("hi", id="1"), AIMessage("yo", id="2")],
+        "count": 3, "ratio": 1.5, "name": "x", "raw": b"\x00raw", "nothing": None,
+        "nested": {"a": [1, 2, {"b": None}]}, "ids": {1, 2}, "uid": uuid.UUID(int=5),
+        "when": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    } | {f"c{i}": [i] for i in range(12)}  # fmt: skip
+    versions = {ch: f"{1:032}.0" for ch in values} | {"branch:to:x": f"{1:032}.0"}
+    cp = generate_checkpoint(channel_values=values, channel_versions=versions)
+    row, _, blobs = encode_put(SERDE, generate_config("t"), cp, generate_metadata(), versions)
+    doc = json.loads(row.checkpoint)
+    stored = {b.channel: (b.type, b.blob) for b in blobs}
+    assert {t for t, _ in stored.values()} == {"msgpack", "bytes"}
+    whole = StoredCheckpoint("t", "", row.checkpoint_id, None, doc, {}, stored)
+    expected = SERDE.dumps_typed(to_tuple(SERDE, whole).checkpoint)
+    assert ("msgpack", splice_checkpoint(doc, stored)) == expected
+    # A value that is not plain msgpack (pickled, encrypted) is decoded and re-encoded.
+    assert splice_checkpoint(doc, stored | {"raw": ("pickle", b"...")}) is None
 
 
 @pytest.mark.parametrize(

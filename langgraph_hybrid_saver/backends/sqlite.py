@@ -57,6 +57,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
+import ormsgpack
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
@@ -479,9 +480,12 @@ class SqliteBackend:
         stored = StoredCheckpoint(
             r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id, doc, {}, blobs
         )
+        spliced = splice_checkpoint(doc, blobs) if type(self.serde) is JsonPlusSerializer else None
         try:
-            checkpoint = to_tuple(self.serde, stored).checkpoint
-            type_, data = self.serde.dumps_typed(checkpoint)
+            if spliced is not None:
+                type_, data = "msgpack", spliced
+            else:
+                type_, data = self.serde.dumps_typed(to_tuple(self.serde, stored).checkpoint)
         except Exception as e:
             raise CorruptDataError(
                 f"checkpoint {r.checkpoint_id!r} of thread {r.thread_id!r}: the SQLite "
@@ -694,6 +698,43 @@ async def _one(conn: aiosqlite.Connection, sql: str) -> Any:
 
 def _metadata(raw: bytes | str | None) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(raw)) if raw is not None else {}
+
+
+def splice_checkpoint(
+    doc: dict[str, Any], blobs: dict[str, tuple[str, bytes | None]]
+) -> bytes | None:
+    """What `JsonPlusSerializer().dumps_typed` writes for the whole checkpoint
+    (the document with every channel value), built from the blobs' own msgpack
+    bytes instead of decoding and re-encoding each value: msgpack values do not
+    depend on what contains them. None when a blob is not plain msgpack, null
+    or bytes (the caller then decodes and encodes)."""
+    values = {ch: _pack(v) for ch, v in (doc.get("channel_values") or {}).items()}
+    for ch, (type_, blob) in blobs.items():
+        if type_ == "msgpack" and blob is not None:
+            values[ch] = blob
+        elif type_ in ("null", "bytes"):
+            values[ch] = _pack(None if type_ == "null" else blob or b"")
+        elif type_ != "empty":
+            return None
+    channel_values = _map_header(len(values)) + b"".join(_pack(ch) + v for ch, v in values.items())
+    fields = [
+        _pack(k) + (channel_values if k == "channel_values" else _pack(v)) for k, v in doc.items()
+    ]
+    if "channel_values" not in doc:
+        fields.append(_pack("channel_values") + channel_values)
+    return _map_header(len(fields)) + b"".join(fields)
+
+
+def _pack(value: Any) -> bytes:
+    return ormsgpack.packb(value, option=ormsgpack.OPT_NON_STR_KEYS)
+
+
+def _map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x80 | n])
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
 
 
 def _row_key(checkpoint_id: str, op: PutOp) -> tuple[str, str, str]:
