@@ -251,6 +251,34 @@ async def test_saver_stats_include_request_units(saver: AsyncHybridSaver) -> Non
 # --- request charges and throttling -------------------------------------------------
 
 
+async def test_a_batch_reads_stored_writes_once_per_thread_and_never_for_a_new_one(
+    backend: CosmosBackend,
+) -> None:
+    """Insert-once writes look up what is stored with one query per thread and
+    batch; a thread without a watermark document has nothing stored."""
+    tid = str(uuid.uuid4())
+
+    def requests() -> int:
+        return int(backend.stats["requests"])
+
+    def batch(first: int) -> list[Op]:
+        ops: list[Op] = []
+        for n in range(first, first + 6, 2):
+            ops += [put_op(n, tid, f"c{n}"), writes_op(n + 1, tid, f"c{n}", b"w", upsert=False)]
+        return ops
+
+    before = requests()
+    assert await backend.apply(batch(1)) == 6
+    assert requests() - before == 2  # the watermark read, one transactional batch
+    before = requests()
+    assert await backend.apply(batch(7)) == 6
+    assert requests() - before == 3  # the same, and one query for three writes entries
+    # A write to an existing checkpoint is still refused (insert-once).
+    assert await backend.apply([writes_op(20, tid, "c1", b"late", upsert=False)]) == 1
+    stored = await backend.get(tid, "", "c1")
+    assert stored is not None and [w.blob for w in stored.writes] == [b"w"]
+
+
 async def test_request_charges_are_recorded_per_operation(backend: CosmosBackend) -> None:
     tid = str(uuid.uuid4())
     await backend.apply([put_op(1, tid, "c1", {"ch": b"blob"})])

@@ -802,12 +802,15 @@ class CosmosBackend:
         plan: dict[str, Change] = {}
         wiped = False  # a delete came first: stored documents no longer count
         # Insert-once writes must not replace stored ones: the ids already
-        # stored for every checkpoint such writes name, in one query.
+        # stored for every checkpoint such writes name, in one query. A thread
+        # without a watermark document has nothing stored (every commit writes
+        # it), so a new thread skips the query.
         once = {
             checkpoint_doc_id(op.checkpoint_ns, op.checkpoint_id): None
             for op in ops
             if isinstance(op, WritesOp) and not op.upsert and op.seq > mark.seq
-        }
+            and mark.etag is not None
+        }  # fmt: skip
         stored = set(await self._query_ids(WRITE_IDS_OF_SQL, list(once), thread_id))
         for op in ops:
             if op.seq <= seq:
