@@ -255,7 +255,8 @@ async def test_a_batch_reads_stored_writes_once_per_thread_and_never_for_a_new_o
     backend: CosmosBackend,
 ) -> None:
     """Insert-once writes look up what is stored with one query per thread and
-    batch; a thread without a watermark document has nothing stored."""
+    batch; a thread without a watermark document has nothing stored, and a
+    batch that starts with a thread's root checkpoint does not even read it."""
     tid = str(uuid.uuid4())
 
     def requests() -> int:
@@ -264,12 +265,13 @@ async def test_a_batch_reads_stored_writes_once_per_thread_and_never_for_a_new_o
     def batch(first: int) -> list[Op]:
         ops: list[Op] = []
         for n in range(first, first + 6, 2):
-            ops += [put_op(n, tid, f"c{n}"), writes_op(n + 1, tid, f"c{n}", b"w", upsert=False)]
+            put = put_op(n, tid, f"c{n}", parent=f"c{n - 2}" if n > 1 else None)
+            ops += [put, writes_op(n + 1, tid, f"c{n}", b"w", upsert=False)]
         return ops
 
     before = requests()
     assert await backend.apply(batch(1)) == 6
-    assert requests() - before == 2  # the watermark read, one transactional batch
+    assert requests() - before == 1  # one transactional batch
     before = requests()
     assert await backend.apply(batch(7)) == 6
     assert requests() - before == 3  # the same, and one query for three writes entries
@@ -277,6 +279,14 @@ async def test_a_batch_reads_stored_writes_once_per_thread_and_never_for_a_new_o
     assert await backend.apply([writes_op(20, tid, "c1", b"late", upsert=False)]) == 1
     stored = await backend.get(tid, "", "c1")
     assert stored is not None and [w.blob for w in stored.writes] == [b"w"]
+    # A root checkpoint of a thread that exists: the guess fails the first
+    # batch whole, the watermark is read, the batch goes through once.
+    before = requests()
+    assert await backend.apply([put_op(30, tid, "c30"), writes_op(31, tid, "c1", b"x", False)]) == 2
+    assert requests() - before == 4  # failed batch, watermark read, stored ids, batch
+    stored = await backend.get(tid, "", "c1")
+    assert stored is not None and [w.blob for w in stored.writes] == [b"w"]
+    assert await backend.get(tid, "", "c30") is not None
 
 
 async def test_request_charges_are_recorded_per_operation(backend: CosmosBackend) -> None:

@@ -741,12 +741,20 @@ class CosmosBackend:
         self,
         thread_id: str,
         plan_for: Callable[[_Watermark], Awaitable[tuple[dict[str, Change], str, int]]],
+        *,
+        assume_new: bool = False,
     ) -> int:
         """Plan against the current watermark and commit, starting over when
         another writer of the thread got in first. `plan_for` returns the plan,
-        the new watermark seq and a count to return."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            mark = await self._read_watermark(thread_id)
+        the new watermark seq and a count to return. With `assume_new` the
+        first attempt skips reading the watermark and plans for a thread with
+        nothing stored: if the thread exists after all, creating its watermark
+        fails the batch whole and the next attempt reads it."""
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            if assume_new and attempt == 0:
+                mark = _Watermark("", 0, None)
+            else:
+                mark = await self._read_watermark(thread_id)
             plan, seq, count = await plan_for(mark)
             if not plan and seq == mark.seq:
                 return count
@@ -789,8 +797,18 @@ class CosmosBackend:
 
         async def thread(thread_id: str) -> int:
             thread_ops = by_thread[thread_id]
+            # A batch that starts with the thread's root checkpoint is most
+            # likely its first: skip reading a watermark that does not exist.
+            first = thread_ops[0]
+            root = (
+                isinstance(first, PutOp)
+                and not first.row.parent_checkpoint_id
+                and first.row.checkpoint_ns == ""
+            )
             return await self._fenced(
-                thread_id, lambda mark: self._apply_plan(thread_id, thread_ops, mark)
+                thread_id,
+                lambda mark: self._apply_plan(thread_id, thread_ops, mark),
+                assume_new=root,
             )
 
         return sum(await self._per_thread(by_thread, thread))
