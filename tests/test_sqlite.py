@@ -31,7 +31,6 @@ from langgraph_hybrid_saver import (
 )
 from langgraph_hybrid_saver.backends.sqlite import (
     SELECT_BLOB_KEYS_SQL,
-    SELECT_BLOBS_SQL,
     SqliteBackend,
     splice_checkpoint,
 )
@@ -300,9 +299,7 @@ def test_spliced_checkpoint_is_byte_for_byte_what_the_serializer_writes() -> Non
     assert splice_checkpoint(doc, stored | {"raw": ("pickle", b"...")}) is None
 
 
-@pytest.mark.parametrize(
-    ("sql", "args"), [(SELECT_BLOBS_SQL, ("{}", "t", "")), (SELECT_BLOB_KEYS_SQL, ("[]",))]
-)
+@pytest.mark.parametrize(("sql", "args"), [(SELECT_BLOB_KEYS_SQL, ("[]",))])
 async def test_blob_lookup_is_one_primary_key_search_per_channel(
     backend: SqliteBackend, sql: str, args: tuple[str, ...]
 ) -> None:

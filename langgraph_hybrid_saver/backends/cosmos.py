@@ -25,8 +25,11 @@ of the payload (so rewriting an owner never mixes old and new pieces).
 
 Concurrency: Cosmos has no multi-batch transaction, so every batch that
 changes a thread carries a conditional replace (`if-match` ETag) of the
-watermark document. A second writer of the same thread fails its next batch
-with 412, atomically, and starts over from a fresh watermark. Within one
+watermark document, or its create when the thread has none yet. A second
+writer of the same thread fails its next batch with 412 (409 on the create),
+atomically, and starts over from a fresh watermark. A reconcile batch that
+starts with a thread's root checkpoint skips the watermark read and creates
+it: the same fence catches a wrong guess. Within one
 write, batches go out in dependency order (chunks, then blobs and writes,
 then checkpoints; deletes the other way round) and the watermark `seq` moves
 only in the last batch, so a crash part-way leaves nothing a reader can

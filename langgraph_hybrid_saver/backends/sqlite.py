@@ -143,17 +143,10 @@ SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata,
     CASE WHEN hybrid_checkpoint IS NULL THEN checkpoint END
 FROM checkpoints
 """
-# ? 1: JSON object {channel: version} of the checkpoint. CROSS JOIN keeps
-# json_each the outer loop, so each channel is one primary-key lookup; with a
-# plain JOIN the planner scans every blob of the thread (0.7 ms at 1,000 blobs,
-# growing with the thread, against 10 µs).
-SELECT_BLOBS_SQL = """
-SELECT b.channel, b.type, b.blob FROM json_each(?) AS v
-CROSS JOIN hybrid_saver_blobs AS b
-    ON b.thread_id = ? AND b.checkpoint_ns = ? AND b.channel = v.key AND b.version = v.value
-"""
-# ? 1: JSON array of [thread_id, checkpoint_ns, channel, version]; CROSS JOIN
-# as above, one primary-key search per element.
+# ? 1: JSON array of [thread_id, checkpoint_ns, channel, version]. CROSS JOIN
+# keeps json_each the outer loop, so each element is one primary-key search;
+# with a plain JOIN the planner scans every blob of the thread (0.7 ms at
+# 1,000 blobs, growing with the thread, against 10 µs).
 SELECT_BLOB_KEYS_SQL = """
 SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.type, b.blob FROM json_each(?) AS v
 CROSS JOIN hybrid_saver_blobs AS b
@@ -413,28 +406,31 @@ class SqliteBackend:
         keeps entry order). Every put's row is the whole checkpoint, so it needs
         the values of its unchanged channels too: those no put of the segment
         carries are read in one query for the whole segment."""
-        puts = [(op, json.loads(op.row.checkpoint)) for op in ops if isinstance(op, PutOp)]
+        puts = []
+        for op in ops:
+            if isinstance(op, PutOp):
+                doc = json.loads(op.row.checkpoint)
+                puts.append((op, doc, _blob_keys(op, doc)))
         known: dict[BlobKey, tuple[str, bytes | None]] = {}
         blobs: list[tuple[Any, ...]] = []
-        for op, _ in puts:
+        for op, _, _ in puts:
             r = op.row
             for b in op.blobs:
                 key = (r.thread_id, r.checkpoint_ns, b.channel, b.version)
                 known[key] = (b.type, b.blob)
                 blobs.append((*key, b.type, b.blob))
-        wanted = {k: None for op, doc in puts for k in _blob_keys(op, doc) if k not in known}
-        if wanted:
-            rows = await conn.execute_fetchall(SELECT_BLOB_KEYS_SQL, (json.dumps(list(wanted)),))
-            known |= {(t, ns, ch, v): (type_, blob) for t, ns, ch, v, type_, blob in rows}
+        known |= await _blob_rows(
+            conn, {k: None for _, _, ks in puts for k in ks if k not in known}
+        )
         # Values no blob holds are either empty channels or, on a thread the
         # official saver started, values only its parent row holds: ask once
         # which parents outside the segment are official rows.
-        ours = {_row_key(op.row.checkpoint_id, op) for op, _ in puts}
+        ours = {_row_key(op.row.checkpoint_id, op) for op, _, _ in puts}
         parents = {
             parent: None
-            for op, doc in puts
+            for op, doc, keys in puts
             if op.row.parent_checkpoint_id
-            and _missing(op, doc, known)
+            and _missing(doc, keys, known)
             and (parent := _row_key(op.row.parent_checkpoint_id, op)) not in ours
         }
         official: set[tuple[str, ...]] = set()
@@ -443,7 +439,9 @@ class SqliteBackend:
                 SELECT_OFFICIAL_KEYS_SQL, (json.dumps(list(parents)),)
             )
             official = {tuple(row) for row in rows}
-        checkpoints = [await self._official_row(conn, op, doc, known, official) for op, doc in puts]
+        checkpoints = [
+            await self._official_row(conn, op, doc, keys, known, official) for op, doc, keys in puts
+        ]
         inserts: list[tuple[Any, ...]] = []
         upserts: list[tuple[Any, ...]] = []
         for w in ops:
@@ -463,19 +461,20 @@ class SqliteBackend:
         conn: aiosqlite.Connection,
         op: PutOp,
         doc: dict[str, Any],
+        keys: list[BlobKey],
         known: dict[BlobKey, tuple[str, bytes | None]],
         official: set[tuple[str, ...]],
     ) -> tuple[Any, ...]:
         """The `checkpoints` row of a put: the whole checkpoint, serialized.
-        `official`: the parents (thread, ns, id) the official saver wrote."""
+        `keys`: its `_blob_keys`; `official`: the parents (thread, ns, id) the
+        official saver wrote."""
         r = op.row
         versions: dict[str, Any] = doc.get("channel_versions") or {}
-        keys = dict(zip(versions, _blob_keys(op, doc), strict=True))
-        blobs = {ch: known[k] for ch, k in keys.items() if k in known}
-        missing = _missing(op, doc, known)
+        blobs = {k[2]: known[k] for k in keys if k in known}
+        missing = _missing(doc, keys, known)
         if missing and r.parent_checkpoint_id and _row_key(r.parent_checkpoint_id, op) in official:
             adopted = await self._adopt_official_parent(conn, op, versions, missing)
-            known.update((keys[ch], value) for ch, value in adopted.items())
+            known.update((k, adopted[k[2]]) for k in keys if k[2] in adopted)
             blobs |= adopted
         stored = StoredCheckpoint(
             r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id, doc, {}, blobs
@@ -741,10 +740,10 @@ def _row_key(checkpoint_id: str, op: PutOp) -> tuple[str, str, str]:
     return (op.row.thread_id, op.row.checkpoint_ns, checkpoint_id)
 
 
-def _missing(op: PutOp, doc: dict[str, Any], known: dict[BlobKey, Any]) -> list[str]:
+def _missing(doc: dict[str, Any], keys: list[BlobKey], known: dict[BlobKey, Any]) -> list[str]:
     """Channels of a put with a version but neither an inline value nor a known blob."""
     inline = doc.get("channel_values") or {}
-    return [key[2] for key in _blob_keys(op, doc) if key not in known and key[2] not in inline]
+    return [key[2] for key in keys if key not in known and key[2] not in inline]
 
 
 def _blob_keys(op: PutOp, doc: dict[str, Any]) -> list[BlobKey]:
@@ -758,11 +757,19 @@ async def _blobs(
     conn: aiosqlite.Connection, thread_id: str, ns: str, versions: dict[str, Any]
 ) -> dict[str, tuple[str, bytes | None]]:
     """The stored values of a checkpoint's channels at its versions."""
-    if not versions:
+    found = await _blob_rows(conn, [(thread_id, ns, ch, str(v)) for ch, v in versions.items()])
+    return {key[2]: value for key, value in found.items()}
+
+
+async def _blob_rows(
+    conn: aiosqlite.Connection, keys: Iterable[BlobKey]
+) -> dict[BlobKey, tuple[str, bytes | None]]:
+    """The stored blobs of these keys, in one query."""
+    wanted = list(keys)
+    if not wanted:
         return {}
-    wanted = json.dumps({ch: str(v) for ch, v in versions.items()})
-    rows = await conn.execute_fetchall(SELECT_BLOBS_SQL, (wanted, thread_id, ns))
-    return {ch: (t, b) for ch, t, b in rows}
+    rows = await conn.execute_fetchall(SELECT_BLOB_KEYS_SQL, (json.dumps(wanted),))
+    return {(t, ns, ch, v): (type_, blob) for t, ns, ch, v, type_, blob in rows}
 
 
 async def _delete_orphan_blobs(conn: aiosqlite.Connection, threads: Iterable[str]) -> None:
