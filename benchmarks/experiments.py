@@ -17,6 +17,11 @@ PostgreSQL schema:
 * `lanes`: the hot-path scripts on lanes (langgraph_hybrid_saver/lanes.py:
   connections written and read directly) vs through redis-py's command
   layer (`saver.hot._lanes = None`), with the floor.
+* `pipelining`: the hot-path scripts on one pipelined connection (the
+  package's lanes.py: calls of one loop turn share a write, replies are read
+  as they arrive) vs a prototype of the lanes it replaced (a connection per
+  call in flight, each written and read by its caller) vs redis-py's
+  command layer; ops, sequential and 16-concurrent graphs.
 * `acks`: reconcile lag under the 16-concurrent graph load with the
   in-process reconciler deleting each batch's entries in the same round trip
   as its next read (`run`'s default) or in a round trip of their own,
@@ -27,7 +32,9 @@ PostgreSQL schema:
   memory: without the blob copies in the outbox entry, without the PEXPIRE
   refresh) to price each part on the server.
 
-    python -m benchmarks.experiments parser|placement|lanes|acks|hotpath|bulk [--quick] [--out FILE]
+    python -m benchmarks.experiments NAME [--quick] [--out FILE]
+
+NAME: parser, placement, lanes, pipelining, acks, linger, hotpath or bulk.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import asyncio
 import contextlib
 import random
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -151,8 +159,11 @@ def _row(metric: str, values: dict[str, float], names: Sequence[str], fmt: str) 
 async def compare(
     savers: dict[str, Any], env: comp.Env, ops: Sequence[str], graph_modes: Sequence[str],
     rounds: int, warmup: int, batch: int, extra: dict[str, Any] | None = None,
+    concurrent_modes: Sequence[str] = (), redis_cpu: Any = None,
 ) -> list[list[str]]:  # fmt: skip
-    """Interleaved op latencies and sequential graph throughput of each variant."""
+    """Interleaved op latencies and sequential (and, for `concurrent_modes`,
+    16-worker) graph throughput of each variant; with `redis_cpu` (a client of
+    the savers' Redis), the server's CPU time per graph invocation too."""
     from benchmarks.graphs import GraphRunner
     from benchmarks.ops import batch_of, make_runner, prepare_reads
 
@@ -179,19 +190,49 @@ async def compare(
         rows.append(_row(f"{op} p50 µs", p50, names, ",.0f"))
         if extra:
             rows[-1].append("; ".join(f"{f}: {p50[f]:,.0f}" for f in extra))
-    for mode in graph_modes:
+    shapes = [("sequential", m) for m in graph_modes]
+    shapes += [("16 concurrent", m) for m in concurrent_modes]
+    tail = [""] if extra else []  # the floors column
+    for shape, mode in shapes:
         graphs = {
-            n: GraphRunner(s, mode, f"{env.run_id}-{n[:6]}-g{mode}") for n, s in savers.items()
+            n: GraphRunner(s, mode, f"{env.run_id}-{n[:6]}-g{mode}{shape[:3]}")
+            for n, s in savers.items()
         }
+        per_batch = max(batch // 2, 3) if shape == "sequential" else max(batch // 8, 1)
+        invocations = per_batch if shape == "sequential" else per_batch * 16
+        cpu: dict[str, list[float]] = {n: [] for n in names}
         samples = await interleave(
-            {n: g.sequential(max(batch // 2, 3), [], 0) for n, g in graphs.items()},
+            {n: with_redis_cpu(redis_cpu, cpu[n], invocations,
+                               g.sequential(per_batch, [], 0) if shape == "sequential"
+                               else g.concurrent(per_batch)) for n, g in graphs.items()},
             rounds=rounds, warmup=warmup, rng=rng, settle=settle,
         )  # fmt: skip
         thr = {n: 1 / summarize(samples[n])["p50"] for n in names}
-        rows.append(_row(f"graph sequential ({mode}) inv/s", thr, names, ",.0f"))
-        if extra:
-            rows[-1].append("")
+        rows.append([*_row(f"graph {shape} ({mode}) inv/s", thr, names, ",.0f"), *tail])
+        if redis_cpu is not None:
+            used = {n: statistics.median(cpu[n][warmup:]) for n in names}
+            metric = f"graph {shape} ({mode}) Redis CPU µs/inv"
+            rows.append([*_row(metric, used, names, ",.0f"), *tail])
     return rows
+
+
+def with_redis_cpu(redis: Any, out: list[float], invocations: int, run: Any) -> Any:
+    """`run`, appending the Redis server's CPU µs per invocation of each batch
+    to `out` (INFO's used_cpu_sys + used_cpu_user; nothing when `redis` is None)."""
+    if redis is None:
+        return run
+
+    async def timed() -> list[float]:
+        async def used() -> float:
+            info = await redis.info("cpu")
+            return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+        before = await used()
+        samples = await run()
+        out.append((await used() - before) * 1e6 / invocations)
+        return samples
+
+    return timed
 
 
 async def compare_with_floors(
@@ -264,8 +305,6 @@ async def placement_experiment(
 
 
 async def linger_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
-    import statistics
-
     from benchmarks.ops import FLOOR
     from benchmarks.reconcile import lag_under_load
 
@@ -332,8 +371,82 @@ async def lanes_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], 
     return note, ["metric", LANES, NO_LANES, f"{NO_LANES} / {LANES}", "floors"], rows
 
 
+PIPELINED, PER_CALL = "one pipelined connection", "a connection per call (before)"
+
+
+def per_call_lanes(redis: Any) -> Any:
+    """A prototype of the lanes the pipelined connection replaced (lanes.py
+    before it): a free list of connections, one per call in flight, each
+    written and read by its caller. No timeouts: a benchmark prototype."""
+    import hiredis
+    from redis._parsers.base import BaseParser
+
+    from langgraph_hybrid_saver.lanes import Lanes
+
+    class PerCallLanes(Lanes):
+        idle: list[tuple[Any, Any]]
+
+        async def call(self, *args: Any) -> Any:
+            if self.idle:
+                conn, reader = self.idle.pop()
+            else:
+                conn = self.pool.make_connection()
+                await conn.connect()
+                reader = hiredis.Reader(replyError=BaseParser.parse_error)
+            conn._writer.write(hiredis.pack_command(args))
+            while (reply := reader.gets()) is False:
+                reader.feed(await conn._reader.read(65536))
+            self.idle.append((conn, reader))
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+        async def aclose(self) -> None:
+            idle, self.idle = self.idle, []
+            for conn, _ in idle:
+                await conn.disconnect()
+
+    lanes = PerCallLanes(redis)
+    lanes.idle = []
+    return lanes
+
+
+async def pipelining_experiment(
+    env: comp.Env, quick: bool
+) -> tuple[str, list[str], list[list[str]]]:
+    from redis.asyncio import Redis
+
+    from benchmarks.ops import FLOOR, floor_runners
+
+    rounds, warmup, batch = (3, 1, 8) if quick else (15, 2, 32)
+    names = (PIPELINED, PER_CALL, NO_LANES)
+    async with contextlib.AsyncExitStack() as stack:
+        savers = {
+            v: await stack.enter_async_context(open_saver(env, f"pl{i}", parser=HIREDIS))
+            for i, v in enumerate(names)
+        }
+        savers[PER_CALL].hot._lanes = per_call_lanes(savers[PER_CALL].hot.redis)
+        savers[NO_LANES].hot._lanes = None  # every script through redis-py
+        floor_redis = Redis.from_url(env.redis_url)
+        stack.push_async_callback(floor_redis.aclose)
+        floors = floor_runners(floor_redis, f"bench{env.run_id}xpf")
+        rows = await compare(
+            savers, env, ("aput_2kb", "aput_writes", "aget_latest"), ("sync",), rounds, warmup,
+            batch, extra={FLOOR: floors[FLOOR]}, concurrent_modes=("sync", "async", "exit"),
+            redis_cpu=floor_redis,
+        )  # fmt: skip
+        await comp.drop_prefix(floor_redis, f"bench{env.run_id}xpf")
+    note = (
+        "Hybrid[postgres] with its in-process reconciler, hiredis parser. 16 concurrent: 16 "
+        "asyncio workers on the saver's loop invoking the support graph (a new thread each). "
+        "Redis CPU: the server's used_cpu_sys + used_cpu_user (INFO) over each batch, per "
+        "invocation, median over the batches (its in-process reconciler's reads included)."
+    )
+    header = ["metric", *names, *(f"{n} / {PIPELINED}" for n in names[1:]), "floor"]
+    return note, header, rows
+
+
 async def acks_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
-    import statistics
 
     from benchmarks.reconcile import lag_under_load
 
@@ -392,7 +505,6 @@ async def script_call(
 
 
 async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
-    import statistics
 
     from benchmarks.ops import BIG, Chain, small_values
     from langgraph_hybrid_saver import hot
@@ -553,6 +665,7 @@ EXPERIMENTS = {
     "lanes": lanes_experiment,
     "acks": acks_experiment,
     "linger": linger_experiment,
+    "pipelining": pipelining_experiment,
     "hotpath": hotpath_experiment,
     "bulk": bulk_experiment,
 }

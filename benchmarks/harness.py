@@ -9,7 +9,9 @@ every participant alike. The first `warmup` rounds are discarded.
 from __future__ import annotations
 
 import gc
+import os
 import random
+import resource
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -18,6 +20,36 @@ from typing import Any
 
 Batch = Callable[[], Awaitable[list[float]]]
 """Runs one batch and returns the latency of every operation in it (seconds)."""
+
+
+def cpu_seconds() -> tuple[float, float | None]:
+    """CPU seconds used so far by this process (every thread) and by the whole
+    machine (user, nice, system, irq and softirq of every core in /proc/stat:
+    the servers, a reconciler worker, anything else running; None where there
+    is no /proc/stat)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    except (OSError, ValueError):
+        return ru.ru_utime + ru.ru_stime, None
+    busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    return ru.ru_utime + ru.ru_stime, busy
+
+
+def metered(run: Batch, invocations: int, out: list[tuple[float, float | None]]) -> Batch:
+    """`run`, appending (this process, whole machine) CPU µs per invocation
+    of each batch to `out`."""
+
+    async def batch() -> list[float]:
+        own0, all0 = cpu_seconds()
+        samples = await run()
+        own1, all1 = cpu_seconds()
+        machine = None if all0 is None or all1 is None else (all1 - all0) * 1e6 / invocations
+        out.append(((own1 - own0) * 1e6 / invocations, machine))
+        return samples
+
+    return batch
 
 
 class Progress:

@@ -237,6 +237,22 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
                 cells.append(lat if oh is None else f"{oh:,.0f} µs; {lat}")
             rows.append(cells)
         md += [table(["mode", *gnames], rows), ""]
+        md += [f"CPU per invocation, {graph['workers']} concurrent, µs: this process (the "
+               "graph, the saver, an in-process reconciler) / the whole machine (the servers, "
+               "a reconciler worker and anything else running too; "
+               f"{results.get('machine', {}).get('cpu_count', '?')} cores). Medians over the "
+               "measured batches:", ""]  # fmt: skip
+        rows = []
+        for mode, sc in graph["modes"].items():
+            tbl = sc.get("conc", {})
+            cells = [mode]
+            for n in gnames:
+                t = tbl.get(n) or {}
+                own, machine = t.get("cpu_own_us"), t.get("cpu_machine_us")
+                cells.append("-" if own is None else f"{own:,.0f} / "
+                             + ("-" if machine is None else f"{machine:,.0f}"))  # fmt: skip
+            rows.append(cells)
+        md += [table(["mode", *gnames], rows), ""]
     # --- reconciler
     if results.get("drain"):
         md += ["## Reconciler drain (N checkpoints written with reconciler='external', "

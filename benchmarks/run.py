@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -36,7 +37,7 @@ from benchmarks.graphs import (
     GraphRunner,
     checkpoints_per_invocation,
 )
-from benchmarks.harness import Progress, interleave, summarize
+from benchmarks.harness import Progress, interleave, metered, summarize
 from benchmarks.ops import (
     OPS,
     batch_of,
@@ -192,12 +193,20 @@ async def run_graphs(
             name: GraphRunner(s, mode, f"{env.run_id}-{slug(name)}-{mode}-conc")
             for name, s in savers.items()
         }
+        cpu: dict[str, list[tuple[float, float | None]]] = {n: [] for n in runners}
+        per_batch = WORKERS * scale.conc_per_worker
         samples = await interleave(
-            {n: r.concurrent(scale.conc_per_worker) for n, r in runners.items()},
+            {n: metered(r.concurrent(scale.conc_per_worker), per_batch, cpu[n])
+             for n, r in runners.items()},
             rounds=scale.conc_rounds, warmup=scale.graph_warmup, rng=rng, progress=progress,
             settle=settlers(savers),
         )  # fmt: skip
         conc = {name: {"inv_s": 1 / summarize(v)["p50"]} for name, v in samples.items()}
+        for name, used in cpu.items():  # batches of the measured rounds, medians
+            measured = used[scale.graph_warmup :]
+            conc[name]["cpu_own_us"] = statistics.median(u[0] for u in measured)
+            machine = [u[1] for u in measured if u[1] is not None]
+            conc[name]["cpu_machine_us"] = statistics.median(machine) if machine else None
         graph["modes"][mode] = {"seq": seq, "returning": returning, "conc": conc}
 
 

@@ -1,32 +1,39 @@
-"""Redis connections for the hot-path scripts, outside redis-py's command layer.
+"""The Redis connection of the hot-path scripts, outside redis-py's command layer.
 
 Every saver call is one EVALSHA. Through `redis.asyncio.Redis`, each one also
 passes the client's per-command layers (retry wrapper, observability hooks,
 the pool's lock and counters, a pure-Python command packer, a timeout
 context per read): each op takes 1.19-1.35x as long through them
-([lanes.md](../benchmarks/results/experiments/lanes.md)). A lane is a
-connection that redis-py opened (so TLS, AUTH, SELECT and HELLO are
-redis-py's), used by one call at a time: the command is packed by hiredis
-(in C; redis-py's packer is Python), written to the connection's stream,
-and the reply read by a hiredis reader of the lane's own, under one timer
-(`socket_timeout`).
+([lanes.md](../benchmarks/results/experiments/lanes.md)).
 
-Anything but an error reply (a broken connection, a timeout, a cancelled
-caller) closes the lane. A lane that broke raises `LaneBroken`, and the
-caller runs the command again through redis-py with its retry policy, as
-redis-py's own retry would have. Opening a lane is redis-py's `connect()`,
-with its retries: its errors are redis-py's, raised as they are.
+`Lanes` is one connection that redis-py opened (so TLS, AUTH, SELECT and
+HELLO are redis-py's) carrying every call of the saver's event loop,
+pipelined: a command is packed by hiredis (in C) and written at once when no
+other call is waiting for its reply; else it waits for the end of the
+loop's turn and goes out in one write with every other command of that
+turn. Replies arrive in order, are parsed by a hiredis reader as they come
+in (the connection's protocol: no reader task) and handed to their callers.
+With many calls in flight they share one `send` and one `recv`; a `send`
+that wakes the server is the dearest system call of a round trip here
+([pipelining.md](../benchmarks/results/experiments/pipelining.md)).
+
+A cancelled caller keeps its place in the queue: its reply is read and
+dropped. A reply later than `socket_timeout`, a closed connection or bytes
+that are not RESP close the connection and fail every call waiting on it
+with `LaneBroken`; each caller runs its command again through redis-py with
+its retry policy, as redis-py's own retry would have. The next call opens a
+new connection. Opening is redis-py's `connect()`, with its retries: its
+errors are redis-py's, raised as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from typing import Any
 
 from redis._parsers.base import BaseParser
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:
     import hiredis
@@ -35,80 +42,137 @@ except ImportError:  # a core dependency; without it every call goes through red
 
 # One timer per call (3.11+) is much cheaper than wait_for's task per read.
 _timeout = asyncio.timeout if sys.version_info >= (3, 11) else None
-MAX_IDLE = 64  # lanes kept open between calls; more are closed after use
-READ_SIZE = 65536
 
 
 class LaneBroken(Exception):
-    """The lane failed before its reply was read (it is closed); `unsupported`:
-    this redis-py's connections cannot be used as lanes at all."""
+    """The connection failed before the call's reply was read (it is closed);
+    `unsupported`: this redis-py's connections cannot be used at all."""
 
     def __init__(self, message: str, *, unsupported: bool = False) -> None:
         super().__init__(message)
         self.unsupported = unsupported
 
 
+class _Pipe(asyncio.Protocol):
+    """The protocol of an open connection: calls in order, replies in order."""
+
+    def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self.loop = loop
+        self.transport = conn._writer.transport
+        self.streams = self.transport.get_protocol()  # redis-py's; told when it closes
+        self.reader = hiredis.Reader(replyError=BaseParser.parse_error)  # bytes (HotTier's check)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.pending: list[bytes] | None = None  # written at the end of this turn
+        self.broken: str | None = None
+        leftover = bytes(getattr(conn._reader, "_buffer", b""))
+        self.transport.set_protocol(self)
+        if leftover:
+            self.data_received(leftover)
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        if self.broken is not None:
+            raise LaneBroken(self.broken)
+        reply = self.loop.create_future()
+        if self.pending is not None:
+            self.pending.append(command)
+        elif self.waiting:  # calls in flight: more may come this turn, write them together
+            self.pending = [command]
+            self.loop.call_soon(self._flush)
+        else:  # nothing in flight: no wait
+            self.transport.write(command)
+        self.waiting.append(reply)
+        return reply
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending and self.broken is None:
+            self.transport.write(b"".join(pending))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.reader.feed(data)
+            while (reply := self.reader.gets()) is not False:
+                waiter = self.waiting.popleft()  # IndexError: a reply nobody asked for
+                if not waiter.done():  # else its caller was cancelled
+                    waiter.set_result(reply)
+        except Exception as e:  # hiredis.ProtocolError, IndexError
+            self.close(f"unreadable reply from Redis: {type(e).__name__}: {e}")
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close(f"Redis closed the connection ({exc or 'EOF'})")
+        self.streams.connection_lost(exc)
+
+    def close(self, reason: str) -> None:
+        if self.broken is None:
+            self.broken = reason
+            self.transport.close()
+        waiting, self.waiting = self.waiting, deque()
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_exception(LaneBroken(reason))
+
+
 class Lanes:
-    """A free list of lanes on one `redis.asyncio.Redis` client's server."""
+    """The pipelined connection of one `redis.asyncio.Redis` client's server."""
 
     def __init__(self, redis: Any) -> None:
         self.pool = redis.connection_pool
-        self.idle: list[tuple[Any, Any]] = []
+        self.pipe: _Pipe | None = None
+        self._opening: asyncio.Lock | None = None
 
     @staticmethod
     def usable(redis: Any) -> bool:
-        """Lanes need hiredis and a pooled, non-cluster client."""
+        """Needs hiredis and a pooled, non-cluster client."""
         return (
             hiredis is not None
             and getattr(redis, "connection_pool", None) is not None
             and getattr(redis, "connection", None) is None
         )
 
-    async def _open(self) -> tuple[Any, Any]:
-        conn = self.pool.make_connection()
-        await conn.connect()
-        if getattr(conn, "_reader", None) is None or getattr(conn, "_writer", None) is None:
-            await conn.disconnect()
-            raise LaneBroken("this redis-py's connections expose no streams", unsupported=True)
-        return conn, hiredis.Reader(replyError=BaseParser.parse_error)  # bytes (HotTier's check)
+    async def _pipe(self) -> _Pipe:
+        pipe = self.pipe
+        if pipe is not None and pipe.broken is None:
+            return pipe
+        self._opening = self._opening or asyncio.Lock()
+        async with self._opening:  # concurrent first calls share one connection
+            if self.pipe is None or self.pipe.broken is not None:
+                if self.pipe is not None:
+                    await self.pipe.conn.disconnect(nowait=True)
+                self.pipe = None
+                conn = self.pool.make_connection()
+                await conn.connect()
+                if getattr(conn, "_reader", None) is None or getattr(conn, "_writer", None) is None:
+                    await conn.disconnect()
+                    raise LaneBroken("redis-py's connections expose no streams", unsupported=True)
+                self.pipe = _Pipe(conn, asyncio.get_running_loop())
+            return self.pipe
 
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py raises it."""
-        lane = self.idle.pop() if self.idle else await self._open()
-        conn, reader = lane
+        pipe = await self._pipe()
+        waiter = pipe.send(hiredis.pack_command(args))
+        seconds = pipe.conn.socket_timeout
         try:
-            conn._writer.write(hiredis.pack_command(args))
-            if _timeout is not None:
-                async with _timeout(conn.socket_timeout):
-                    reply = await self._reply(conn, reader)
+            if seconds is None:
+                reply = await waiter
+            elif _timeout is not None:
+                async with _timeout(seconds):
+                    reply = await waiter
             else:
-                reply = await asyncio.wait_for(self._reply(conn, reader), conn.socket_timeout)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:  # OSError: TimeoutError
-            await conn.disconnect(nowait=True)
-            raise LaneBroken(f"{type(e).__name__}: {e}") from e
-        except BaseException:  # cancelled: the reply may still come, so never reuse it
-            await conn.disconnect(nowait=True)
-            raise
-        if len(self.idle) < MAX_IDLE:
-            self.idle.append(lane)
-        else:
-            await conn.disconnect()
+                reply = await asyncio.wait_for(waiter, seconds)
+        except (TimeoutError, asyncio.TimeoutError):  # the same class on 3.11+
+            pipe.close(f"no reply within socket_timeout={seconds}s")
+            raise LaneBroken(f"Timeout: no reply within socket_timeout={seconds}s") from None
         if isinstance(reply, Exception):
             raise reply
         return reply
 
-    @staticmethod
-    async def _reply(conn: Any, reader: Any) -> Any:
-        reply = reader.gets()
-        while reply is False:
-            data = await conn._reader.read(READ_SIZE)
-            if not data:
-                raise RedisConnectionError("Redis closed the connection")
-            reader.feed(data)
-            reply = reader.gets()
-        return reply
-
     async def aclose(self) -> None:
-        idle, self.idle = self.idle, []
-        for conn, _ in idle:
-            await conn.disconnect()
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            pipe.close("closed")
+            await pipe.conn.disconnect()

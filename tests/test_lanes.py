@@ -1,8 +1,9 @@
-"""The hot path's own connections (lanes.py) against a real Redis: a lane that
-breaks, a cancelled or timed-out call, a server that forgot the scripts. In
-each case the calls after it must return their own thread's data (a lane
-left holding an unread reply would hand it to the next caller). Tests that
-kill clients, flush scripts or keep the server busy use a Redis of their own."""
+"""The hot path's own pipelined connection (lanes.py) against a real Redis: a
+connection that breaks with calls in flight, a cancelled or timed-out call, a
+server that forgot the scripts, many concurrent calls. In each case every call
+must return its own thread's data (a reply handed to the wrong caller would
+answer one thread with another's checkpoint). Tests that kill clients, flush
+scripts or keep the server busy use a Redis of their own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -58,7 +60,7 @@ async def test_reads_and_writes_go_through_lanes(pg_saver: AsyncHybridSaver) -> 
     lanes = pg_saver.hot._lanes
     assert lanes is not None
     [stored] = await put_chain(pg_saver, "t-lane", 1)
-    assert lanes.idle, "the write's lane went back to the free list"
+    assert lanes.pipe is not None and lanes.pipe.broken is None, "the write opened the pipe"
     assert await latest(pg_saver, "t-lane") == stored["configurable"]["checkpoint_id"]
     await pg_saver.aflush()  # the reconciler read the entry the lane wrote
     durable = await pg_saver.backend.get("t-lane", "", None)
@@ -71,7 +73,7 @@ async def test_killed_lanes_are_replaced(
     lanes = own.hot._lanes
     assert lanes is not None
     await put_chain(own, "t-kill", 2)
-    before = {id(conn) for conn, _ in lanes.idle}
+    before = lanes.pipe
     admin = Redis.from_url(private_redis.url)
     try:
         killed = await admin.client_kill_filter(_type="normal", skipme=True)
@@ -80,7 +82,7 @@ async def test_killed_lanes_are_replaced(
     assert killed >= 1
     configs = await put_chain(own, "t-kill", 2)
     assert await latest(own, "t-kill") == configs[-1]["configurable"]["checkpoint_id"]
-    assert {id(conn) for conn, _ in lanes.idle}.isdisjoint(before), "dead lanes were reused"
+    assert lanes.pipe is not before and before is not None and before.broken, "reused a dead pipe"
 
 
 async def test_scripts_are_reloaded_after_script_flush(own: AsyncHybridSaver) -> None:
@@ -143,14 +145,65 @@ async def test_a_timed_out_call_is_a_typed_error_and_the_next_call_is_clean(
         await redis.aclose()
 
 
-async def test_lanes_hold_one_connection_per_concurrent_call(pg_saver: AsyncHybridSaver) -> None:
+class CountingWrites:
+    """A transport that counts the writes the pipe makes."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def test_concurrent_calls_share_one_connection_and_its_writes(
+    pg_saver: AsyncHybridSaver,
+) -> None:
     lanes = pg_saver.hot._lanes
     assert lanes is not None
-    threads = [f"t-conc-{uuid.uuid4().hex[:6]}" for _ in range(12)]
+    await put_chain(pg_saver, "t-conc-warm", 1)
+    pipe = lanes.pipe
+    assert pipe is not None
+    counting = CountingWrites(pipe.transport)
+    pipe.transport = counting
+    threads = [f"t-conc-{uuid.uuid4().hex[:6]}" for _ in range(24)]
     chains = await asyncio.gather(*(put_chain(pg_saver, t, 3) for t in threads))
     heads = await asyncio.gather(*(latest(pg_saver, t) for t in threads))
     assert heads == [c[-1]["configurable"]["checkpoint_id"] for c in chains]
-    assert 1 <= len(lanes.idle) <= 12 + 1  # + the reconciler's concurrent reads, if any
+    assert lanes.pipe is pipe, "every call went through the one connection"
+    # 24 x (3 puts + 3 put_writes + 1 read) calls; calls made in the same turn
+    # of the loop share a write.
+    assert counting.writes < 24 * 7 / 2, counting.writes
+
+
+async def test_a_connection_that_breaks_fails_every_waiting_call_over_to_redis_py(
+    own: AsyncHybridSaver, private_redis: PrivateRedis
+) -> None:
+    threads = [f"t-break-{i}" for i in range(6)]
+    heads = [(await put_chain(own, t, 1))[0]["configurable"]["checkpoint_id"] for t in threads]
+    lanes = own.hot._lanes
+    assert lanes is not None and lanes.pipe is not None
+    pipe = lanes.pipe
+    admin = Redis.from_url(private_redis.url)
+    try:
+        sleeper = busy(admin, 0.3)
+        await asyncio.sleep(0.05)  # the server is busy: the reads below wait in the pipe
+        reads = [asyncio.create_task(latest(own, t)) for t in threads]
+        await asyncio.sleep(0.05)
+        assert len(pipe.waiting) == len(threads)
+        pipe.transport.abort()  # the connection drops with six replies outstanding
+        # Each one runs again through redis-py (a waiting call left unfailed would hang).
+        assert await asyncio.wait_for(asyncio.gather(*reads), 10) == heads
+        await sleeper
+    finally:
+        await admin.aclose()
+    assert pipe.broken and not pipe.waiting
+    assert await latest(own, threads[0]) == heads[0]
+    assert lanes.pipe is not pipe, "the next call opened a new connection"
 
 
 async def test_a_redis_py_without_streams_turns_lanes_off(
@@ -162,7 +215,7 @@ async def test_a_redis_py_without_streams_turns_lanes_off(
 
     hot = pg_saver.hot
     assert hot._lanes is not None
-    hot._lanes.idle.clear()
+    hot._lanes.pipe = None
     monkeypatch.setattr(hot._lanes, "pool", SimpleNamespace(make_connection=NoStreams))
     [stored] = await put_chain(pg_saver, "t-nostreams", 1)
     assert hot._lanes is None, "lanes stay off instead of failing on every call"
@@ -176,7 +229,7 @@ async def test_a_redis_restart_is_one_typed_error_then_reads_go_on(
     try:
         [stored] = await put_chain(saver, "t-down", 1)
         await saver.aflush()  # durable: the restarted (empty) Redis reads it through
-        assert saver.hot._lanes is not None and saver.hot._lanes.idle
+        assert saver.hot._lanes is not None and saver.hot._lanes.pipe is not None
         private_redis.stop()
         with pytest.raises(ServerUnreachableError, match="unreachable"):
             await latest(saver, "t-down")
