@@ -13,8 +13,11 @@ other call is waiting for its reply; else it waits for the end of the
 loop's turn and goes out in one write with every other command of that
 turn. Replies arrive in order, are parsed by a hiredis reader as they come
 in (the connection's protocol: no reader task) and handed to their callers.
-With many calls in flight they share one `send` and one `recv`; a `send`
-that wakes the server is the dearest system call of a round trip here
+With many calls in flight they share writes, reads and the server's read
+events: under 16 concurrent graph workers Redis spends 1.2-1.35x less CPU
+per invocation than with a connection per call in flight (what this module
+did before), at the same throughput within the noise, and a process holds
+one connection instead of up to one per concurrent call
 ([pipelining.md](../benchmarks/results/experiments/pipelining.md)).
 
 A cancelled caller keeps its place in the queue: its reply is read and
