@@ -9,6 +9,7 @@ import platform
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -223,36 +224,24 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
         md += ["Overhead per checkpoint against the no-checkpointer baseline, µs "
                "(sequential, (p50 invocation - baseline p50) / checkpoints per invocation); "
                "sequential invocation latency p50 / p99, ms:", ""]  # fmt: skip
-        rows = []
-        for mode, sc in graph["modes"].items():
-            tbl = sc.get("seq", {})
-            cells = [mode]
-            for n in gnames:
-                t = tbl.get(n)
-                if t is None:
-                    cells.append("-")
-                    continue
-                oh = t.get("overhead_us_per_checkpoint")
-                lat = f"{t['lat_p50'] * 1e3:.2f} / {t['lat_p99'] * 1e3:.2f} ms"
-                cells.append(lat if oh is None else f"{oh:,.0f} µs; {lat}")
-            rows.append(cells)
-        md += [table(["mode", *gnames], rows), ""]
+
+        def overhead(t: dict[str, Any]) -> str:
+            oh = t.get("overhead_us_per_checkpoint")
+            lat = f"{t['lat_p50'] * 1e3:.2f} / {t['lat_p99'] * 1e3:.2f} ms"
+            return lat if oh is None else f"{oh:,.0f} µs; {lat}"
+
+        md += [_mode_table(graph, "seq", gnames, overhead), ""]
         md += [f"CPU per invocation, {graph['workers']} concurrent, µs: this process (the "
                "graph, the saver, an in-process reconciler) / the whole machine (the servers, "
                "a reconciler worker and anything else running too; "
-               f"{results.get('machine', {}).get('cpu_count', '?')} cores). Medians over the "
-               "measured batches:", ""]  # fmt: skip
-        rows = []
-        for mode, sc in graph["modes"].items():
-            tbl = sc.get("conc", {})
-            cells = [mode]
-            for n in gnames:
-                t = tbl.get(n) or {}
-                own, machine = t.get("cpu_own_us"), t.get("cpu_machine_us")
-                cells.append("-" if own is None else f"{own:,.0f} / "
-                             + ("-" if machine is None else f"{machine:,.0f}"))  # fmt: skip
-            rows.append(cells)
-        md += [table(["mode", *gnames], rows), ""]
+               f"{results.get('machine', {}).get('cpu_count', '?')} cores; /proc/stat counts in "
+               "10 ms ticks). Medians over the measured batches:", ""]  # fmt: skip
+
+        def cpu(t: dict[str, Any]) -> str:
+            own, whole = t.get("cpu_own_us"), t.get("cpu_machine_us")
+            return " / ".join("-" if v is None else f"{v:,.0f}" for v in (own, whole))
+
+        md += [_mode_table(graph, "conc", gnames, cpu), ""]
     # --- reconciler
     if results.get("drain"):
         md += ["## Reconciler drain (N checkpoints written with reconciler='external', "
@@ -325,6 +314,17 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
             "",
         ]  # fmt: skip
     return "\n".join(md) + "\n"
+
+
+def _mode_table(
+    graph: dict[str, Any], scenario: str, names: list[str], cell: Callable[[dict[str, Any]], str]
+) -> str:
+    """A row per durability mode, a `cell` per saver ("-" where it has none)."""
+    rows = []
+    for mode, sc in graph["modes"].items():
+        tbl = sc.get(scenario, {})
+        rows.append([mode, *("-" if tbl.get(n) is None else cell(tbl[n]) for n in names)])
+    return table(["mode", *names], rows)
 
 
 def _graph_names(graph: dict[str, Any]) -> set[str]:

@@ -332,9 +332,10 @@ async def run(args: argparse.Namespace) -> Path:
     plots, why = render_plots(results, out) if not args.no_plots else ([], "--no-plots")
     results["plots"] = plots
     results["plots_skipped"] = why
-    (out / "README.md").write_text(render_markdown(results, plots))
-    (out / "machine.json").write_text(json.dumps(results["machine"], indent=2) + "\n")
+    # The figures first: a report that fails to render loses no run.
     (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    (out / "machine.json").write_text(json.dumps(results["machine"], indent=2) + "\n")
+    (out / "README.md").write_text(render_markdown(results, plots))
     print_summary(results, out)
     return out / "README.md"
 

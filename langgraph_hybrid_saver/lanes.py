@@ -14,7 +14,7 @@ loop's turn and goes out in one write with every other command of that
 turn. Replies arrive in order, are parsed by a hiredis reader as they come
 in (the connection's protocol: no reader task) and handed to their callers.
 With many calls in flight they share writes, reads and the server's read
-events: under 16 concurrent graph workers Redis spends 1.2-1.35x less CPU
+events: under 16 concurrent graph workers Redis spends 1.22-1.26x less CPU
 per invocation than with a connection per call in flight (what this module
 did before), at the same throughput within the noise, and a process holds
 one connection instead of up to one per concurrent call
