@@ -30,6 +30,9 @@ def test_smoke_run_writes_report(redis_url: str, pg_admin_url: str, tmp_path: Pa
     for op, by_saver in results["ops"].items():
         assert by_saver["Hybrid[postgres]"]["n"] > 0, op
     assert {r["status"] for r in results["targets"]} <= {"PASS", "MISS", "n/a"}
+    for mode in results["graph"]["modes"].values():  # CPU per concurrent invocation
+        assert all(t["cpu_own_us"] > 0 for t in mode["conc"].values()), mode["conc"]
     report = (out / "README.md").read_text()
     assert "## Targets" in report and "Hybrid[postgres]" in report
+    assert "CPU per invocation" in report
     assert json.loads((out / "machine.json").read_text())["cpu_count"] >= 1
