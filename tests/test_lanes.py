@@ -8,8 +8,11 @@ scripts or keep the server busy use a Redis of their own."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -248,3 +251,28 @@ async def test_a_resp3_client_reads_the_same(redis_url: str, pg_url: str, key_pr
         assert [c["configurable"]["checkpoint_id"] for c in listed] == [
             c["configurable"]["checkpoint_id"] for c in configs[::-1]
         ]
+
+
+async def test_a_unix_socket_server_gets_the_same_pipelined_connection(
+    tmp_path: Path, pg_url: str, key_prefix: str
+) -> None:
+    sock_dir = Path(tempfile.mkdtemp(prefix="lhs-", dir="/tmp"))  # sun_path holds 107 bytes
+    sock = sock_dir / "redis.sock"
+    server = PrivateRedis(tmp_path, None, "--unixsocket", str(sock), "--unixsocketperm", "700")
+    server.start()
+    try:
+        async with hybrid_saver(f"unix://{sock}?db=0", pg_url, key_prefix) as saver:
+            lanes = saver.hot._lanes
+            assert lanes is not None
+            threads = [f"t-unix-{i}" for i in range(8)]
+            chains = await asyncio.gather(*(put_chain(saver, t, 2) for t in threads))
+            heads = await asyncio.gather(*(latest(saver, t) for t in threads))
+            assert heads == [c[-1]["configurable"]["checkpoint_id"] for c in chains]
+            assert lanes.pipe is not None and lanes.pipe.broken is None
+            assert lanes.pipe.transport.get_extra_info("peername") == str(sock)
+            await saver.aflush()
+            durable = await saver.backend.get(threads[0], "", None)
+            assert durable is not None and durable.checkpoint_id == heads[0]
+    finally:
+        server.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
