@@ -14,9 +14,10 @@ PostgreSQL schema:
   hot path alone, the outbox just grows) — with the floor.
 * `bulk`: a reconcile batch's rows into PostgreSQL: executemany in
   pipeline mode vs one INSERT ... SELECT FROM unnest(arrays).
-* `lanes`: the hot-path scripts on lanes (langgraph_hybrid_saver/lanes.py:
-  connections written and read directly) vs through redis-py's command
-  layer (`saver.hot._lanes = None`), with the floor.
+* `lanes`: the hot-path scripts on the saver's own connection
+  (langgraph_hybrid_saver/lanes.py, written and read directly; connections
+  per call in flight when lanes.md was measured) vs through redis-py's
+  command layer (`saver.hot._lanes = None`), with the floor.
 * `pipelining`: the hot-path scripts on one pipelined connection (the
   package's lanes.py: calls of one loop turn share a write, replies are read
   as they arrive) vs a prototype of the lanes it replaced (a connection per
