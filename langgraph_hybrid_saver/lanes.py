@@ -21,9 +21,10 @@ one connection instead of up to one per concurrent call
 ([pipelining.md](../benchmarks/results/experiments/pipelining.md)).
 
 A cancelled caller keeps its place in the queue: its reply is read and
-dropped. A reply later than `socket_timeout`, a closed connection or bytes
-that are not RESP close the connection and fail every call waiting on it
-with `LaneBroken`; each caller runs its command again through redis-py with
+dropped. A reply later than `socket_timeout` (one timer per connection, on
+the oldest reply outstanding, instead of a timer per call), a closed
+connection or bytes that are not RESP close the connection and fail every
+call waiting on it with `LaneBroken`; each caller runs its command again through redis-py with
 its retry policy, as redis-py's own retry would have. The next call opens a
 new connection. Opening is redis-py's `connect()`, with its retries: its
 errors are redis-py's, raised as they are.
@@ -32,7 +33,6 @@ errors are redis-py's, raised as they are.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
 from typing import Any
 
@@ -42,9 +42,6 @@ try:
     import hiredis
 except ImportError:  # a core dependency; without it every call goes through redis-py
     hiredis = None  # type: ignore[assignment]
-
-# One timer per call (3.11+) is much cheaper than wait_for's task per read.
-_timeout = asyncio.timeout if sys.version_info >= (3, 11) else None
 
 
 class LaneBroken(Exception):
@@ -65,9 +62,11 @@ class _Pipe(asyncio.Protocol):
         self.transport = conn._writer.transport
         self.streams = self.transport.get_protocol()  # redis-py's; told when it closes
         self.reader = hiredis.Reader(replyError=BaseParser.parse_error)  # bytes (HotTier's check)
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # (reply, deadline)
         self.pending: list[bytes] | None = None  # written at the end of this turn
         self.broken: str | None = None
+        self.timeout: float | None = conn.socket_timeout
+        self.timer: asyncio.TimerHandle | None = None
         leftover = bytes(getattr(conn._reader, "_buffer", b""))
         self.transport.set_protocol(self)
         if leftover:
@@ -84,8 +83,25 @@ class _Pipe(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         else:  # nothing in flight: no wait
             self.transport.write(command)
-        self.waiting.append(reply)
+        if self.timeout is None:
+            self.waiting.append((reply, 0.0))
+        else:
+            deadline = self.loop.time() + self.timeout
+            self.waiting.append((reply, deadline))
+            if self.timer is None:
+                self.timer = self.loop.call_at(deadline, self._check_deadline)
         return reply
+
+    def _check_deadline(self) -> None:
+        """Close if the oldest reply outstanding is late, else look again
+        when it will be (replies come in order: a late one holds up the rest)."""
+        self.timer = None
+        if self.waiting and self.broken is None:
+            deadline = self.waiting[0][1]
+            if self.loop.time() >= deadline:
+                self.close(f"Timeout: no reply within socket_timeout={self.timeout}s")
+            else:
+                self.timer = self.loop.call_at(deadline, self._check_deadline)
 
     def _flush(self) -> None:
         pending, self.pending = self.pending, None
@@ -96,7 +112,7 @@ class _Pipe(asyncio.Protocol):
         try:
             self.reader.feed(data)
             while (reply := self.reader.gets()) is not False:
-                waiter = self.waiting.popleft()  # IndexError: a reply nobody asked for
+                waiter, _ = self.waiting.popleft()  # IndexError: a reply nobody asked for
                 if not waiter.done():  # else its caller was cancelled
                     waiter.set_result(reply)
         except Exception as e:  # hiredis.ProtocolError, IndexError
@@ -113,8 +129,11 @@ class _Pipe(asyncio.Protocol):
         if self.broken is None:
             self.broken = reason
             self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         waiting, self.waiting = self.waiting, deque()
-        for waiter in waiting:
+        for waiter, _ in waiting:
             if not waiter.done():
                 waiter.set_exception(LaneBroken(reason))
 
@@ -125,7 +144,7 @@ class Lanes:
     def __init__(self, redis: Any) -> None:
         self.pool = redis.connection_pool
         self.pipe: _Pipe | None = None
-        self._opening: asyncio.Lock | None = None
+        self._opening = asyncio.Lock()
 
     @staticmethod
     def usable(redis: Any) -> bool:
@@ -136,11 +155,7 @@ class Lanes:
             and getattr(redis, "connection", None) is None
         )
 
-    async def _pipe(self) -> _Pipe:
-        pipe = self.pipe
-        if pipe is not None and pipe.broken is None:
-            return pipe
-        self._opening = self._opening or asyncio.Lock()
+    async def _open(self) -> _Pipe:
         async with self._opening:  # concurrent first calls share one connection
             if self.pipe is None or self.pipe.broken is not None:
                 if self.pipe is not None:
@@ -156,20 +171,10 @@ class Lanes:
 
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py raises it."""
-        pipe = await self._pipe()
-        waiter = pipe.send(hiredis.pack_command(args))
-        seconds = pipe.conn.socket_timeout
-        try:
-            if seconds is None:
-                reply = await waiter
-            elif _timeout is not None:
-                async with _timeout(seconds):
-                    reply = await waiter
-            else:
-                reply = await asyncio.wait_for(waiter, seconds)
-        except (TimeoutError, asyncio.TimeoutError):  # the same class on 3.11+
-            pipe.close(f"no reply within socket_timeout={seconds}s")
-            raise LaneBroken(f"Timeout: no reply within socket_timeout={seconds}s") from None
+        pipe = self.pipe
+        if pipe is None or pipe.broken is not None:
+            pipe = await self._open()
+        reply = await pipe.send(hiredis.pack_command(args))
         if isinstance(reply, Exception):
             raise reply
         return reply
