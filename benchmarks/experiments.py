@@ -150,6 +150,11 @@ async def drain_rate(saver: Any, run_id: str, n: int) -> float:
     return (n // 20) * 20 / seconds
 
 
+def _header(names: Sequence[str], last: str) -> list[str]:
+    """The columns `_row` fills: each variant, each against the first, `last`."""
+    return ["metric", *names, *(f"{n} / {names[0]}" for n in names[1:]), last]
+
+
 def _row(metric: str, values: dict[str, float], names: Sequence[str], fmt: str) -> list[str]:
     base = values[names[0]]
     return [metric, *(format(values[n], fmt) for n in names)] + [
@@ -301,7 +306,7 @@ async def placement_experiment(
         "with no worker, so only the hot path runs (the outbox just grows): its distance to "
         "the floor is what the hot path itself costs."
     )
-    header = ["metric", *names, *(f"{n} / {IN_PROCESS}" for n in names[1:]), "floors"]
+    header = _header(names, "floors")
     return note, header, rows
 
 
@@ -349,7 +354,7 @@ async def linger_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str],
         "linger_ms after the step began before reading again. Lag: outbox entry creation to the "
         "durable commit of its batch, 16 workers invoking the support graph (`async` durability)."
     )
-    header = ["metric", *names, *(f"{n} / {names[0]}" for n in names[1:]), "floor"]
+    header = _header(names, "floor")
     return note, header, rows
 
 
@@ -378,7 +383,7 @@ async def lanes_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], 
         )  # fmt: skip
         await comp.drop_prefix(floor_redis, f"bench{env.run_id}xlf")
     note = "Hybrid[postgres] with its in-process reconciler, hiredis parser."
-    return note, ["metric", LANES, NO_LANES, f"{NO_LANES} / {LANES}", "floors"], rows
+    return note, _header((LANES, NO_LANES), "floors"), rows
 
 
 PIPELINED, PER_CALL = "one pipelined connection", "a connection per call (before)"
@@ -455,7 +460,7 @@ async def pipelining_experiment(
         "Lag: outbox entry creation to the durable commit of its batch, 16 workers invoking "
         "the support graph (`async` durability)."
     )
-    header = ["metric", *names, *(f"{n} / {PIPELINED}" for n in names[1:]), "floor"]
+    header = _header(names, "floor")
     return note, header, rows
 
 

@@ -442,6 +442,28 @@ def merge_newest_first(
 # --- outbox order -------------------------------------------------------------
 
 
+def apply_order(
+    ops: Sequence[Op], marks: dict[str, str]
+) -> list[tuple[list[Op], DeleteThreadOp | None]]:
+    """The ops past their thread's watermark in `marks` (advanced in place),
+    as runs of puts and writes, each run followed by the delete that ends it
+    (None after the last run): a delete must land after what was queued
+    before it, and a run can be written one statement per table."""
+    parts: list[tuple[list[Op], DeleteThreadOp | None]] = []
+    run: list[Op] = []
+    for op in ops:
+        if op.seq <= marks[op.thread_id]:
+            continue
+        marks[op.thread_id] = op.seq
+        if isinstance(op, DeleteThreadOp):
+            parts.append((run, op))
+            run = []
+        else:
+            run.append(op)
+    parts.append((run, None))
+    return parts
+
+
 def seq_key(stream_id: str) -> str:
     """A Redis stream id ("ms-seq") as a fixed-width string that sorts in order."""
     ms, _, n = stream_id.partition("-")

@@ -26,6 +26,7 @@ from langgraph_hybrid_saver.core import (
     PutOp,
     StoredCheckpoint,
     WriteRow,
+    apply_order,
     list_conditions,
 )
 from langgraph_hybrid_saver.errors import ServerUnreachableError
@@ -246,25 +247,16 @@ class PostgresBackend:
             rows = cast(builtins.list[DictRow], await cur.fetchall())
             marks = {r["thread_id"]: r["applied_seq"] for r in rows}
             start = dict(marks)
-            todo: list[Op] = []
-            for op in ops:
-                if op.seq > marks[op.thread_id]:
-                    marks[op.thread_id] = op.seq
-                    todo.append(op)
-            segment: list[Op] = []
-            for op in todo:
-                if isinstance(op, DeleteThreadOp):
-                    await _write_segment(cur, segment)
-                    segment = []
+            parts = apply_order(ops, marks)
+            for segment, delete in parts:
+                await _write_segment(cur, segment)
+                if delete is not None:
                     for sql in DELETE_THREAD_SQL:
-                        await cur.execute(sql, (op.thread_id,))
-                else:
-                    segment.append(op)
-            await _write_segment(cur, segment)
+                        await cur.execute(sql, (delete.thread_id,))
             moved = [t for t in threads if marks[t] != start[t]]
             if moved:
                 await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
-        return len(todo)
+        return sum(len(segment) + (delete is not None) for segment, delete in parts)
 
     async def get(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None

@@ -66,13 +66,13 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph_hybrid_saver.backends import redact
 from langgraph_hybrid_saver.core import (
     BlobRow,
-    DeleteThreadOp,
     ListQuery,
     Op,
     PutOp,
     StoredCheckpoint,
     WriteRow,
     WritesOp,
+    apply_order,
     encode_put,
     json_contains,
     list_conditions,
@@ -380,26 +380,16 @@ class SqliteBackend:
             rows = await conn.execute_fetchall(SELECT_WATERMARKS_SQL, (json.dumps(threads),))
             marks: dict[str, str] = {t: "" for t in threads} | dict(cast(Any, rows))
             start = dict(marks)
-            todo: list[Op] = []
-            for op in ops:
-                if op.seq > marks[op.thread_id]:
-                    marks[op.thread_id] = op.seq
-                    todo.append(op)
-            # A delete splits the batch: what was queued before it lands first.
-            segment: list[Op] = []
-            for op in todo:
-                if isinstance(op, DeleteThreadOp):
-                    await self._write_segment(conn, segment)
-                    segment = []
+            parts = apply_order(ops, marks)
+            for segment, delete in parts:
+                await self._write_segment(conn, segment)
+                if delete is not None:
                     for sql in DELETE_THREAD_SQL:
-                        await conn.execute(sql, (op.thread_id,))
-                else:
-                    segment.append(op)
-            await self._write_segment(conn, segment)
+                        await conn.execute(sql, (delete.thread_id,))
             moved = [(t, marks[t]) for t in threads if marks[t] != start[t]]
             if moved:
                 await conn.executemany(SET_WATERMARK_SQL, moved)
-        return len(todo)
+        return sum(len(segment) + (delete is not None) for segment, delete in parts)
 
     async def _write_segment(self, conn: aiosqlite.Connection, ops: Sequence[Op]) -> None:
         """Rows of consecutive puts and writes, one statement per table (each
@@ -410,7 +400,8 @@ class SqliteBackend:
         for op in ops:
             if isinstance(op, PutOp):
                 doc = json.loads(op.row.checkpoint)
-                puts.append((op, doc, _blob_keys(op, doc)))
+                versions = doc.get("channel_versions") or {}
+                puts.append((op, doc, _blob_keys(op.row.thread_id, op.row.checkpoint_ns, versions)))
         known: dict[BlobKey, tuple[str, bytes | None]] = {}
         blobs: list[tuple[Any, ...]] = []
         for op, _, _ in puts:
@@ -746,18 +737,16 @@ def _missing(doc: dict[str, Any], keys: list[BlobKey], known: dict[BlobKey, Any]
     return [key[2] for key in keys if key not in known and key[2] not in inline]
 
 
-def _blob_keys(op: PutOp, doc: dict[str, Any]) -> list[BlobKey]:
-    """The blob keys of a put's channels at the versions its checkpoint names."""
-    r = op.row
-    versions = doc.get("channel_versions") or {}
-    return [(r.thread_id, r.checkpoint_ns, ch, str(v)) for ch, v in versions.items()]
+def _blob_keys(thread_id: str, ns: str, versions: dict[str, Any]) -> list[BlobKey]:
+    """The blob keys of a checkpoint's channels at its versions."""
+    return [(thread_id, ns, ch, str(v)) for ch, v in versions.items()]
 
 
 async def _blobs(
     conn: aiosqlite.Connection, thread_id: str, ns: str, versions: dict[str, Any]
 ) -> dict[str, tuple[str, bytes | None]]:
     """The stored values of a checkpoint's channels at its versions."""
-    found = await _blob_rows(conn, [(thread_id, ns, ch, str(v)) for ch, v in versions.items()])
+    found = await _blob_rows(conn, _blob_keys(thread_id, ns, versions))
     return {key[2]: value for key, value in found.items()}
 
 
