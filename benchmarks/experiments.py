@@ -32,10 +32,12 @@ PostgreSQL schema:
   and prototypes of the put script (the package's own script edited in
   memory: without the blob copies in the outbox entry, without the PEXPIRE
   refresh) to price each part on the server.
+* `pinned`: blob values of 4-140 KB sent beside the put script (a SET in
+  the same MULTI) vs through it as Lua arguments: aput and aget_tuple.
 
     python -m benchmarks.experiments NAME [--quick] [--out FILE]
 
-NAME: parser, placement, lanes, pipelining, acks, linger, hotpath or bulk.
+NAME: parser, placement, lanes, pipelining, acks, linger, hotpath, bulk or pinned.
 """
 
 from __future__ import annotations
@@ -593,6 +595,61 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
     return note, ["checkpoint", "step", "p50 µs", "x floor"], rows
 
 
+async def pinned_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
+    """Large blob values beside the put script (a SET in the same MULTI) or
+    through it (a Lua argument), by size: what sets PIN_MIN_BYTES."""
+    from benchmarks.ops import BIG, Chain, big_messages
+
+    beside, through = "beside the script", "through Lua"
+    sizes = [
+        (f"{len(m) * 500 // 1000} KB of messages", m)
+        for m in (big_messages(n) for n in (8, 16, 32, 64))
+    ]
+    sizes.append(("140 KB state (200 messages)", BIG))
+    n = 40 if quick else 300
+    rng = random.Random(6)
+    rows: list[list[str]] = []
+    async with open_saver(env, "pn", parser=HIREDIS, placement=NONE) as saver:
+        hot = saver.hot
+        pin_min = {beside: 2048, through: 0}  # beside: every value over 2 KB
+        for label, messages in sizes:
+            chains = {v: Chain(saver, f"{env.run_id}-pn-{label[:3]}-{v[:3]}") for v in pin_min}
+            res: dict[tuple[str, str], list[float]] = {
+                (v, op): [] for v in pin_min for op in ("aput", "aget_tuple")
+            }
+            for i in range(n + n // 10):
+                order = list(pin_min)
+                rng.shuffle(order)
+                for v in order:
+                    hot.pin_min = pin_min[v]
+                    call = chains[v].next({"messages": messages, "turn": i})
+                    t0 = time.perf_counter()
+                    config = await saver.aput(*call)
+                    t1 = time.perf_counter()
+                    got = await saver.aget_tuple(config)
+                    t2 = time.perf_counter()
+                    chains[v].stored(config)
+                    if got is None or len(got.checkpoint["channel_values"]["messages"]) != len(
+                        messages
+                    ):
+                        raise RuntimeError(f"{v}: the checkpoint did not read back whole")
+                    if i >= n // 10:  # warm-up discarded
+                        res[(v, "aput")].append(t1 - t0)
+                        res[(v, "aget_tuple")].append(t2 - t1)
+            for op in ("aput", "aget_tuple"):
+                p50 = {v: statistics.median(res[(v, op)]) * 1e6 for v in pin_min}
+                rows.append(_row(f"{label}: {op} p50 µs", p50, [through, beside], ",.0f"))
+    note = (
+        "Hybrid[postgres] with reconciler='external' and no worker (only the hot path runs), "
+        "hiredis. Each round puts one checkpoint on each variant's thread (a new version of "
+        "the messages channel and a small `turn` channel) and reads it back. 'beside the "
+        "script': every blob value over 2 KB goes in a plain SET in the put's MULTI "
+        "(hot.pin_min = 2048); 'through Lua': as a script argument (hot.pin_min = 0). "
+        "The package sends values of PIN_MIN_BYTES (16 KiB) and more beside the script."
+    )
+    return note, _header([through, beside], "")[:-1], rows
+
+
 async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
     """Inserting a reconcile batch's blob rows: psycopg's executemany in
     pipeline mode (what `PostgresBackend.apply` does) against one
@@ -686,6 +743,7 @@ EXPERIMENTS = {
     "pipelining": pipelining_experiment,
     "hotpath": hotpath_experiment,
     "bulk": bulk_experiment,
+    "pinned": pinned_experiment,
 }
 
 

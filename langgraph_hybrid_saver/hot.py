@@ -12,7 +12,11 @@ slot and works on Redis Cluster.
       base:x                  string  tombstone of the last delete (a checkpoint id)
       base:i:<len>:<ns>       zset    checkpoint ids (score 0, ordered by id)
       base:c:<len>:<ns>       hash    checkpoint id -> record
-      base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob
+      base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob, or '' when
+                                      the value is large and in a key of its own:
+      base:v:<len>:<ns>:<field>  string  a large blob value (type NUL blob)
+      base:V:<len>:<ns>       set     the fields whose values are in such keys
+      base:p:<entry id>:<field>  string  a large value of an outbox entry, until applied
       base:w:<len>:<ns>       hash    checkpoint id NUL task NUL idx -> write
       base:z:<len>:<ns>       zset    the same write fields, for a range by id
       base:f:<len>:<ns>       string  set while Redis holds every checkpoint of the ns
@@ -22,8 +26,17 @@ slot and works on Redis Cluster.
 
 The keys of one (thread, namespace) are written together and expire
 together, so a namespace is either hot as a whole or read from the durable
-store. A record is msgpack [checkpoint json, metadata json, parent, blob
-fields]. Lengths are UTF-8 byte lengths (Lua's `#`).
+store (a large value's key expires on its own once no newer checkpoint uses
+it; a read that misses it reads that value from the durable store).
+
+Large values (PIN_MIN_BYTES and more) never pass through Lua, where turning
+a 140 KB argument into a Lua string costs Redis more than storing it: `put`
+sends each one in a plain SET to a temporary key in the MULTI that runs the
+put script, and the script COPYs it to its `v` key and RENAMEs it to the
+outbox entry's `p` key (no TTL; the reconciler deletes it with the entry).
+
+A record is msgpack [checkpoint json, metadata json, parent, blob fields].
+Lengths are UTF-8 byte lengths (Lua's `#`).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +82,10 @@ LAYOUT_VERSION = "v1"
 DEFAULT_PREFIX = "lhs"
 DEFAULT_SHARDS = 16
 DEFAULT_MAX_BULK = 512 * 1024 * 1024  # Redis' proto-max-bulk-len default
+# A blob value this large goes beside the put script, not through it (a
+# `pinned` experiment measures both ways).
+PIN_MIN_BYTES = 16 * 1024
+_TEMP_TTL_MS = 600_000  # a temporary key the put script did not consume (it crashed)
 
 # Shared helpers for every script: key names and chunked HMGET/HSET (Lua's
 # unpack() has a stack limit of a few thousand values).
@@ -85,7 +103,9 @@ local function call_chunked(cmd, key, list, first, last, step)
 end
 local function expire_ns(ns, ttl)
   if ttl > 0 then
-    for _, k in ipairs({'i', 'c', 'b', 'w', 'z', 'f'}) do redis.call('PEXPIRE', nk(k, ns), ttl) end
+    for _, k in ipairs({'i', 'c', 'b', 'w', 'z', 'f', 'V'}) do
+      redis.call('PEXPIRE', nk(k, ns), ttl)
+    end
     redis.call('PEXPIRE', base .. ':n', ttl)
   end
 end
@@ -111,13 +131,25 @@ local function check_tombstone(ns, ref)
     return redis.error_reply('DELETED ' .. t)
   end
 end
+local function large_key(ns, f) return nk('v', ns) .. ':' .. f end
 -- The blob values a record refers to (a corrupt record: none; the client
--- names the key in its error).
-local function read_blobs(ns, rec)
+-- names the key in its error); a large value from its own key.
+local function read_blobs(ns, rec, ttl)
   local ok, r = pcall(cmsgpack.unpack, rec)
   local fields = ok and type(r) == 'table' and r[4] or {}
   if #fields == 0 then return {} end
-  return call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000)
+  local values = call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000)
+  for i, v in ipairs(values) do
+    if v == '' then
+      values[i] = redis.call('GET', large_key(ns, fields[i]))
+      if ttl > 0 then redis.call('PEXPIRE', large_key(ns, fields[i]), ttl) end
+    end
+  end
+  return values
+end
+-- A blob value no longer stored as a large value of its own.
+local function drop_large(ns, f)
+  if redis.call('SREM', nk('V', ns), f) == 1 then redis.call('DEL', large_key(ns, f)) end
 end
 local function read_writes(ns, cid)
   local fields = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\\0', '(' .. cid .. '\\1')
@@ -127,40 +159,69 @@ end
 """
 
 # KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
-# record, parent id or '', n, n blob fields that must already be stored, blob field/value
-# pairs. Returns the entry id, or the list of required fields that are missing
-# (then nothing is written). With a window, only the newest `window` checkpoints of the
-# namespace stay hot: older records, their writes and the blobs only they used
-# are dropped from Redis (the durable store has them once reconciled).
+# record, parent id or '', n, n blob fields that must already be stored, the
+# large values ('' or msgpack [field, temporary key, ...]: values SET in the
+# same MULTI), blob field/value pairs. Returns the entry id, or the list of
+# required fields that are missing (then nothing is written). With a window,
+# only the newest `window` checkpoints of the namespace stay hot: older
+# records, their writes and the blobs only they used are dropped from Redis
+# (the durable store has them once reconciled). Whatever it returns, no
+# temporary key is left.
 _PUT = (
     _LUA_PRELUDE
     + """
 local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local denied = check_lease(ARGV[3])
-if denied then return denied end
 local tid, ns, cid, rec, parent = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-denied = check_tombstone(ns, parent)
-if denied then return denied end
-local ik, ck = nk('i', ns), nk('c', ns)
+local nc = tonumber(ARGV[9])
+local large = {}
+if ARGV[10 + nc] ~= '' then large = cmsgpack.unpack(ARGV[10 + nc]) end
+local function refuse(reply)
+  for i = 2, #large, 2 do redis.call('DEL', large[i]) end
+  return reply
+end
+local denied = check_lease(ARGV[3]) or check_tombstone(ns, parent)
+if denied then return refuse(denied) end
+local ik, ck, bk = nk('i', ns), nk('c', ns), nk('b', ns)
 -- Unchanged channels must still be stored: after a Redis restart a value
 -- that was only in the lost outbox is gone, and the caller must send it again.
-local nc = tonumber(ARGV[9])
+-- A large one is kept as long as the namespace while checkpoints use it.
 local missing = {}
 for i = 10, 9 + nc do
-  if redis.call('HEXISTS', nk('b', ns), ARGV[i]) == 0 then missing[#missing + 1] = ARGV[i] end
+  local f = ARGV[i]
+  if redis.call('HSTRLEN', bk, f) == 0 then  -- absent, or a large value
+    local lk, kept = large_key(ns, f), 0
+    if ttl > 0 then kept = redis.call('PEXPIRE', lk, ttl) else kept = redis.call('EXISTS', lk) end
+    if kept == 0 then missing[#missing + 1] = f end
+  end
 end
-if #missing > 0 then return missing end
-local first = 10 + nc
+if #missing > 0 then return refuse(missing) end
+local first = 11 + nc
 -- A namespace that starts here, with its root checkpoint, is complete in
 -- Redis: `list` need not ask the durable store while this flag lives.
 if parent == '' and redis.call('EXISTS', ik) == 0 then redis.call('SET', nk('f', ns), '1') end
 redis.call('ZADD', ik, 0, cid)
 redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
-if #ARGV >= first then call_chunked('HSET', nk('b', ns), ARGV, first, #ARGV, 4000) end
-local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
+if #ARGV >= first then call_chunked('HSET', bk, ARGV, first, #ARGV, 4000) end
+-- A put with large values names its record 'R': a reconciler that predates
+-- them cannot decode it and dead-letters it instead of applying it without them.
+local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, #large > 0 and 'R' or 'r', rec}
 for i = first, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 1, #large, 2 do
+  local f, lk = large[i], large_key(ns, large[i])
+  redis.call('COPY', large[i + 1], lk, 'REPLACE')
+  if ttl > 0 then redis.call('PEXPIRE', lk, ttl) else redis.call('PERSIST', lk) end
+  redis.call('HSET', bk, f, '')
+  redis.call('SADD', nk('V', ns), f)
+  entry[#entry + 1] = f
+  entry[#entry + 1] = ''
+end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+for i = 1, #large, 2 do
+  local pk = base .. ':p:' .. id .. ':' .. large[i]
+  redis.call('RENAME', large[i + 1], pk)
+  redis.call('PERSIST', pk)
+end
 local over = window > 0 and redis.call('ZCARD', ik) - window or 0
 if over > 0 then
   local old = redis.call('ZRANGE', ik, 0, over - 1)
@@ -177,7 +238,10 @@ if over > 0 then
     local r = redis.call('HGET', ck, gone)
     if r then
       for _, f in ipairs(cmsgpack.unpack(r)[4]) do
-        if not keep[f] then redis.call('HDEL', nk('b', ns), f) end
+        if not keep[f] then
+          redis.call('HDEL', bk, f)
+          drop_large(ns, f)
+        end
       end
     end
     redis.call('HDEL', ck, gone)
@@ -270,7 +334,7 @@ end
 local rec = redis.call('HGET', nk('c', ns), cid)
 local blobs = {}
 if rec then
-  blobs = read_blobs(ns, rec)
+  blobs = read_blobs(ns, rec, ttl)
   expire_ns(ns, ttl)
 end
 return {cid, rec, blobs, read_writes(ns, cid), gen}
@@ -308,7 +372,7 @@ for _, f in ipairs(found) do
   if limit > 0 and #out >= limit then break end
   local id, ns = f[1], f[2]
   local rec = redis.call('HGET', nk('c', ns), id)
-  if rec then out[#out + 1] = {ns, id, rec, read_blobs(ns, rec), read_writes(ns, id)}
+  if rec then out[#out + 1] = {ns, id, rec, read_blobs(ns, rec, ttl), read_writes(ns, id)}
   else complete = 0 end  -- a record evicted alone: the durable store has it
 end
 if ttl > 0 then for _, ns in ipairs(nss) do expire_ns(ns, ttl) end end
@@ -335,7 +399,8 @@ return {ids, call_chunked('HMGET', nk('c', ns), ids, 1, #ids, 4000), complete}
 
 # KEYS: base. ARGV: ns, ttl, cid, record, generation, index ('1' when this is
 # the latest), n blob pairs, blob pairs..., write pairs...
-# Read-through: never overwrites hot data (hot is newer or equal) and gives up
+# Read-through: never overwrites hot data (hot is newer or equal; a large
+# value whose key expired is stored again, inline) and gives up
 # when the thread was deleted since the read began. Returns the write values.
 _REPOPULATE = (
     _LUA_PRELUDE
@@ -347,7 +412,12 @@ if index == '1' and redis.call('ZCARD', nk('i', ns)) == 0 then
   redis.call('ZADD', nk('i', ns), 0, cid)
 end
 redis.call('HSETNX', nk('c', ns), cid, rec)
-for i = 8, 7 + nb, 2 do redis.call('HSETNX', nk('b', ns), ARGV[i], ARGV[i + 1]) end
+for i = 8, 7 + nb, 2 do  -- stored inline, unless stored already
+  if redis.call('HSTRLEN', nk('b', ns), ARGV[i]) == 0 then
+    redis.call('HSET', nk('b', ns), ARGV[i], ARGV[i + 1])
+    drop_large(ns, ARGV[i])
+  end
+end
 for i = 8 + nb, #ARGV, 2 do
   redis.call('HSETNX', nk('w', ns), ARGV[i], ARGV[i + 1])
   redis.call('ZADD', nk('z', ns), 0, ARGV[i])
@@ -361,7 +431,8 @@ return read_writes(ns, cid)
 # KEYS: base, outbox. ARGV: thread_id, queue ('1': add a delete entry to the
 # outbox), tombstone (a checkpoint id of now, or ''). Drops every hot key of
 # the thread and bumps its generation; with a tombstone, writes naming older
-# checkpoints that are not in Redis are refused for 7 days.
+# checkpoints that are not in Redis are refused for 7 days. The `p` keys of
+# unreconciled entries stay: the reconciler deletes them with their entries.
 _DROP_THREAD = (
     _LUA_PRELUDE
     + """
@@ -371,7 +442,8 @@ local tomb = ARGV[3]
 for _, ns in ipairs(redis.call('SMEMBERS', base .. ':n')) do
   local top = redis.call('ZREVRANGEBYLEX', nk('i', ns), '+', '-', 'LIMIT', 0, 1)[1]
   if tomb ~= '' and top and top > tomb then tomb = top end
-  redis.call('DEL', nk('i', ns), nk('c', ns), nk('b', ns), nk('w', ns), nk('z', ns), nk('f', ns))
+  for _, f in ipairs(redis.call('SMEMBERS', nk('V', ns))) do redis.call('DEL', large_key(ns, f)) end
+  for _, k in ipairs({'i', 'c', 'b', 'w', 'z', 'f', 'V'}) do redis.call('DEL', nk(k, ns)) end
 end
 redis.call('DEL', base .. ':n')
 redis.call('INCR', base .. ':g')
@@ -589,6 +661,8 @@ class HotTier:
         self.leases = [f"{root}:lease:{s}" for s in range(shards)]
         self.dead = [f"{root}:{{{s}}}:dead" for s in range(shards)]
         self.max_bulk = DEFAULT_MAX_BULK  # the server's, read by check_layout
+        self.pin_min = 0  # PIN_MIN_BYTES once check_layout finds COPY (Redis >= 6.2)
+        self._pins: dict[str, list[bytes]] = {}  # entry id -> its `p` keys, read, not yet deleted
         self._root = root
         r = redis
         self._put = r.register_script(_PUT)
@@ -627,6 +701,35 @@ class HotTier:
                     self._lanes = None
         return await script(keys=keys, args=args)
 
+    async def _eval_after(
+        self, sets: Sequence[tuple[str, bytes]], script: Any, keys: list[str], args: list[Any]
+    ) -> Any:
+        """`_eval`, in one MULTI after plain SETs of `sets` (with a TTL in case
+        the script fails before it takes them): values that never pass through
+        Lua. The same keys on a retry overwrite what a failed attempt set."""
+        sets_cmds = [("SET", k, v, "PX", _TEMP_TTL_MS) for k, v in sets]
+        if self._lanes is not None:
+            try:
+                *_, reply = await self._lanes.transaction(
+                    [*sets_cmds, ("EVALSHA", script.sha, len(keys), *keys, *args)]
+                )
+                if not isinstance(reply, NoScriptError):
+                    if isinstance(reply, Exception):
+                        raise reply
+                    return reply
+            except LaneBroken as e:
+                if e.unsupported:
+                    self._lanes = None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for k, v in sets:
+                pipe.set(k, v, px=_TEMP_TTL_MS)
+            await script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)  # errors as the server said them
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[-1]
+
     # --- keys -----------------------------------------------------------------
 
     def shard(self, thread_id: str) -> int:
@@ -646,6 +749,12 @@ class HotTier:
             self.max_bulk = int(reply.get(b"proto-max-bulk-len") or reply["proto-max-bulk-len"])
         except Exception:
             pass
+        if not self.cluster:  # large values need COPY (Redis 6.2, Valkey)
+            try:
+                await self.redis.copy(f"{self.meta_key}:none", f"{self.meta_key}:none2")
+                self.pin_min = PIN_MIN_BYTES
+            except ResponseError:
+                self.pin_min = 0
         await self.redis.hsetnx(self.meta_key, "shards", self.shards)
         stored = await self.redis.hget(self.meta_key, "shards")
         if stored is not None and int(stored) != self.shards:
@@ -667,7 +776,7 @@ class HotTier:
         """
         sent = {blob_field(b.channel, b.version) for b in blobs}
         required = [r for r in refs if r not in sent]
-        args: list[Any] = [
+        head: list[Any] = [
             self.ttl_ms,
             self.window,
             token,
@@ -679,11 +788,22 @@ class HotTier:
             len(required),
             *required,
         ]
+        self._fits(head[6], f"checkpoint {row.checkpoint_id!r} (without its blobs)")
+        inline: list[Any] = []
+        large: list[tuple[str, bytes]] = []  # (field, value)
         for b in blobs:
             packed = self._fits(pack_blob(b.type, b.blob), f"channel {b.channel!r}")
-            args += (blob_field(b.channel, b.version), packed)
-        self._fits(args[6], f"checkpoint {row.checkpoint_id!r} (without its blobs)")
-        reply = await self._fenced(self._put, row.thread_id, args)
+            if self.pin_min and len(packed) >= self.pin_min:
+                large.append((blob_field(b.channel, b.version), packed))
+            else:
+                inline += (blob_field(b.channel, b.version), packed)
+        if not large:
+            reply = await self._fenced(self._put, row.thread_id, [*head, "", *inline])
+        else:  # each large value under a temporary key of the thread's slot
+            temp = f"{self.base(row.thread_id)}:t:{uuid.uuid4().hex}:"
+            sets = [(f"{temp}{i}", value) for i, (_, value) in enumerate(large)]
+            named = pack_for_lua([x for i, (f, _) in enumerate(large) for x in (f, sets[i][0])])
+            reply = await self._fenced(self._put, row.thread_id, [*head, named, *inline], sets)
         return [_b(f) for f in reply] if isinstance(reply, list) else reply
 
     async def put_writes(
@@ -721,9 +841,15 @@ class HotTier:
         args = [self.ttl_ms, token, thread_id, packed]
         return str(await self._fenced(self._copy, thread_id, args))
 
-    async def _fenced(self, script: Any, thread_id: str, args: list[Any]) -> Any:
+    async def _fenced(
+        self, script: Any, thread_id: str, args: list[Any], sets: Sequence[tuple[str, bytes]] = ()
+    ) -> Any:
+        keys = [self.base(thread_id), self.outbox(thread_id)]
         try:
-            reply = await self._eval(script, [self.base(thread_id), self.outbox(thread_id)], args)
+            if sets:
+                reply = await self._eval_after(sets, script, keys, args)
+            else:
+                reply = await self._eval(script, keys, args)
             return reply if isinstance(reply, list) else _b(reply)
         except ResponseError as e:
             if not str(e).startswith(("LEASED", "DELETED")):
@@ -918,15 +1044,41 @@ class HotTier:
                 self._xdel(pipe, ack)
                 pipe.xread(streams, count=count, block=block_ms)
                 *_, reply = await pipe.execute()
+        read = [(index[_b(stream)], _b(sid), f) for stream, es in reply or [] for sid, f in es]
+        large = await self._large_values([(sid, f) for _, sid, f in read])
         out = []
-        for stream, entries in reply or []:
-            shard = index[_b(stream)]
-            for sid, fields in entries:
-                try:
-                    out.append((shard, _b(sid), decode_entry(_b(sid), fields)))
-                except CorruptDataError as e:
-                    await self.dead_letter(shard, _b(sid), str(e))
+        for (shard, sid, fields), values in zip(read, large, strict=True):
+            try:
+                out.append((shard, sid, decode_entry(sid, fields, values)))
+            except CorruptDataError as e:
+                await self.dead_letter(shard, sid, str(e))
+            else:
+                if values:
+                    self._pins[sid] = [key for key, _ in values.values()]
         return out
+
+    async def _large_values(
+        self, entries: Sequence[tuple[str, dict[bytes, bytes]]]
+    ) -> list[dict[bytes, tuple[bytes, bytes | None]]]:
+        """The large values of outbox entries (field -> (`p` key, value or
+        None when the key is gone)), read in one round trip when any has one."""
+        keys: list[list[tuple[bytes, bytes]]] = []
+        for sid, fields in entries:
+            keys.append([])
+            if b"R" in fields and b"t" in fields:
+                base = self.base(fields[b"t"].decode(errors="replace"))
+                for f, v in fields.items():
+                    if v == b"" and b"\x00" in f:
+                        keys[-1].append((f, f"{base}:p:{sid}:".encode() + f))
+        flat = [key for ks in keys for _, key in ks]
+        if not flat:
+            return [{} for _ in entries]
+        if self.cluster:
+            values = list(await asyncio.gather(*(self.redis.get(k) for k in flat)))
+        else:
+            values = await self.redis.mget(flat)
+        found = iter(values)
+        return [{f: (key, next(found)) for f, key in ks} for ks in keys]
 
     async def dead_letter(self, shard: int, sid: str, reason: str) -> None:
         """Move an undecodable outbox entry to the shard's dead-letter stream."""
@@ -956,6 +1108,9 @@ class HotTier:
             by_shard.setdefault(shard, []).append(sid)
         for shard, sids in by_shard.items():
             pipe.xdel(self.outboxes[shard], *sids)
+        for _, sid in applied:
+            if large := self._pins.pop(sid, None):
+                pipe.delete(*large)  # one entry's keys: one slot
 
     async def outbox_heads(self) -> list[str | None]:
         """The newest entry id of every shard's outbox (None when empty)."""
@@ -1012,9 +1167,10 @@ class HotTier:
             replies = await pipe.execute()
         puts, written = [], set()
         for entries in replies:
-            for sid, f in entries:
+            entries = [(_b(sid), f) for sid, f in entries]
+            for (sid, f), large in zip(entries, await self._large_values(entries), strict=True):
                 try:
-                    op = decode_entry(_b(sid), f)
+                    op = decode_entry(sid, f, large)
                 except CorruptDataError:
                     continue  # the reconciler moves it to the dead-letter stream
                 if isinstance(op, PutOp):
@@ -1024,8 +1180,13 @@ class HotTier:
         return puts, written
 
 
-def decode_entry(sid: str, fields: dict[bytes, bytes]) -> Op:
-    """An outbox entry as the operation the durable store must apply."""
+def decode_entry(
+    sid: str,
+    fields: dict[bytes, bytes],
+    large: dict[bytes, tuple[bytes, bytes | None]] | None = None,
+) -> Op:
+    """An outbox entry as the operation the durable store must apply; `large`:
+    the values of its large blobs (`HotTier._large_values`)."""
     try:
         kind = fields[b"k"]
         thread_id = fields[b"t"].decode()
@@ -1036,11 +1197,20 @@ def decode_entry(sid: str, fields: dict[bytes, bytes]) -> Op:
         if kind == b"w":
             writes = tuple(unpack_write(v) for f, v in fields.items() if b"\x00" in f)
             return WritesOp(seq, thread_id, ns, cid, fields[b"u"] == b"1", writes)
-        doc, md, parent, _ = ormsgpack.unpackb(fields[b"r"])
+        doc, md, parent, _ = ormsgpack.unpackb(fields[b"R" if b"R" in fields else b"r"])
         blobs = []
         for f, v in fields.items():
             if b"\x00" in f:
                 channel, _, version = f.decode().partition("\x00")
+                if v == b"":  # a large value, in a key of its own
+                    key, value = (large or {}).get(f, (b"(not read)", None))
+                    if value is None:
+                        raise CorruptDataError(
+                            f"outbox entry {sid}: the value of channel {channel!r} (key "
+                            f"{key!r}) is gone from Redis (evicted or deleted); the "
+                            "checkpoint cannot be applied whole"
+                        )
+                    v = value
                 type_, blob = unpack_blob(v)
                 blobs.append(BlobRow(channel, version, type_, blob))
         row = CheckpointRow(thread_id, ns, cid, parent or None, doc, md)

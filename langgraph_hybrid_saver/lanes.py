@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from redis._parsers.base import BaseParser
@@ -72,10 +73,11 @@ class _Pipe(asyncio.Protocol):
         if leftover:
             self.data_received(leftover)
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
+    def send(self, command: bytes, replies: int = 1) -> list[asyncio.Future[Any]]:
+        """Write `command` (packed; it may hold several commands, `replies`
+        of them) and return a future for each of their replies."""
         if self.broken is not None:
             raise LaneBroken(self.broken)
-        reply = self.loop.create_future()
         if self.pending is not None:
             self.pending.append(command)
         elif self.waiting:  # calls in flight: more may come this turn, write them together
@@ -83,14 +85,12 @@ class _Pipe(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         else:  # nothing in flight: no wait
             self.transport.write(command)
-        if self.timeout is None:
-            self.waiting.append((reply, 0.0))
-        else:
-            deadline = self.loop.time() + self.timeout
-            self.waiting.append((reply, deadline))
-            if self.timer is None:
-                self.timer = self.loop.call_at(deadline, self._check_deadline)
-        return reply
+        deadline = 0.0 if self.timeout is None else self.loop.time() + self.timeout
+        if self.timeout is not None and self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+        futures = [self.loop.create_future() for _ in range(replies)]
+        self.waiting.extend((f, deadline) for f in futures)
+        return futures
 
     def _check_deadline(self) -> None:
         """Close if the oldest reply outstanding is late, else look again
@@ -169,15 +169,39 @@ class Lanes:
                 self.pipe = _Pipe(conn, asyncio.get_running_loop())
             return self.pipe
 
-    async def call(self, *args: Any) -> Any:
-        """One command's reply; an error reply is raised as redis-py raises it."""
+    async def _pipe(self) -> _Pipe:
         pipe = self.pipe
         if pipe is None or pipe.broken is not None:
             pipe = await self._open()
-        reply = await pipe.send(hiredis.pack_command(args))
+        return pipe
+
+    async def call(self, *args: Any) -> Any:
+        """One command's reply; an error reply is raised as redis-py raises it."""
+        pipe = await self._pipe()
+        reply = await pipe.send(hiredis.pack_command(args))[0]
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+    async def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """`commands` between MULTI and EXEC, in one write: EXEC's reply, an
+        error of a command inside it as an exception object in its place. A
+        command refused when queued (OOM, bad arguments) is raised; the
+        server then ran none of them."""
+        pipe = await self._pipe()
+        packed = [hiredis.pack_command(("MULTI",))]
+        packed += [hiredis.pack_command(tuple(c)) for c in commands]
+        packed.append(hiredis.pack_command(("EXEC",)))
+        replies: list[Any] = await asyncio.gather(
+            *pipe.send(b"".join(packed), len(packed)), return_exceptions=True
+        )
+        for reply in replies:  # LaneBroken first: the others are its echoes
+            if isinstance(reply, LaneBroken):
+                raise reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[-1]  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         pipe, self.pipe = self.pipe, None

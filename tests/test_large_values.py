@@ -1,0 +1,206 @@
+"""Large blob values (PIN_MIN_BYTES and more) go beside the put script in the
+same MULTI, never through Lua: real Redis, every durable store. What must
+hold: a large value reads back whole from Redis and from the durable store,
+the outbox entry keeps it until the durable store has it, and nothing is
+left behind by a refused put, a pruned or deleted thread or an applied entry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.conformance.test_utils import (
+    generate_checkpoint,
+    generate_config,
+    generate_metadata,
+)
+
+from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler, ThreadBusyError
+from langgraph_hybrid_saver.errors import CorruptDataError
+from langgraph_hybrid_saver.hot import PIN_MIN_BYTES, decode_entry
+
+from .conftest import PrivateRedis, hybrid_saver
+
+BIG = ["x" * 500 + str(i) for i in range(2 * PIN_MIN_BYTES // 500)]  # > PIN_MIN_BYTES packed
+
+
+@pytest.fixture
+async def external(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> AsyncIterator[AsyncHybridSaver]:
+    async with hybrid_saver(redis_url, durable_url, key_prefix, reconciler="external") as s:
+        yield s
+
+
+async def put_steps(
+    saver: AsyncHybridSaver, tid: str, n: int, *, grow: bool = True, start: int = 0
+) -> list[Any]:
+    """n checkpoints: a large `messages` channel (a new version each step when
+    `grow`, else only the first) and a small `step` channel."""
+    config: Any = generate_config(tid)
+    configs = []
+    latest = await saver.aget_tuple(config)
+    if latest is not None:
+        config = latest.config
+    for i in range(start, start + n):
+        version = str(i + 1)
+        messages_version = version if grow else "1"
+        values = {"messages": [*BIG, f"step {i}"] if grow else BIG, "step": i}
+        cp = generate_checkpoint(
+            channel_values=values,
+            channel_versions={"messages": messages_version, "step": version},
+        )
+        changed = {"step": version}
+        if grow or i == 0:
+            changed["messages"] = messages_version
+        config = await saver.aput(config, cp, generate_metadata(step=i), changed)
+        configs.append(config)
+    return configs
+
+
+async def keys_of(saver: AsyncHybridSaver, kind: str) -> list[bytes]:
+    """The saver's Redis keys of one kind: 't' temporary, 'p' an outbox
+    entry's large value, 'v' a hot large value."""
+    return [k async for k in saver.hot.redis.scan_iter(f"{saver.hot.prefix}:*:{kind}:*")]
+
+
+async def reconcile(saver: AsyncHybridSaver) -> int:
+    worker = Reconciler(saver.hot, saver.backend)
+    applied = 0
+    while n := await worker.step(None):
+        applied += n
+    await worker.release_all()
+    return applied
+
+
+async def test_a_large_value_goes_beside_the_script_and_reaches_the_durable_store(
+    external: AsyncHybridSaver,
+) -> None:
+    assert external.hot.pin_min == PIN_MIN_BYTES  # setup found COPY
+    tid = str(uuid.uuid4())
+    configs = await put_steps(external, tid, 2)
+    redis, base = external.hot.redis, external.hot.base(tid)
+    assert await keys_of(external, "t") == []
+    assert len(await keys_of(external, "v")) == 2  # one per version of `messages`
+    assert len(await keys_of(external, "p")) == 2  # one per outbox entry's large value
+    # The hash holds a marker, not the value; the entry names its record 'R'.
+    fields = await redis.hgetall(f"{base}:b:0:")
+    large = [f for f, v in fields.items() if f.startswith(b"messages")]
+    assert len(large) == 2 and all(fields[f] == b"" for f in large)
+    assert all(fields[f] for f in fields if f.startswith(b"step"))
+    entries = await redis.xrange(external.hot.outbox(tid))
+    assert [b"R" in f and b"r" not in f for _, f in entries] == [True, True]
+
+    hot = await external.aget_tuple(configs[0])
+    assert hot is not None and hot.checkpoint["channel_values"]["messages"][:-1] == BIG
+
+    assert await reconcile(external) == 2
+    assert await keys_of(external, "p") == []  # deleted with their entries
+    durable = await external.backend.get(tid, "", configs[1]["configurable"]["checkpoint_id"])
+    assert durable is not None
+    blobs = {ch: len(blob or b"") for ch, (_, blob) in durable.blobs.items()}
+    assert blobs["messages"] > PIN_MIN_BYTES
+    latest = await external.aget_tuple(generate_config(tid))
+    assert latest is not None and latest.checkpoint["channel_values"]["messages"][-1] == "step 1"
+
+
+async def test_an_unchanged_large_value_is_kept_and_read_through_when_gone(
+    external: AsyncHybridSaver,
+) -> None:
+    tid = str(uuid.uuid4())
+    await put_steps(external, tid, 2, grow=False)  # the second refers to the first's value
+    [large] = await keys_of(external, "v")
+    ttl_before = await external.hot.redis.pttl(large)
+    assert 0 < ttl_before <= external.hot.ttl_ms
+    await reconcile(external)
+    # Gone from Redis (an eviction): the read takes it from the durable store ...
+    await external.hot.redis.delete(large)
+    latest = await external.aget_tuple(generate_config(tid))
+    assert latest is not None and latest.checkpoint["channel_values"]["messages"] == BIG
+    # ... and the next put that keeps it stores it again instead of referring to nothing.
+    await put_steps(external, tid, 1, grow=False, start=2)
+    assert await external.hot.redis.exists(large) == 1
+    again = await external.aget_tuple(generate_config(tid))
+    assert again is not None and again.checkpoint["channel_values"]["messages"] == BIG
+
+
+async def test_a_refused_put_leaves_no_value_behind(external: AsyncHybridSaver) -> None:
+    tid = str(uuid.uuid4())
+    await external.hot.acquire_thread(tid, "someone-else", 60_000)
+    with pytest.raises(ThreadBusyError):
+        await put_steps(external, tid, 1)
+    await external.hot.redis.script_flush()  # again through redis-py's transaction
+    with pytest.raises(ThreadBusyError):
+        await put_steps(external, tid, 1)
+    for kind in "tpv":
+        assert await keys_of(external, kind) == [], kind
+    assert await external.hot.redis.xlen(external.hot.outbox(tid)) == 0
+
+
+async def test_pruning_and_deleting_drop_large_values(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    async with hybrid_saver(
+        redis_url, durable_url, key_prefix, reconciler="external", hot_window=1
+    ) as saver:
+        tid = str(uuid.uuid4())
+        await put_steps(saver, tid, 3)
+        assert len(await keys_of(saver, "v")) == 1  # the newest checkpoint's only
+        assert len(await keys_of(saver, "p")) == 3  # every entry keeps its own
+        await saver.adelete_thread(tid)
+        assert await keys_of(saver, "v") == []
+        assert len(await keys_of(saver, "p")) == 3  # until the reconciler applied them
+        assert await reconcile(saver) == 4  # 3 puts and the delete
+        assert await keys_of(saver, "p") == []
+        assert await saver.backend.get(tid, "", None) is None
+
+
+async def test_a_lost_outbox_value_is_dead_lettered_not_applied_without_it(
+    external: AsyncHybridSaver,
+) -> None:
+    tid = str(uuid.uuid4())
+    [config] = await put_steps(external, tid, 1)
+    [pinned] = await keys_of(external, "p")
+    [(sid, fields)] = await external.hot.redis.xrange(external.hot.outbox(tid))
+    with pytest.raises(CorruptDataError, match="not read"):
+        decode_entry(sid.decode(), fields)  # a reader that did not fetch the value
+    await external.hot.redis.delete(pinned)
+    assert await reconcile(external) == 0
+    assert await external.hot.dead_letters() == 1
+    assert await external.backend.get(tid, "", config["configurable"]["checkpoint_id"]) is None
+
+
+async def test_unknown_script_and_redis_py_path(external: AsyncHybridSaver) -> None:
+    tid = str(uuid.uuid4())
+    await external.hot.redis.script_flush()  # the MULTI's EVALSHA fails: NOSCRIPT
+    await put_steps(external, tid, 1)
+    external.hot._lanes = None  # redis-py's transaction pipeline
+    await put_steps(external, tid, 1, start=1)
+    assert await keys_of(external, "t") == []
+    assert len(await keys_of(external, "p")) == 2
+    assert await reconcile(external) == 2
+    latest = await external.aget_tuple(generate_config(tid))
+    assert latest is not None and latest.checkpoint["channel_values"]["messages"][-1] == "step 1"
+
+
+async def test_a_server_without_copy_keeps_large_values_inline(
+    tmp_path: Path, durable_url: str
+) -> None:
+    server = PrivateRedis(tmp_path, None, "--rename-command", "COPY", "")
+    server.start()
+    try:
+        async with AsyncHybridSaver.from_conn_string(
+            server.url, durable_url, reconciler="external"
+        ) as saver:
+            assert saver.hot.pin_min == 0
+            tid = str(uuid.uuid4())
+            await put_steps(saver, tid, 1)
+            assert await keys_of(saver, "p") == [] and await keys_of(saver, "v") == []
+            assert await reconcile(saver) == 1
+            latest = await saver.aget_tuple(generate_config(tid))
+            assert latest is not None and latest.checkpoint["channel_values"]["messages"][:-1] == BIG
+    finally:
+        server.stop()
