@@ -34,10 +34,13 @@ PostgreSQL schema:
   refresh) to price each part on the server.
 * `pinned`: blob values of 4-140 KB sent beside the put script (a SET in
   the same MULTI) vs through it as Lua arguments: aput and aget_tuple.
+* `toast`: a 140 KB blob into PostgreSQL with the column's TOAST
+  compression pglz (the default), lz4 (what setup sets) or none.
 
     python -m benchmarks.experiments NAME [--quick] [--out FILE]
 
-NAME: parser, placement, lanes, pipelining, acks, linger, hotpath, bulk or pinned.
+NAME: parser, placement, lanes, pipelining, acks, linger, hotpath, bulk, pinned
+or toast.
 """
 
 from __future__ import annotations
@@ -650,6 +653,66 @@ async def pinned_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str],
     return note, _header([through, beside], "")[:-1], rows
 
 
+async def toast_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
+    """A 140 KB state's blob into PostgreSQL under each TOAST compression of
+    the blob column: pglz (the default), lz4 (what setup sets) or none."""
+    import psycopg
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from benchmarks.ops import BIG
+
+    _, blob = JsonPlusSerializer().dumps_typed(BIG)
+    variants = {
+        "pglz (default)": "SET COMPRESSION pglz",
+        "lz4 (setup)": "SET COMPRESSION lz4",
+        "no compression": "SET STORAGE EXTERNAL",
+    }
+    n = 20 if quick else 100
+    samples = {(v, op): [] for v in variants for op in ("insert", "read")}  # type: ignore[var-annotated]
+    rng = random.Random(6)
+    async with comp.pg_schema(env, "toast") as url:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            for i, clause in enumerate(variants.values()):
+                await conn.execute(f"CREATE TABLE toast{i} (id int PRIMARY KEY, blob bytea)")
+                await conn.execute(f"ALTER TABLE toast{i} ALTER COLUMN blob {clause}")
+            table = {v: f"toast{i}" for i, v in enumerate(variants)}
+            for r in range(n + n // 10):
+                order = list(variants)
+                rng.shuffle(order)
+                for v in order:
+                    t0 = time.perf_counter()
+                    await conn.execute(f"INSERT INTO {table[v]} VALUES (%s, %s)", (r, blob))
+                    t1 = time.perf_counter()
+                    await (
+                        await conn.execute(f"SELECT blob FROM {table[v]} WHERE id = %s", (r,))
+                    ).fetchone()
+                    t2 = time.perf_counter()
+                    if r >= n // 10:
+                        samples[(v, "insert")].append(t1 - t0)
+                        samples[(v, "read")].append(t2 - t1)
+            sizes = {}
+            for v, t in table.items():
+                cur = await conn.execute(f"SELECT pg_total_relation_size('{t}') AS b")
+                sizes[v] = (await cur.fetchone())[0] / (n + n // 10) / 1024  # type: ignore[index]
+    names = list(variants)
+    rows = [
+        _row(
+            f"{op} p50 µs",
+            {v: statistics.median(samples[(v, op)]) * 1e6 for v in names},
+            names,
+            ",.0f",
+        )
+        for op in ("insert", "read")
+    ]
+    rows.append(_row("KiB per row on disk", sizes, names, ",.0f"))
+    note = (
+        f"One connection, autocommit; the blob is the 140 KB state's messages channel as the "
+        f"default serializer writes it ({len(blob):,} bytes of msgpack), one row per insert, "
+        "read back by primary key. The column's compression is set with ALTER TABLE."
+    )
+    return note, _header(names, "")[:-1], rows
+
+
 async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
     """Inserting a reconcile batch's blob rows: psycopg's executemany in
     pipeline mode (what `PostgresBackend.apply` does) against one
@@ -744,6 +807,7 @@ EXPERIMENTS = {
     "hotpath": hotpath_experiment,
     "bulk": bulk_experiment,
     "pinned": pinned_experiment,
+    "toast": toast_experiment,
 }
 
 

@@ -75,6 +75,7 @@ class Scale:
     lag_per_worker: int
     drain_n: int
     memory_steps: int
+    drain_repeats: int = 1
     modes: tuple[str, ...] = MODES
     profile: bool = False
     profile_n: int = 1000
@@ -83,14 +84,15 @@ class Scale:
 
 FULL = Scale("full", op_rounds=20, op_warmup=2, op_batch=25, big_batch=10, seq_per_round=20,
              seq_rounds=10, graph_warmup=1, conc_per_worker=2, conc_rounds=8,
-             lag_per_worker=25, drain_n=5000, memory_steps=1000, profile=True)  # fmt: skip
+             lag_per_worker=25, drain_n=5000, memory_steps=1000, profile=True,
+             drain_repeats=3)  # fmt: skip
 QUICK = Scale("quick", op_rounds=2, op_warmup=1, op_batch=4, big_batch=2, seq_per_round=3,
               seq_rounds=2, graph_warmup=0, conc_per_worker=1, conc_rounds=1,
               lag_per_worker=3, drain_n=300, memory_steps=100)  # fmt: skip
 SMOKE = Scale("smoke", op_rounds=1, op_warmup=0, op_batch=2, big_batch=1, seq_per_round=2,
               seq_rounds=1, graph_warmup=0, conc_per_worker=1, conc_rounds=1,
               lag_per_worker=1, drain_n=50, memory_steps=10, modes=("sync",),
-              list_len=12)  # fmt: skip
+              list_len=12, drain_repeats=2)  # fmt: skip
 SCALES = {s.name: s for s in (FULL, QUICK, SMOKE)}
 
 
@@ -275,7 +277,9 @@ async def run(args: argparse.Namespace) -> Path:
                     try:
                         if not h.endswith(comp.WORKER):
                             progress.phase(f"drain {backend}")
-                            results["drain"][backend] = await drain(env, backend, scale.drain_n)
+                            results["drain"][backend] = await drain(
+                                env, backend, scale.drain_n, repeats=scale.drain_repeats
+                            )
                         progress.update()
                         progress.phase(f"lag {h}")
                         results["lag"][h] = await lag_under_load(

@@ -74,7 +74,8 @@ async def apply(
         values = {
             "messages": [f"m{rng.randint(0, 9)}"] * rng.randint(1, 3),
             "count": rng.randint(0, 5),
-            "notes": {"k": rng.random()},
+            # a third of them large: stored beside the put script (hot.PIN_MIN_BYTES)
+            "notes": {"k": rng.random(), "pad": "x" * rng.choice([0, 0, 20_000])},
         }
         cp = generate_checkpoint(
             channel_values={ch: values[ch] for ch in versions},

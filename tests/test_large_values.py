@@ -201,6 +201,8 @@ async def test_a_server_without_copy_keeps_large_values_inline(
             assert await keys_of(saver, "p") == [] and await keys_of(saver, "v") == []
             assert await reconcile(saver) == 1
             latest = await saver.aget_tuple(generate_config(tid))
-            assert latest is not None and latest.checkpoint["channel_values"]["messages"][:-1] == BIG
+            assert (
+                latest is not None and latest.checkpoint["channel_values"]["messages"][:-1] == BIG
+            )
     finally:
         server.stop()

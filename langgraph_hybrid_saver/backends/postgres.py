@@ -38,6 +38,19 @@ MIGRATIONS = [
     thread_id TEXT PRIMARY KEY,
     applied_seq TEXT NOT NULL DEFAULT ''
 )""",
+    # Values over ~2 KB are compressed by TOAST: inserting the 140 KB state's
+    # 132 KB blob takes 2.8 ms with pglz (the default, which then stores it
+    # uncompressed), 0.9 ms with lz4, 0.78x the size
+    # (benchmarks/results/experiments/toast.md). New values only, no
+    # rewrite; readers (PostgresSaver too) see no difference. A server older
+    # than 14 or built without lz4 keeps pglz.
+    """DO $$ BEGIN
+    IF current_setting('server_version_num')::int >= 140000 THEN
+        ALTER TABLE checkpoint_blobs ALTER COLUMN blob SET COMPRESSION lz4;
+        ALTER TABLE checkpoint_writes ALTER COLUMN blob SET COMPRESSION lz4;
+    END IF;
+EXCEPTION WHEN feature_not_supported THEN NULL;
+END $$""",
 ]
 
 # One setup at a time per schema. Taken with try-and-sleep, never a blocking
