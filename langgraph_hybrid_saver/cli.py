@@ -434,7 +434,10 @@ def _render_status(console: Console, s: Status) -> None:
     lag = f"p50 {_age(s.lag_p50_s)}, max {_age(s.lag_max_s)}"
     if s.lag_estimated:
         lag += " (p50 estimated)"
-    _row(summary, "Outbox backlog", f"{s.backlog} entries ({_size(s.outbox_memory)})")
+    held = f"{_size(s.outbox_memory)}"
+    if s.outbox_large_values:
+        held += f" + {_size(s.outbox_large_values)} of large values"
+    _row(summary, "Outbox backlog", f"{s.backlog} entries ({held})")
     _row(summary, "Reconcile lag", lag if s.backlog else "none (outbox empty)")
     if s.dead_letters:
         _row(summary, "Dead letters", f"{s.dead_letters} undecodable entries (see warnings)")

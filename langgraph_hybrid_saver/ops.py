@@ -11,10 +11,11 @@ Costs, so an operator knows what a refresh does to Redis:
   returns the ids (not the payloads) of at most `sample` oldest entries and
   the newest id. Entry ids are XADD times, so an id is the entry's age.
 * workers and leases: one `ZRANGE` and `GET`/`PTTL` per shard.
-* hot threads: `SCAN` over the key prefix (`COUNT 1000`; every primary of a
-  cluster). SCAN is never used on the saver's hot path; for an operator
-  command it is acceptable, but it walks the whole keyspace of the database,
-  so `--no-scan` skips it.
+* hot threads and the large values outbox entries hold (`p` keys): one
+  `SCAN` over the key prefix (`COUNT 1000`; every primary of a cluster) and
+  `MEMORY USAGE` of each `p` key found. SCAN is never used on the saver's hot
+  path; for an operator command it is acceptable, but it walks the whole
+  keyspace of the database, so `--no-scan` skips it.
 * memory: `INFO memory` (of every primary of a cluster), `MEMORY USAGE` of
   each outbox stream.
 * durable rows: the backend's `count_rows()` (PostgreSQL: `count(*)` per
@@ -284,6 +285,7 @@ class Status:
     workers: list[WorkerStatus]
     unowned_shards: list[int]
     hot_threads: int | None  # None: not scanned
+    outbox_large_values: int | None  # bytes of the outbox's large values; None: not scanned
     redis_used_memory: int
     redis_maxmemory: int
     redis_eviction_policy: str
@@ -360,30 +362,42 @@ async def workers(target: Target, now_ms: int) -> list[tuple[str, float]]:
     return [(_s(owner), (float(score) - now_ms) / 1000) for owner, score in rows]
 
 
-async def hot_threads(target: Target) -> int:
-    """Threads with a hot copy: SCAN for their namespace sets (`base:n`).
+async def scan_threads(target: Target) -> tuple[int, int]:
+    """Threads with a hot copy (their namespace sets, `base:n`) and the bytes
+    of the large values unreconciled outbox entries hold (`base:p:...`), in
+    one SCAN of the prefix.
 
-    A key matches `{prefix}:v1:{*}:*:n` also when a namespace happens to end
-    in ":n", so each match is parsed: `<len>:<thread_id>` must fill the rest.
+    A key matches the prefix's pattern also when a thread id or namespace
+    happens to contain ":n" or ":p:", so each match is parsed:
+    `<len>:<thread_id>` must come first and the kind right after it.
     """
     root = f"{target.hot.prefix}:{LAYOUT_VERSION}:{{"
-    pattern = f"{glob_escape(root)}*}}:*:n"
-    count = 0
-    async for raw in target.redis.scan_iter(match=pattern, count=SCAN_COUNT):
+    count, large = 0, []
+    async for raw in target.redis.scan_iter(match=f"{glob_escape(root)}*", count=SCAN_COUNT):
         key: bytes = raw if isinstance(raw, bytes) else raw.encode()
-        if _is_thread_set(key, root.encode()):
+        kind = _after_thread(key, root.encode())
+        if kind == b":n":
             count += 1
-    return count
+        elif kind is not None and kind.startswith(b":p:"):
+            large.append(key)
+    held = 0
+    for i in range(0, len(large), SCAN_COUNT):
+        async with target.redis.pipeline(transaction=False) as pipe:
+            for key in large[i : i + SCAN_COUNT]:
+                pipe.memory_usage(key)
+            held += sum(int(u or 0) for u in await pipe.execute())
+    return count, held
 
 
-def _is_thread_set(key: bytes, root: bytes) -> bool:
+def _after_thread(key: bytes, root: bytes) -> bytes | None:
+    """What follows `<root><shard>}:<len>:<thread_id>` in a key, or None."""
     rest = key[len(root) :]
     shard, sep, rest = rest.partition(b"}:")
     length, sep2, rest = rest.partition(b":")
     if not (sep and sep2 and shard.isdigit() and length.isdigit()):
-        return False
+        return None
     n = int(length)
-    return len(rest) == n + 2 and rest[n:] == b":n"
+    return rest[n:] if len(rest) > n else None
 
 
 async def redis_memory(target: Target) -> tuple[int, int, str, int | None]:
@@ -414,6 +428,7 @@ async def collect_status(
     owners = await leases(target)
     heartbeats = await workers(target, now_ms)
     used, maxmemory, policy, outbox_bytes = await redis_memory(target)
+    scanned = await scan_threads(target) if scan else None
     all_ages = [a for shard_ages in ages for a in shard_ages]
     p50, worst = lag_percentiles(all_ages)
     per_shard = [
@@ -479,7 +494,8 @@ async def collect_status(
         per_shard=per_shard,
         workers=worker_rows,
         unowned_shards=unowned,
-        hot_threads=await hot_threads(target) if scan else None,
+        hot_threads=scanned[0] if scanned else None,
+        outbox_large_values=scanned[1] if scanned else None,
         redis_used_memory=used,
         redis_maxmemory=maxmemory,
         redis_eviction_policy=policy,

@@ -21,6 +21,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler, ThreadBusyError
 from langgraph_hybrid_saver.errors import CorruptDataError
 from langgraph_hybrid_saver.hot import PIN_MIN_BYTES, decode_entry
+from langgraph_hybrid_saver.ops import collect_status, open_target
 
 from .conftest import PrivateRedis, hybrid_saver
 
@@ -125,6 +126,22 @@ async def test_an_unchanged_large_value_is_kept_and_read_through_when_gone(
     assert await external.hot.redis.exists(large) == 1
     again = await external.aget_tuple(generate_config(tid))
     assert again is not None and again.checkpoint["channel_values"]["messages"] == BIG
+
+
+async def test_status_counts_the_large_values_the_outbox_holds(
+    external: AsyncHybridSaver, redis_url: str, key_prefix: str
+) -> None:
+    await put_steps(external, str(uuid.uuid4()), 2)
+    async with open_target(redis_url, None, prefix=key_prefix) as target:
+        before = await collect_status(target)
+        unscanned = await collect_status(target, scan=False)
+        await reconcile(external)
+        after = await collect_status(target)
+    assert before.hot_threads == 1 and before.backlog == 2
+    assert before.outbox_large_values is not None
+    assert before.outbox_large_values > 2 * PIN_MIN_BYTES  # two pinned values
+    assert unscanned.outbox_large_values is None
+    assert after.outbox_large_values == 0 and after.backlog == 0
 
 
 async def test_a_refused_put_leaves_no_value_behind(external: AsyncHybridSaver) -> None:
