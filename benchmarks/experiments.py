@@ -600,7 +600,8 @@ async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str]
 
 async def pinned_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
     """Large blob values beside the put script (a SET in the same MULTI) or
-    through it (a Lua argument), by size: what sets PIN_MIN_BYTES."""
+    through it (a Lua argument), by size: what sets PIN_MIN_BYTES; and at
+    140 KB with the in-process reconciler running too."""
     from benchmarks.ops import BIG, Chain, big_messages
 
     beside, through = "beside the script", "through Lua"
@@ -612,43 +613,64 @@ async def pinned_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str],
     n = 40 if quick else 300
     rng = random.Random(6)
     rows: list[list[str]] = []
-    async with open_saver(env, "pn", parser=HIREDIS, placement=NONE) as saver:
-        hot = saver.hot
-        pin_min = {beside: 2048, through: 0}  # beside: every value over 2 KB
-        for label, messages in sizes:
-            chains = {v: Chain(saver, f"{env.run_id}-pn-{label[:3]}-{v[:3]}") for v in pin_min}
-            res: dict[tuple[str, str], list[float]] = {
-                (v, op): [] for v in pin_min for op in ("aput", "aget_tuple")
-            }
-            for i in range(n + n // 10):
-                order = list(pin_min)
-                rng.shuffle(order)
-                for v in order:
-                    hot.pin_min = pin_min[v]
-                    call = chains[v].next({"messages": messages, "turn": i})
-                    t0 = time.perf_counter()
-                    config = await saver.aput(*call)
-                    t1 = time.perf_counter()
-                    got = await saver.aget_tuple(config)
-                    t2 = time.perf_counter()
-                    chains[v].stored(config)
-                    if got is None or len(got.checkpoint["channel_values"]["messages"]) != len(
-                        messages
-                    ):
-                        raise RuntimeError(f"{v}: the checkpoint did not read back whole")
-                    if i >= n // 10:  # warm-up discarded
-                        res[(v, "aput")].append(t1 - t0)
-                        res[(v, "aget_tuple")].append(t2 - t1)
-            for op in ("aput", "aget_tuple"):
-                p50 = {v: statistics.median(res[(v, op)]) * 1e6 for v in pin_min}
-                rows.append(_row(f"{label}: {op} p50 µs", p50, [through, beside], ",.0f"))
+    pin_min = {beside: 2048, through: 0}  # beside: every value over 2 KB
+    for placement, cases in ((NONE, sizes), (IN_PROCESS, sizes[-1:])):
+        async with open_saver(env, "pn", parser=HIREDIS, placement=placement) as saver:
+            redis = saver.hot.redis
+
+            async def redis_cpu(redis: Any = redis) -> float:
+                info = await redis.info("cpu")
+                return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+            for label, messages in cases:
+                where = "" if placement == NONE else ", in-process reconciler"
+                chains = {
+                    v: Chain(saver, f"{env.run_id}-pn{placement[:3]}{label[:3]}{v[:3]}")
+                    for v in pin_min
+                }
+                res: dict[tuple[str, str], list[float]] = {
+                    (v, op): [] for v in pin_min for op in ("aput", "aget_tuple", "cpu")
+                }
+                for i in range(n + n // 10):
+                    order = list(pin_min)
+                    rng.shuffle(order)
+                    for v in order:
+                        saver.hot.pin_min = pin_min[v]
+                        call = chains[v].next({"messages": messages, "turn": i})
+                        c0 = await redis_cpu()
+                        t0 = time.perf_counter()
+                        config = await saver.aput(*call)
+                        t1 = time.perf_counter()
+                        c1 = await redis_cpu()
+                        t2 = time.perf_counter()
+                        got = await saver.aget_tuple(config)
+                        t3 = time.perf_counter()
+                        chains[v].stored(config)
+                        if got is None or len(got.checkpoint["channel_values"]["messages"]) != len(
+                            messages
+                        ):
+                            raise RuntimeError(f"{v}: the checkpoint did not read back whole")
+                        if i >= n // 10:  # warm-up discarded
+                            res[(v, "aput")].append(t1 - t0)
+                            res[(v, "aget_tuple")].append(t3 - t2)
+                            res[(v, "cpu")].append(c1 - c0)
+                for op, metric in (
+                    ("aput", "aput p50 µs"),
+                    ("aget_tuple", "aget_tuple p50 µs"),
+                    ("cpu", "Redis CPU per aput, median µs"),
+                ):
+                    p50 = {v: statistics.median(res[(v, op)]) * 1e6 for v in pin_min}
+                    rows.append(_row(f"{label}{where}: {metric}", p50, [through, beside], ",.0f"))
     note = (
-        "Hybrid[postgres] with reconciler='external' and no worker (only the hot path runs), "
-        "hiredis. Each round puts one checkpoint on each variant's thread (a new version of "
-        "the messages channel and a small `turn` channel) and reads it back. 'beside the "
-        "script': every blob value over 2 KB goes in a plain SET in the put's MULTI "
-        "(hot.pin_min = 2048); 'through Lua': as a script argument (hot.pin_min = 0). "
-        "The package sends values of PIN_MIN_BYTES (16 KiB) and more beside the script."
+        "Hybrid[postgres] with reconciler='external' and no worker (only the hot path runs; "
+        "the last rows: its reconciler in process, on the same loop), hiredis. Each round "
+        "puts one checkpoint on each variant's thread (a new version of the messages "
+        "channel and a small `turn` channel) and reads it back. 'beside the script': every "
+        "blob value over 2 KB goes in a plain SET in the put's MULTI (hot.pin_min = 2048); "
+        "'through Lua': as a script argument (hot.pin_min = 0). Redis CPU: INFO cpu "
+        "(used_cpu_sys + used_cpu_user) before and after the aput (so it includes one INFO "
+        "and, with a reconciler, whatever it asked of Redis meanwhile). The package sends "
+        "values of PIN_MIN_BYTES (16 KiB) and more beside the script."
     )
     return note, _header([through, beside], "")[:-1], rows
 
