@@ -706,7 +706,21 @@ class HotTier:
     ) -> Any:
         """`_eval`, in one MULTI after plain SETs of `sets` (with a TTL in case
         the script fails before it takes them): values that never pass through
-        Lua. The same keys on a retry overwrite what a failed attempt set."""
+        Lua. The same keys on a retry overwrite what a failed attempt set;
+        when the call fails, they are deleted (the script's own refusals have
+        done so already; keys it took are gone, so deleting them is harmless)."""
+        try:
+            return await self._transaction(sets, script, keys, args)
+        except Exception:
+            try:
+                await self.redis.delete(*(k for k, _ in sets))
+            except Exception:  # the TTL deletes them
+                logger.warning("could not delete the temporary keys of a failed put")
+            raise
+
+    async def _transaction(
+        self, sets: Sequence[tuple[str, bytes]], script: Any, keys: list[str], args: list[Any]
+    ) -> Any:
         sets_cmds = [("SET", k, v, "PX", _TEMP_TTL_MS) for k, v in sets]
         if self._lanes is not None:
             try:

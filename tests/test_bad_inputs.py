@@ -310,6 +310,12 @@ async def test_redis_out_of_memory(external: AsyncHybridSaver) -> None:
     with pytest.raises(HotTierFullError, match=r"(?i)memory"):
         for step in range(1, 20):
             await external.aput(generate_config(tid), *one_put(step, ["y" * 700_000]))
+    # A large value goes in a SET queued in the put's MULTI: refused there, nothing ran.
+    assert [k async for k in external.hot.redis.scan_iter(f"{external.hot.prefix}:*:t:*")] == []
+    puts = await external.hot.redis.xlen(external.hot.outbox(tid))
+    assert (
+        len([k async for k in external.hot.redis.scan_iter(f"{external.hot.prefix}:*:p:*")]) == puts
+    )
 
 
 # --- misuse -----------------------------------------------------------------------
