@@ -227,20 +227,22 @@ async def compare(
     return rows
 
 
+async def redis_cpu_seconds(redis: Any) -> float:
+    """The Redis server's CPU time so far (INFO's used_cpu_sys + used_cpu_user)."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def with_redis_cpu(redis: Any, out: list[float], invocations: int, run: Any) -> Any:
     """`run`, appending the Redis server's CPU µs per invocation of each batch
-    to `out` (INFO's used_cpu_sys + used_cpu_user; nothing when `redis` is None)."""
+    to `out` (nothing when `redis` is None)."""
     if redis is None:
         return run
 
     async def timed() -> list[float]:
-        async def used() -> float:
-            info = await redis.info("cpu")
-            return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-        before = await used()
+        before = await redis_cpu_seconds(redis)
         samples = await run()
-        out.append((await used() - before) * 1e6 / invocations)
+        out.append((await redis_cpu_seconds(redis) - before) * 1e6 / invocations)
         return samples
 
     return timed
@@ -617,11 +619,6 @@ async def pinned_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str],
     for placement, cases in ((NONE, sizes), (IN_PROCESS, sizes[-1:])):
         async with open_saver(env, "pn", parser=HIREDIS, placement=placement) as saver:
             redis = saver.hot.redis
-
-            async def redis_cpu(redis: Any = redis) -> float:
-                info = await redis.info("cpu")
-                return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
             for label, messages in cases:
                 where = "" if placement == NONE else ", in-process reconciler"
                 chains = {
@@ -637,11 +634,11 @@ async def pinned_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str],
                     for v in order:
                         saver.hot.pin_min = pin_min[v]
                         call = chains[v].next({"messages": messages, "turn": i})
-                        c0 = await redis_cpu()
+                        c0 = await redis_cpu_seconds(redis)
                         t0 = time.perf_counter()
                         config = await saver.aput(*call)
                         t1 = time.perf_counter()
-                        c1 = await redis_cpu()
+                        c1 = await redis_cpu_seconds(redis)
                         t2 = time.perf_counter()
                         got = await saver.aget_tuple(config)
                         t3 = time.perf_counter()

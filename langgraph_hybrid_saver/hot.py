@@ -141,8 +141,9 @@ local function read_blobs(ns, rec, ttl)
   local values = call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000)
   for i, v in ipairs(values) do
     if v == '' then
-      values[i] = redis.call('GET', large_key(ns, fields[i]))
-      if ttl > 0 then redis.call('PEXPIRE', large_key(ns, fields[i]), ttl) end
+      local lk = large_key(ns, fields[i])
+      values[i] = redis.call('GET', lk)
+      if ttl > 0 then redis.call('PEXPIRE', lk, ttl) end
     end
   end
   return values
@@ -727,10 +728,11 @@ class HotTier:
                 *_, reply = await self._lanes.transaction(
                     [*sets_cmds, ("EVALSHA", script.sha, len(keys), *keys, *args)]
                 )
-                if not isinstance(reply, NoScriptError):
-                    if isinstance(reply, Exception):
-                        raise reply
-                    return reply
+                if isinstance(reply, Exception):
+                    raise reply
+                return reply
+            except NoScriptError:
+                pass
             except LaneBroken as e:
                 if e.unsupported:
                     self._lanes = None
@@ -816,7 +818,9 @@ class HotTier:
         else:  # each large value under a temporary key of the thread's slot
             temp = f"{self.base(row.thread_id)}:t:{uuid.uuid4().hex}:"
             sets = [(f"{temp}{i}", value) for i, (_, value) in enumerate(large)]
-            named = pack_for_lua([x for i, (f, _) in enumerate(large) for x in (f, sets[i][0])])
+            named = pack_for_lua(
+                [x for (f, _), (k, _) in zip(large, sets, strict=True) for x in (f, k)]
+            )
             reply = await self._fenced(self._put, row.thread_id, [*head, named, *inline], sets)
         return [_b(f) for f in reply] if isinstance(reply, list) else reply
 
