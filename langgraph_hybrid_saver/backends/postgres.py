@@ -103,29 +103,53 @@ FROM unnest(%s::text[], %s::text[]) AS v(thread_id, seq)
 WHERE t.thread_id = v.thread_id
 """
 
-UPSERT_BLOBS_SQL = """
-INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+# A batch's rows reach the official tables through one binary COPY into a
+# temporary staging table and one INSERT ... SELECT per table: psycopg's
+# executemany spends ~10 us of client CPU per row, a binary COPY ~0.5 us
+# (benchmarks/results/experiments/bulk.md), CPU an in-process reconciler
+# takes from the application's event loop. Created in every batch (IF NOT
+# EXISTS: a pooler or DISCARD may hand us a session without it); ON COMMIT
+# DELETE ROWS empties it with the transaction. `seg` is the run of
+# `apply_order` a row belongs to, `kind` its table: b(lob), c(heckpoint),
+# w(rite, insert-once), u(pserted write).
+STAGE_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS hybrid_saver_stage (
+    seg int, kind text, thread_id text, checkpoint_ns text, checkpoint_id text,
+    parent_checkpoint_id text, checkpoint text, metadata text, channel text, version text,
+    task_id text, task_path text, idx int, type text, blob bytea
+) ON COMMIT DELETE ROWS
 """
-UPSERT_CHECKPOINTS_SQL = """
-INSERT INTO checkpoints
+STAGE_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+               "text", "text", "int4", "text", "bytea"]  # fmt: skip
+COPY_STAGE_SQL = "COPY hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
+# "relation already exists, skipping" for every batch but a session's first.
+QUIET_SQL = "SET LOCAL client_min_messages = warning"
+
+# Each statement takes one segment's rows of one kind: seg is the parameter.
+STAGED_SQL = (
+    """INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM hybrid_saver_stage
+WHERE seg = %s AND kind = 'b'
+ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING""",
+    """INSERT INTO checkpoints
     (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
-VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb)
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint::jsonb,
+    metadata::jsonb
+FROM hybrid_saver_stage WHERE seg = %s AND kind = 'c'
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
-DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
-"""
-_WRITES_INSERT = """
-INSERT INTO checkpoint_writes
+DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata""",
+    """INSERT INTO checkpoint_writes
     (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+FROM hybrid_saver_stage WHERE seg = %s AND kind = 'w'
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING""",
+    """INSERT INTO checkpoint_writes
+    (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+FROM hybrid_saver_stage WHERE seg = %s AND kind = 'u'
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-"""
-UPSERT_WRITES_SQL = (
-    _WRITES_INSERT
-    + "DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob"
+DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob""",
 )
-INSERT_WRITES_SQL = _WRITES_INSERT + "DO NOTHING"
 
 SERVER_VERSION_SQL = "SHOW server_version"
 
@@ -251,25 +275,13 @@ class PostgresBackend:
         if not ops:
             return 0
         threads = sorted({op.thread_id for op in ops})
-        # Pipeline mode: BEGIN goes out with the lock (the fetch is the first
-        # round trip), every write and the COMMIT with the second. A delete
-        # splits the batch: what was queued before it must land first.
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            cur: AsyncCursor[Any] = conn.cursor()
-            await cur.execute(LOCK_THREADS_SQL, (threads,))
-            rows = cast(builtins.list[DictRow], await cur.fetchall())
-            marks = {r["thread_id"]: r["applied_seq"] for r in rows}
-            start = dict(marks)
-            parts = apply_order(ops, marks)
-            for segment, delete in parts:
-                await _write_segment(cur, segment)
-                if delete is not None:
-                    for sql in DELETE_THREAD_SQL:
-                        await cur.execute(sql, (delete.thread_id,))
-            moved = [t for t in threads if marks[t] != start[t]]
-            if moved:
-                await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
-        return sum(len(segment) + (delete is not None) for segment, delete in parts)
+        # Four round trips: BEGIN, the staging table and the lock (whose
+        # watermarks decide what is written); the COPY (two); then, in a
+        # pipeline, every INSERT ... SELECT, delete and watermark and the
+        # COMMIT. A delete splits the batch: what was queued before it lands
+        # first. On an error the pool's connection context rolls back.
+        async with self.pool.connection() as conn:
+            return await _apply_staged(conn, ops, threads)
 
     async def get(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
@@ -378,40 +390,69 @@ async def _migrate(conn: AsyncConnection[Any], migrations: Sequence[str], table:
         await conn.execute(f"INSERT INTO {table} (v) VALUES (%s)", (v,))
 
 
-async def _write_segment(cur: AsyncCursor[Any], ops: Sequence[Op]) -> None:
-    """Rows of consecutive puts and writes; each statement keeps entry order."""
-    blobs: list[tuple[Any, ...]] = []
-    checkpoints: list[tuple[Any, ...]] = []
-    inserts: list[tuple[Any, ...]] = []
-    upserts: list[tuple[Any, ...]] = []
+async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op], threads: list[str]) -> int:
+    cur: AsyncCursor[Any] = conn.cursor()
+    async with conn.pipeline():
+        for sql in ("BEGIN", QUIET_SQL, STAGE_SQL):
+            await cur.execute(sql)
+        await cur.execute(LOCK_THREADS_SQL, (threads,))
+        rows = cast(builtins.list[DictRow], await cur.fetchall())
+    marks = {r["thread_id"]: r["applied_seq"] for r in rows}
+    start = dict(marks)
+    parts = apply_order(ops, marks)
+    staged = [row for seg, (segment, _) in enumerate(parts) for row in _staged_rows(seg, segment)]
+    if staged:
+        async with cur.copy(COPY_STAGE_SQL) as copy:
+            copy.set_types(STAGE_TYPES)
+            for row in staged:
+                await copy.write_row(row)
+    async with conn.pipeline():
+        for seg, (segment, delete) in enumerate(parts):
+            if segment:
+                for sql in STAGED_SQL:
+                    await cur.execute(sql, (seg,))
+            if delete is not None:
+                for sql in DELETE_THREAD_SQL:
+                    await cur.execute(sql, (delete.thread_id,))
+        moved = [t for t in threads if marks[t] != start[t]]
+        if moved:
+            await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
+        await cur.execute("COMMIT")
+    return sum(len(segment) + (delete is not None) for segment, delete in parts)
+
+
+def _staged_rows(seg: int, ops: Sequence[Op]) -> list[tuple[Any, ...]]:
+    """One run's rows in the staging table's column order, one row per key
+    and kind: one INSERT ... SELECT cannot update a row twice, so where
+    executemany would have applied rows in entry order, the same row wins
+    here: the first of an insert-once key (blobs, writes), the last of an
+    upserted one (checkpoints, special writes)."""
+    blobs: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    checkpoints: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    writes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    upserts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for op in ops:
         if isinstance(op, PutOp):
             r = op.row
-            blobs += [
-                (r.thread_id, r.checkpoint_ns, b.channel, b.version, b.type, b.blob)
-                for b in op.blobs
-            ]
-            checkpoints.append(
-                (
-                    r.thread_id,
-                    r.checkpoint_ns,
-                    r.checkpoint_id,
-                    r.parent_checkpoint_id,
-                    r.checkpoint,
-                    r.metadata,
-                )
-            )
+            for b in op.blobs:
+                key = (r.thread_id, r.checkpoint_ns, b.channel, b.version)
+                blobs.setdefault(key, (seg, "b", r.thread_id, r.checkpoint_ns, None, None, None,
+                                       None, b.channel, b.version, None, None, None, b.type,
+                                       b.blob))  # fmt: skip
+            checkpoints[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)] = (
+                seg, "c", r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
+                r.checkpoint, r.metadata, None, None, None, None, None, None, None,
+            )  # fmt: skip
         elif not isinstance(op, DeleteThreadOp):
-            rows = op.params()
-            (upserts if op.upsert else inserts).extend(rows)
-    for sql, params in (
-        (UPSERT_BLOBS_SQL, blobs),
-        (UPSERT_CHECKPOINTS_SQL, checkpoints),
-        (INSERT_WRITES_SQL, inserts),
-        (UPSERT_WRITES_SQL, upserts),
-    ):
-        if params:
-            await cur.executemany(sql, params)
+            kind = "u" if op.upsert else "w"
+            for t, ns, cid, task, path, idx, channel, type_, blob in op.params():
+                row = (seg, kind, t, ns, cid, None, None, None, channel, None, task, path, idx,
+                       type_, blob)  # fmt: skip
+                if op.upsert:
+                    upserts[(t, ns, cid, task, idx)] = row
+                else:
+                    writes.setdefault((t, ns, cid, task, idx), row)
+    return [*blobs.values(), *checkpoints.values(), *writes.values(), *upserts.values()]
 
 
 async def _delete_writes_of(cur: AsyncCursor[Any], rows: Sequence[DictRow]) -> None:

@@ -1,0 +1,149 @@
+"""PostgreSQL apply: a batch goes through a binary COPY into a temporary
+staging table and one INSERT ... SELECT per table. What executemany gave for
+free must still hold: rows repeated within one batch land as if applied in
+entry order, a session that lost the staging table (DISCARD ALL, a pooler)
+still applies, and a failed batch writes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from langgraph_hybrid_saver.backends.postgres import PostgresBackend
+from langgraph_hybrid_saver.core import (
+    CheckpointRow,
+    DeleteThreadOp,
+    Op,
+    PutOp,
+    StoredCheckpoint,
+    WriteRow,
+    WritesOp,
+    seq_key,
+)
+
+from .conftest import pg_schema
+from .test_cosmos import put_op
+
+
+def writes(n: int, tid: str, cid: str, upsert: bool, *rows: tuple[str, int, bytes]) -> WritesOp:
+    return WritesOp(
+        seq_key(f"{n}-0"), tid, "", cid, upsert,
+        tuple(WriteRow(task, idx, "~p", "ch", "bytes", blob) for task, idx, blob in rows),
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def backends(pg_admin_url: str) -> AsyncIterator[tuple[PostgresBackend, PostgresBackend]]:
+    """Two stores in schemas of their own, one connection each."""
+    with pg_schema(pg_admin_url) as a_url, pg_schema(pg_admin_url) as b_url:
+        pair = (
+            PostgresBackend.from_url(a_url, max_size=1),
+            PostgresBackend.from_url(b_url, max_size=1),
+        )
+        for b in pair:
+            await b.open()
+            await b.setup()
+        try:
+            yield pair
+        finally:
+            for b in pair:
+                await b.close()
+
+
+async def state(backend: PostgresBackend, tid: str, cids: list[str]) -> list[object]:
+    got: list[StoredCheckpoint | None] = [await backend.get(tid, "", c) for c in cids]
+    return [
+        None
+        if s is None
+        else (
+            s.checkpoint_id,
+            s.metadata,
+            sorted(s.blobs.items()),
+            sorted(s.writes, key=lambda w: (w.task_id, w.idx)),
+        )
+        for s in got
+    ]
+
+
+async def test_repeated_rows_in_one_batch_land_as_in_entry_order(
+    backends: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """The same ops as one batch and one batch per op give the same rows:
+    a re-put checkpoint keeps its last metadata, an insert-once write its
+    first value, an upserted write its last, a blob version its first; a
+    delete in the middle splits the batch."""
+    one, each = backends
+    tid = str(uuid.uuid4())
+    ops: list[Op] = [
+        put_op(1, tid, "c1", {"a": b"a1"}, metadata={"v": "first"}),
+        writes(2, tid, "c1", False, ("t1", 0, b"w-first"), ("t1", 0, b"w-dup-in-call")),
+        writes(3, tid, "c1", False, ("t1", 0, b"w-second"), ("t2", 0, b"t2")),
+        writes(4, tid, "c1", True, ("t3", -1, b"u-first")),
+        writes(5, tid, "c1", True, ("t3", -1, b"u-second")),
+        writes(6, tid, "c1", True, ("t2", 0, b"t2-upserted")),
+        put_op(7, tid, "c1", {"a": b"a1"}, metadata={"v": "second"}),
+        put_op(8, tid, "c2", {"b": b"b8"}, parent="c1"),
+    ]
+    again = ops[-1]
+    assert isinstance(again, PutOp)  # the same blob version with another value: first wins
+    ops.append(PutOp(seq_key("9-0"), again.row, (replace(again.blobs[0], blob=b"other"),)))
+    await one.apply(ops)
+    for op in ops:
+        await each.apply([op])
+    cids = ["c1", "c2"]
+    got = await state(one, tid, cids)
+    assert got == await state(each, tid, cids)
+    c1, c2 = got
+    assert c1 is not None and c1[1]["v"] == "second"  # type: ignore[index]
+    assert [w.blob for w in c1[3]] == [b"w-first", b"t2-upserted", b"u-second"]  # type: ignore[index]
+    assert c2 is not None and c2[2] == [("b", ("bytes", b"b8"))]  # type: ignore[index]
+
+    # A delete in the middle of a batch: what came before it is gone, what
+    # came after it stays.
+    tid2 = str(uuid.uuid4())
+    split: list[Op] = [
+        put_op(1, tid2, "c1", {"a": b"x"}),
+        DeleteThreadOp(seq_key("2-0"), tid2),
+        put_op(3, tid2, "c3", {"a": b"y"}),
+    ]
+    assert await one.apply(split) == 3
+    assert await state(one, tid2, ["c1", "c3"]) == [
+        None,
+        ("c3", {"step": 3}, [("a", ("bytes", b"y"))], []),
+    ]
+
+
+async def test_a_session_without_the_staging_table_still_applies(
+    backends: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    backend, _ = backends
+    tid = str(uuid.uuid4())
+    await backend.apply([put_op(1, tid, "c1")])
+    async with backend.pool.connection() as conn:  # the pool's only connection
+        await conn.execute("DISCARD ALL")  # drops temporary tables
+    await backend.apply([put_op(2, tid, "c2")])
+    assert [s[0] if s else None for s in await state(backend, tid, ["c1", "c2"])] == ["c1", "c2"]
+
+
+async def test_a_failed_batch_writes_nothing_and_the_connection_goes_on(
+    backends: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """A checkpoint whose JSON PostgreSQL rejects fails the batch in the
+    INSERT ... SELECT, after the COPY staged every row: nothing lands, the
+    watermark stays, and the same connection applies the next batch."""
+    backend, _ = backends
+    tid = str(uuid.uuid4())
+    good = put_op(1, tid, "c1", {"a": b"a"})
+    bad_row = CheckpointRow(tid, "", "c2", "c1", "{not json", "{}")
+    bad = PutOp(seq_key("2-0"), bad_row, ())
+    with pytest.raises(Exception, match="json"):
+        await backend.apply([good, bad])
+    assert await state(backend, tid, ["c1"]) == [None]
+    async with backend.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM hybrid_saver_threads")
+        assert (await cur.fetchone())["n"] == 0
+    assert await backend.apply([good]) == 1
+    assert [s[0] if s else None for s in await state(backend, tid, ["c1"])] == ["c1"]
