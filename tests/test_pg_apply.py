@@ -23,6 +23,7 @@ from langgraph_hybrid_saver.core import (
     WritesOp,
     seq_key,
 )
+from langgraph_hybrid_saver.errors import DurableStoreError
 
 from .conftest import pg_schema
 from .test_cosmos import put_op
@@ -147,3 +148,37 @@ async def test_a_failed_batch_writes_nothing_and_the_connection_goes_on(
         assert (await cur.fetchone())["n"] == 0
     assert await backend.apply([good]) == 1
     assert [s[0] if s else None for s in await state(backend, tid, ["c1"])] == ["c1"]
+
+
+async def test_setup_names_a_missing_temporary_table_privilege(pg_admin_url: str) -> None:
+    """apply needs TEMPORARY on the database (granted to PUBLIC by default;
+    hardened servers revoke it): setup says so, with the GRANT to run, instead
+    of every batch failing later in the reconciler."""
+    import psycopg
+
+    name = f"hs_notemp_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(pg_admin_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE ROLE {name} LOGIN")
+        await admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+        await admin.execute(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, {name}")
+        try:
+            url = psycopg.conninfo.make_conninfo(pg_admin_url, user=name, dbname=name)
+            backend = PostgresBackend.from_url(url)
+            await backend.open()
+            try:
+                with pytest.raises(DurableStoreError) as e:
+                    await backend.setup()
+                assert f'GRANT TEMPORARY ON DATABASE "{name}" TO "{name}"' in str(e.value)
+                async with backend.pool.connection() as conn:  # nothing was created
+                    cur = await conn.execute("SELECT count(*) AS n FROM pg_tables "
+                                             "WHERE tablename = 'checkpoints'")  # fmt: skip
+                    assert (await cur.fetchone())["n"] == 0
+                await admin.execute(f"GRANT TEMPORARY ON DATABASE {name} TO {name}")
+                await backend.setup()
+                tid = str(uuid.uuid4())
+                assert await backend.apply([put_op(1, tid, "c1")]) == 1
+            finally:
+                await backend.close()
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await admin.execute(f"DROP ROLE IF EXISTS {name}")

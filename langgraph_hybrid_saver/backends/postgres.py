@@ -29,7 +29,7 @@ from langgraph_hybrid_saver.core import (
     apply_order,
     list_conditions,
 )
-from langgraph_hybrid_saver.errors import ServerUnreachableError
+from langgraph_hybrid_saver.errors import DurableStoreError, ServerUnreachableError
 
 # Append-only; the index is the version (as in checkpoint-postgres).
 MIGRATIONS = [
@@ -121,6 +121,10 @@ CREATE TEMP TABLE IF NOT EXISTS hybrid_saver_stage (
 """
 STAGE_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "text", "text", "text",
                "text", "text", "int4", "text", "bytea"]  # fmt: skip
+TEMP_PRIVILEGE_SQL = """
+SELECT has_database_privilege(current_database(), 'TEMP') AS ok, current_database() AS db,
+    current_user AS usr
+"""
 COPY_STAGE_SQL = "COPY hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
 # "relation already exists, skipping" for every batch but a session's first.
 QUIET_SQL = "SET LOCAL client_min_messages = warning"
@@ -263,6 +267,15 @@ class PostgresBackend:
 
     async def setup(self) -> None:
         async with self.pool.connection() as conn:
+            # apply stages every batch in a temporary table
+            temp = cast(DictRow, await (await conn.execute(TEMP_PRIVILEGE_SQL)).fetchone())
+            if not temp["ok"]:
+                raise DurableStoreError(
+                    f"PostgreSQL at {self.where}: user {temp['usr']!r} may not create temporary "
+                    f"tables in database {temp['db']!r}, and the reconciler stages each batch "
+                    f'in one; grant it: GRANT TEMPORARY ON DATABASE "{temp["db"]}" TO '
+                    f'"{temp["usr"]}"'
+                )
             while not cast(DictRow, await (await conn.execute(SETUP_LOCK_SQL)).fetchone())["ok"]:
                 await asyncio.sleep(0.05)
             try:
