@@ -105,7 +105,7 @@ WHERE t.thread_id = v.thread_id
 
 # A batch's rows reach the official tables through one binary COPY into a
 # temporary staging table and one INSERT ... SELECT per table: psycopg's
-# executemany spends ~10 us of client CPU per row, a binary COPY ~0.5 us
+# executemany spends ~11 us of client CPU per row, a binary COPY under 1 us
 # (benchmarks/results/experiments/bulk.md), CPU an in-process reconciler
 # takes from the application's event loop. Created in every batch (IF NOT
 # EXISTS: a pooler or DISCARD may hand us a session without it); ON COMMIT
