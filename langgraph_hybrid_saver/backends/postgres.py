@@ -95,7 +95,8 @@ LOCK_THREADS_SQL = """
 INSERT INTO hybrid_saver_threads (thread_id)
 SELECT unnest(%s::text[]) ORDER BY 1
 ON CONFLICT (thread_id) DO UPDATE SET thread_id = EXCLUDED.thread_id
-RETURNING thread_id, applied_seq
+RETURNING thread_id, applied_seq,
+    to_regclass('pg_temp.hybrid_saver_stage') IS NOT NULL AS staged
 """
 SET_WATERMARKS_SQL = """
 UPDATE hybrid_saver_threads t SET applied_seq = v.seq
@@ -107,13 +108,14 @@ WHERE t.thread_id = v.thread_id
 # temporary staging table and one INSERT ... SELECT per table: psycopg's
 # executemany spends ~11 us of client CPU per row, a binary COPY under 1 us
 # (benchmarks/results/experiments/bulk.md), CPU an in-process reconciler
-# takes from the application's event loop. Created in every batch (IF NOT
-# EXISTS: a pooler or DISCARD may hand us a session without it); ON COMMIT
-# DELETE ROWS empties it with the transaction. `seg` is the run of
+# takes from the application's event loop. Created by the first batch of a
+# session that lacks it (the watermark lock says whether it exists: a pooler
+# or DISCARD may hand us a session without it); ON COMMIT DELETE ROWS empties
+# it with the transaction. `seg` is the run of
 # `apply_order` a row belongs to, `kind` its table: b(lob), c(heckpoint),
 # w(rite, insert-once), u(pserted write).
 STAGE_SQL = """
-CREATE TEMP TABLE IF NOT EXISTS hybrid_saver_stage (
+CREATE TEMP TABLE hybrid_saver_stage (
     seg int, kind text, thread_id text, checkpoint_ns text, checkpoint_id text,
     parent_checkpoint_id text, checkpoint text, metadata text, channel text, version text,
     task_id text, task_path text, idx int, type text, blob bytea
@@ -126,34 +128,33 @@ SELECT has_database_privilege(current_database(), 'TEMP') AS ok, current_databas
     current_user AS usr
 """
 COPY_STAGE_SQL = "COPY hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
-# "relation already exists, skipping" for every batch but a session's first.
-QUIET_SQL = "SET LOCAL client_min_messages = warning"
 
-# Each statement takes one segment's rows of one kind: seg is the parameter.
-STAGED_SQL = (
-    """INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+# Per kind, the statement that takes one segment's rows of it (seg is the
+# parameter), in the order executemany ran them.
+STAGED_SQL = {
+    "b": """INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
 SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM hybrid_saver_stage
 WHERE seg = %s AND kind = 'b'
 ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING""",
-    """INSERT INTO checkpoints
+    "c": """INSERT INTO checkpoints
     (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
 SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint::jsonb,
     metadata::jsonb
 FROM hybrid_saver_stage WHERE seg = %s AND kind = 'c'
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
 DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata""",
-    """INSERT INTO checkpoint_writes
+    "w": """INSERT INTO checkpoint_writes
     (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
 SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
 FROM hybrid_saver_stage WHERE seg = %s AND kind = 'w'
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING""",
-    """INSERT INTO checkpoint_writes
+    "u": """INSERT INTO checkpoint_writes
     (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
 SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
 FROM hybrid_saver_stage WHERE seg = %s AND kind = 'u'
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob""",
-)
+}
 
 SERVER_VERSION_SQL = "SHOW server_version"
 
@@ -288,10 +289,10 @@ class PostgresBackend:
         if not ops:
             return 0
         threads = sorted({op.thread_id for op in ops})
-        # Four round trips: BEGIN, the staging table and the lock (whose
-        # watermarks decide what is written); the COPY (two); then, in a
-        # pipeline, every INSERT ... SELECT, delete and watermark and the
-        # COMMIT. A delete splits the batch: what was queued before it lands
+        # Four round trips: BEGIN and the lock (whose watermarks decide what
+        # is written; one more where the session lacks the staging table);
+        # the COPY (two); then, in a pipeline, every INSERT ... SELECT,
+        # delete and watermark and the COMMIT. A delete splits the batch: what was queued before it lands
         # first. On an error the pool's connection context rolls back.
         async with self.pool.connection() as conn:
             return await _apply_staged(conn, ops, threads)
@@ -406,10 +407,11 @@ async def _migrate(conn: AsyncConnection[Any], migrations: Sequence[str], table:
 async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op], threads: list[str]) -> int:
     cur: AsyncCursor[Any] = conn.cursor()
     async with conn.pipeline():
-        for sql in ("BEGIN", QUIET_SQL, STAGE_SQL):
-            await cur.execute(sql)
+        await cur.execute("BEGIN")
         await cur.execute(LOCK_THREADS_SQL, (threads,))
         rows = cast(builtins.list[DictRow], await cur.fetchall())
+    if not rows[0]["staged"]:
+        await cur.execute(STAGE_SQL)
     marks = {r["thread_id"]: r["applied_seq"] for r in rows}
     start = dict(marks)
     parts = apply_order(ops, marks)
@@ -419,10 +421,11 @@ async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op], threads: 
             copy.set_types(STAGE_TYPES)
             for row in staged:
                 await copy.write_row(row)
+    present = {(row[0], row[1]) for row in staged}  # (seg, kind)
     async with conn.pipeline():
-        for seg, (segment, delete) in enumerate(parts):
-            if segment:
-                for sql in STAGED_SQL:
+        for seg, (_, delete) in enumerate(parts):
+            for kind, sql in STAGED_SQL.items():
+                if (seg, kind) in present:
                     await cur.execute(sql, (seg,))
             if delete is not None:
                 for sql in DELETE_THREAD_SQL:
