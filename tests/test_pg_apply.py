@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from langgraph_hybrid_saver.backends.postgres import PostgresBackend
+from langgraph_hybrid_saver.backends.postgres import PostgresBackend, _staged_rows
 from langgraph_hybrid_saver.core import (
     CheckpointRow,
     DeleteThreadOp,
@@ -91,6 +91,7 @@ async def test_repeated_rows_in_one_batch_land_as_in_entry_order(
     again = ops[-1]
     assert isinstance(again, PutOp)  # the same blob version with another value: first wins
     ops.append(PutOp(seq_key("9-0"), again.row, (replace(again.blobs[0], blob=b"other"),)))
+    ops.append(writes(10, tid, "c1", False, ("t3", -1, b"insert-after-upsert")))  # a no-op
     await one.apply(ops)
     for op in ops:
         await each.apply([op])
@@ -182,3 +183,31 @@ async def test_setup_names_a_missing_temporary_table_privilege(pg_admin_url: str
         finally:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             await admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+def test_staged_rows_hold_each_key_once() -> None:
+    """The staged statement's sub-statements run on one snapshot: a key
+    staged twice (as an insert-once and an upserted write, or twice in one
+    kind) could meet itself. Pure logic, no server."""
+    tid = "t"
+    ops: list[Op] = [
+        writes(1, tid, "c1", False, ("a", 0, b"1"), ("b", 0, b"1")),
+        writes(2, tid, "c1", True, ("a", 0, b"2")),  # overwrites a/0
+        writes(3, tid, "c1", False, ("a", 0, b"3"), ("b", 0, b"3")),  # no-ops
+        writes(4, tid, "c1", True, ("a", 0, b"4")),
+    ]
+    first = put_op(5, tid, "c1", {"x": b"1"})
+    again = PutOp(  # the same checkpoint and blob version again
+        seq_key("6-0"),
+        replace(first.row, metadata='{"step": 6}'),
+        (replace(first.blobs[0], blob=b"2"),),
+    )
+    ops += [first, again]
+    rows = _staged_rows(0, ops)
+    keys = [(r[1], r[4], r[10], r[12], r[8], r[9]) for r in rows]  # kind, cid, task, idx, ch, ver
+    assert len(keys) == len(set(keys))
+    by_kind = {(r[1], r[10] or r[8]): r for r in rows}
+    assert by_kind[("u", "a")][14] == b"4" and ("w", "a") not in by_kind
+    assert by_kind[("w", "b")][14] == b"1"
+    assert by_kind[("b", "x")][14] == b"1"  # first value of a blob version
+    assert by_kind[("c", None)][7] == '{"step": 6}'  # last metadata of a checkpoint

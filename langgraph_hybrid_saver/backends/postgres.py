@@ -129,32 +129,39 @@ SELECT has_database_privilege(current_database(), 'TEMP') AS ok, current_databas
 """
 COPY_STAGE_SQL = "COPY hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
 
-# Per kind, the statement that takes one segment's rows of it (seg is the
-# parameter), in the order executemany ran them.
-STAGED_SQL = {
-    "b": """INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM hybrid_saver_stage
-WHERE seg = %s AND kind = 'b'
-ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING""",
-    "c": """INSERT INTO checkpoints
-    (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
-SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint::jsonb,
-    metadata::jsonb
-FROM hybrid_saver_stage WHERE seg = %s AND kind = 'c'
-ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
-DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata""",
-    "w": """INSERT INTO checkpoint_writes
+# One segment's rows into the three tables, one statement (one statement
+# per kind cost a round of psycopg's pipeline machinery each). The kinds
+# write disjoint rows (`_staged_rows` drops an insert-once write whose key an
+# upsert of the same run overwrites), so the sub-statements, which run on one
+# snapshot, cannot meet.
+STAGED_SQL = """
+WITH b AS (
+    INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM hybrid_saver_stage
+    WHERE seg = %(seg)s AND kind = 'b'
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+), c AS (
+    INSERT INTO checkpoints
+        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+    SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint::jsonb,
+        metadata::jsonb
+    FROM hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'c'
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
+    DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+), w AS (
+    INSERT INTO checkpoint_writes
+        (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+    SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+    FROM hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'w'
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
+)
+INSERT INTO checkpoint_writes
     (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
 SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-FROM hybrid_saver_stage WHERE seg = %s AND kind = 'w'
-ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING""",
-    "u": """INSERT INTO checkpoint_writes
-    (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
-SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-FROM hybrid_saver_stage WHERE seg = %s AND kind = 'u'
+FROM hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'u'
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob""",
-}
+DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob
+"""
 
 SERVER_VERSION_SQL = "SHOW server_version"
 
@@ -291,9 +298,10 @@ class PostgresBackend:
         threads = sorted({op.thread_id for op in ops})
         # Four round trips: BEGIN and the lock (whose watermarks decide what
         # is written; one more where the session lacks the staging table);
-        # the COPY (two); then, in a pipeline, every INSERT ... SELECT,
-        # delete and watermark and the COMMIT. A delete splits the batch: what was queued before it lands
-        # first. On an error the pool's connection context rolls back.
+        # the COPY (two); then, in a pipeline, each run's INSERT ... SELECTs
+        # and delete, the watermarks and the COMMIT. A delete splits the
+        # batch: what was queued before it lands first. On an error the
+        # pool's connection context rolls back.
         async with self.pool.connection() as conn:
             return await _apply_staged(conn, ops, threads)
 
@@ -421,12 +429,10 @@ async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op], threads: 
             copy.set_types(STAGE_TYPES)
             for row in staged:
                 await copy.write_row(row)
-    present = {(row[0], row[1]) for row in staged}  # (seg, kind)
     async with conn.pipeline():
-        for seg, (_, delete) in enumerate(parts):
-            for kind, sql in STAGED_SQL.items():
-                if (seg, kind) in present:
-                    await cur.execute(sql, (seg,))
+        for seg, (segment, delete) in enumerate(parts):
+            if segment:
+                await cur.execute(STAGED_SQL, {"seg": seg})
             if delete is not None:
                 for sql in DELETE_THREAD_SQL:
                     await cur.execute(sql, (delete.thread_id,))
@@ -438,11 +444,12 @@ async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op], threads: 
 
 
 def _staged_rows(seg: int, ops: Sequence[Op]) -> list[tuple[Any, ...]]:
-    """One run's rows in the staging table's column order, one row per key
-    and kind: one INSERT ... SELECT cannot update a row twice, so where
-    executemany would have applied rows in entry order, the same row wins
-    here: the first of an insert-once key (blobs, writes), the last of an
-    upserted one (checkpoints, special writes)."""
+    """One run's rows in the staging table's column order, one row per key:
+    one INSERT ... SELECT cannot update a row twice, so where applying the
+    entries in order would have written a key twice, the row that would
+    have stayed: the first of an insert-once key (blobs, writes), the last
+    of an upserted one (checkpoints, special writes), an upsert over an
+    insert-once write of the same key."""
     blobs: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     checkpoints: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     writes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -468,6 +475,7 @@ def _staged_rows(seg: int, ops: Sequence[Op]) -> list[tuple[Any, ...]]:
                     upserts[(t, ns, cid, task, idx)] = row
                 else:
                     writes.setdefault((t, ns, cid, task, idx), row)
+    writes = {key: row for key, row in writes.items() if key not in upserts}
     return [*blobs.values(), *checkpoints.values(), *writes.values(), *upserts.values()]
 
 
