@@ -105,15 +105,16 @@ WHERE t.thread_id = v.thread_id
 """
 
 # A batch's rows reach the official tables through one binary COPY into a
-# temporary staging table and one INSERT ... SELECT per table: psycopg's
-# executemany spends ~11 us of client CPU per row, a binary COPY under 1 us
-# (benchmarks/results/experiments/bulk.md), CPU an in-process reconciler
-# takes from the application's event loop. Created by the first batch of a
-# session that lacks it (the watermark lock says whether it exists: a pooler
-# or DISCARD may hand us a session without it); ON COMMIT DELETE ROWS empties
-# it with the transaction. `seg` is the run of
-# `apply_order` a row belongs to, `kind` its table: b(lob), c(heckpoint),
-# w(rite, insert-once), u(pserted write).
+# temporary staging table and one INSERT ... SELECT per table and run:
+# psycopg's executemany spends ~11 us of client CPU per row, a binary COPY
+# under 1 us (benchmarks/results/experiments/bulk.md), CPU an in-process
+# reconciler takes from the application's event loop. Created by the first
+# batch of a session that lacks it (the watermark lock says whether it
+# exists: a pooler or DISCARD may hand us a session without it); ON COMMIT
+# DELETE ROWS empties it with the transaction. Named with its schema
+# (pg_temp) wherever used, so no table of the search path can stand in.
+# `seg` is the run of `apply_order` a row belongs to, `kind` its table:
+# b(lob), c(heckpoint), w(rite, insert-once), u(pserted write).
 STAGE_SQL = """
 CREATE TEMP TABLE hybrid_saver_stage (
     seg int, kind text, thread_id text, checkpoint_ns text, checkpoint_id text,
@@ -127,7 +128,7 @@ TEMP_PRIVILEGE_SQL = """
 SELECT has_database_privilege(current_database(), 'TEMP') AS ok, current_database() AS db,
     current_user AS usr
 """
-COPY_STAGE_SQL = "COPY hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
+COPY_STAGE_SQL = "COPY pg_temp.hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
 
 # One segment's rows into the three tables, one statement (one statement
 # per kind cost a round of psycopg's pipeline machinery each). The kinds
@@ -137,7 +138,7 @@ COPY_STAGE_SQL = "COPY hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
 STAGED_SQL = """
 WITH b AS (
     INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-    SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM hybrid_saver_stage
+    SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM pg_temp.hybrid_saver_stage
     WHERE seg = %(seg)s AND kind = 'b'
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
 ), c AS (
@@ -145,20 +146,20 @@ WITH b AS (
         (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
     SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint::jsonb,
         metadata::jsonb
-    FROM hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'c'
+    FROM pg_temp.hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'c'
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
     DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
 ), w AS (
     INSERT INTO checkpoint_writes
         (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
     SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-    FROM hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'w'
+    FROM pg_temp.hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'w'
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
 )
 INSERT INTO checkpoint_writes
     (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
 SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-FROM hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'u'
+FROM pg_temp.hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'u'
 ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob
 """
@@ -445,7 +446,7 @@ async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op], threads: 
 
 def _staged_rows(seg: int, ops: Sequence[Op]) -> list[tuple[Any, ...]]:
     """One run's rows in the staging table's column order, one row per key:
-    one INSERT ... SELECT cannot update a row twice, so where applying the
+    one statement cannot update a row twice, so where applying the
     entries in order would have written a key twice, the row that would
     have stayed: the first of an insert-once key (blobs, writes), the last
     of an upserted one (checkpoints, special writes), an upsert over an
