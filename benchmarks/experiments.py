@@ -734,8 +734,10 @@ async def toast_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], 
 
 async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
     """Inserting a reconcile batch's blob rows: psycopg's executemany in
-    pipeline mode (what `PostgresBackend.apply` does) against one
-    INSERT ... SELECT FROM unnest(arrays), text and binary parameters."""
+    pipeline mode (what `PostgresBackend.apply` did before) against one
+    INSERT ... SELECT FROM unnest(arrays), multi-row VALUES and a COPY into
+    a temporary table (binary: what `PostgresBackend.apply` does); wall time
+    and this process's CPU."""
     import os
 
     import psycopg
@@ -761,6 +763,33 @@ async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], l
         groups = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * k)
         return f"INSERT INTO bulk {cols} VALUES {groups} ON CONFLICT DO NOTHING"
 
+    async def copy_in(conn: Any, v: str) -> None:
+        fmt = " (FORMAT BINARY)" if "binary" in v else ""
+        async with conn.transaction():
+            cur = conn.cursor()
+            await cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS bulk_in (LIKE bulk) ON COMMIT DELETE ROWS"
+            )
+            async with cur.copy(f"COPY bulk_in {cols} FROM STDIN{fmt}") as copy:
+                for row in rows:
+                    await copy.write_row(row)
+            await cur.execute(
+                f"INSERT INTO bulk {cols} SELECT * FROM bulk_in ON CONFLICT DO NOTHING"
+            )
+
+    async def statements(conn: Any, v: str) -> None:
+        async with conn.pipeline(), conn.transaction():
+            cur = conn.cursor()
+            if v == variants[0]:
+                await cur.executemany(insert, rows)
+            elif v.startswith("multi-row"):
+                for i in range(0, n, 128):
+                    chunk = rows[i : i + 128]
+                    await cur.execute(values_sql(len(chunk)), [x for row in chunk for x in row])
+            else:
+                params = [list(c) for c in zip(*rows, strict=True)]
+                await cur.execute(unnest, params, binary="binary" in v)
+
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     rng = random.Random(6)
@@ -777,37 +806,7 @@ async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], l
                 for v in order:
                     await conn.execute("TRUNCATE bulk")
                     t0, c0 = time.perf_counter(), time.process_time()
-                    if v.startswith("COPY"):
-                        fmt = " (FORMAT BINARY)" if "binary" in v else ""
-                        async with conn.transaction():
-                            cur = conn.cursor()
-                            await cur.execute(
-                                "CREATE TEMP TABLE IF NOT EXISTS bulk_in (LIKE bulk) "
-                                "ON COMMIT DELETE ROWS"
-                            )
-                            async with cur.copy(f"COPY bulk_in {cols} FROM STDIN{fmt}") as copy:
-                                for row in rows:
-                                    await copy.write_row(row)
-                            await cur.execute(
-                                f"INSERT INTO bulk {cols} SELECT * FROM bulk_in "
-                                "ON CONFLICT DO NOTHING"
-                            )
-                        if r:
-                            seconds[v].append(time.perf_counter() - t0)
-                            cpu[v].append(time.process_time() - c0)
-                        continue
-                    async with conn.pipeline(), conn.transaction():
-                        cur = conn.cursor()
-                        if v == variants[0]:
-                            await cur.executemany(insert, rows)
-                        elif v.startswith("multi-row"):
-                            for i in range(0, n, 128):
-                                chunk = rows[i : i + 128]
-                                flat = [x for row in chunk for x in row]
-                                await cur.execute(values_sql(len(chunk)), flat)
-                        else:
-                            params = [list(c) for c in zip(*rows, strict=True)]
-                            await cur.execute(unnest, params, binary="binary" in v)
+                    await (copy_in(conn, v) if v.startswith("COPY") else statements(conn, v))
                     if r:
                         seconds[v].append(time.perf_counter() - t0)
                         cpu[v].append(time.process_time() - c0)

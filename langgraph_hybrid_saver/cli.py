@@ -434,7 +434,7 @@ def _render_status(console: Console, s: Status) -> None:
     lag = f"p50 {_age(s.lag_p50_s)}, max {_age(s.lag_max_s)}"
     if s.lag_estimated:
         lag += " (p50 estimated)"
-    held = f"{_size(s.outbox_memory)}"
+    held = _size(s.outbox_memory)
     if s.outbox_large_values:
         held += f" + {_size(s.outbox_large_values)} of large values"
     _row(summary, "Outbox backlog", f"{s.backlog} entries ({held})")

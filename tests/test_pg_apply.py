@@ -1,5 +1,5 @@
 """PostgreSQL apply: a batch goes through a binary COPY into a temporary
-staging table and one INSERT ... SELECT per table. What executemany gave for
+staging table and one statement per run. What executemany gave for
 free must still hold: rows repeated within one batch land as if applied in
 entry order, a session that lost the staging table (DISCARD ALL, a pooler)
 still applies, and a failed batch writes nothing."""

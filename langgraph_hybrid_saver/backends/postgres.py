@@ -105,10 +105,10 @@ WHERE t.thread_id = v.thread_id
 """
 
 # A batch's rows reach the official tables through one binary COPY into a
-# temporary staging table and one INSERT ... SELECT per table and run:
-# psycopg's executemany spends ~11 us of client CPU per row, a binary COPY
-# under 1 us (benchmarks/results/experiments/bulk.md), CPU an in-process
-# reconciler takes from the application's event loop. Created by the first
+# temporary staging table and one statement per run (STAGED_SQL): psycopg's
+# executemany spends ~11 us of client CPU per row, a binary COPY under 1 us
+# (benchmarks/results/experiments/bulk.md), CPU an in-process reconciler
+# takes from the application's event loop. The table is created by the first
 # batch of a session that lacks it (the watermark lock says whether it
 # exists: a pooler or DISCARD may hand us a session without it); ON COMMIT
 # DELETE ROWS empties it with the transaction. Named with its schema
@@ -299,8 +299,8 @@ class PostgresBackend:
         threads = sorted({op.thread_id for op in ops})
         # Four round trips: BEGIN and the lock (whose watermarks decide what
         # is written; one more where the session lacks the staging table);
-        # the COPY (two); then, in a pipeline, each run's INSERT ... SELECTs
-        # and delete, the watermarks and the COMMIT. A delete splits the
+        # the COPY (two); then, in a pipeline, each run's statement and
+        # delete, the watermarks and the COMMIT. A delete splits the
         # batch: what was queued before it lands first. On an error the
         # pool's connection context rolls back.
         async with self.pool.connection() as conn:
