@@ -15,6 +15,7 @@ __all__ = [
     "FlushTimeoutError",
     "HybridSaverError",
     "MissingExtraError",
+    "NotDurableError",
     "NotFoundError",
     "SaverClosedError",
     "SerializationError",
@@ -45,6 +46,11 @@ class NotFoundError(HybridSaverError, LookupError):
 
 class DurableStoreError(HybridSaverError, RuntimeError):
     """The durable store rejected or failed an operation."""
+
+
+class NotDurableError(DurableStoreError):
+    """A write-through write did not reach the durable store: it was refused
+    there (and dead-lettered) or lost with Redis; the message says which."""
 
 
 class CorruptDataError(HybridSaverError, ValueError):

@@ -101,13 +101,29 @@ local function call_chunked(cmd, key, list, first, last, step)
   end
   return out
 end
+-- A thread's outbox entries not yet in the durable store (`base:o` field n,
+-- beside the ttl t and window w the ack applies once n is back to 0): while
+-- there are any, its hot keys carry no TTL and no window trims them, so what
+-- was acknowledged stays readable until it is durable.
+local function pending()
+  return tonumber(redis.call('HGET', base .. ':o', 'n') or '0') > 0
+end
+-- Start (or refresh) a key's TTL, unless the thread has pending entries.
+local function keep(key, ttl, held)
+  if ttl <= 0 then return end
+  if held then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ttl) end
+end
 local function expire_ns(ns, ttl)
   if ttl > 0 then
-    for _, k in ipairs({'i', 'c', 'b', 'w', 'z', 'f', 'V'}) do
-      redis.call('PEXPIRE', nk(k, ns), ttl)
-    end
-    redis.call('PEXPIRE', base .. ':n', ttl)
+    local held = pending()
+    for _, k in ipairs({'i', 'c', 'b', 'w', 'z', 'f', 'V'}) do keep(nk(k, ns), ttl, held) end
+    keep(base .. ':n', ttl, held)
   end
+end
+-- Count an outbox entry of the thread as pending (the ack script uncounts it).
+local function enqueue(ttl, window)
+  redis.call('HINCRBY', base .. ':o', 'n', 1)
+  if ttl then redis.call('HSET', base .. ':o', 't', ttl, 'w', window) end
 end
 -- Fencing: while a thread is leased, only the current token may write; a
 -- writer carrying a token that is no longer the lease's (it expired, was
@@ -139,11 +155,12 @@ local function read_blobs(ns, rec, ttl)
   local fields = ok and type(r) == 'table' and r[4] or {}
   if #fields == 0 then return {} end
   local values = call_chunked('HMGET', nk('b', ns), fields, 1, #fields, 4000)
+  local held = ttl > 0 and pending()
   for i, v in ipairs(values) do
     if v == '' then
       local lk = large_key(ns, fields[i])
       values[i] = redis.call('GET', lk)
-      if ttl > 0 then redis.call('PEXPIRE', lk, ttl) end
+      keep(lk, ttl, held)
     end
   end
   return values
@@ -157,6 +174,57 @@ local function read_writes(ns, cid)
   if #fields == 0 then return {} end
   return call_chunked('HMGET', nk('w', ns), fields, 1, #fields, 4000)
 end
+-- Keep only the newest `window` checkpoints of a namespace: older records,
+-- their writes and the blobs only they use leave Redis. Called only when the
+-- thread has no pending entry, so everything dropped is durable.
+local function trim_ns(ns, window)
+  local ik, ck, bk = nk('i', ns), nk('c', ns), nk('b', ns)
+  local over = window > 0 and redis.call('ZCARD', ik) - window or 0
+  if over <= 0 then return end
+  local old = redis.call('ZRANGE', ik, 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', ik, 0, over - 1)
+  redis.call('DEL', nk('f', ns))
+  -- Channel versions only grow along a thread, so a blob the oldest kept
+  -- checkpoint does not use is not used by a newer one either.
+  local keep_f = {}
+  local newest = redis.call('ZRANGE', ik, -1, -1)[1]
+  for _, kept in ipairs({redis.call('ZRANGE', ik, 0, 0)[1], newest}) do
+    local r = redis.call('HGET', ck, kept)
+    if r then for _, f in ipairs(cmsgpack.unpack(r)[4]) do keep_f[f] = true end end
+  end
+  for _, gone in ipairs(old) do
+    local r = redis.call('HGET', ck, gone)
+    if r then
+      for _, f in ipairs(cmsgpack.unpack(r)[4]) do
+        if not keep_f[f] then
+          redis.call('HDEL', bk, f)
+          drop_large(ns, f)
+        end
+      end
+    end
+    redis.call('HDEL', ck, gone)
+    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    if #wf > 0 then
+      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
+      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
+    end
+  end
+end
+-- The thread's last pending entry is durable: apply the window and the TTL
+-- (of the saver that wrote it) that were held back while entries were pending.
+local function settle()
+  if pending() then return end
+  local o = redis.call('HMGET', base .. ':o', 't', 'w')
+  redis.call('DEL', base .. ':o')
+  local ttl, window = tonumber(o[1] or '0'), tonumber(o[2] or '0')
+  for _, ns in ipairs(redis.call('SMEMBERS', base .. ':n')) do
+    trim_ns(ns, window)
+    expire_ns(ns, ttl)
+    for _, f in ipairs(redis.call('SMEMBERS', nk('V', ns))) do
+      keep(large_key(ns, f), ttl, false)
+    end
+  end
+end
 """
 
 # KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
@@ -166,7 +234,8 @@ end
 # required fields that are missing (then nothing is written). With a window,
 # only the newest `window` checkpoints of the namespace stay hot: older
 # records, their writes and the blobs only they used are dropped from Redis
-# (the durable store has them once reconciled). Whatever it returns, no
+# once the durable store has them (here when nothing of the thread was
+# pending, else by the ack that empties its backlog). Whatever it returns, no
 # temporary key is left.
 _PUT = (
     _LUA_PRELUDE
@@ -187,16 +256,22 @@ local ik, ck, bk = nk('i', ns), nk('c', ns), nk('b', ns)
 -- that was only in the lost outbox is gone, and the caller must send it again.
 -- A large one is kept as long as the namespace while checkpoints use it.
 local missing = {}
+local unchanged_large = {}
 for i = 10, 9 + nc do
   local f = ARGV[i]
   if redis.call('HSTRLEN', bk, f) == 0 then  -- absent, or a large value
-    local lk, kept = large_key(ns, f), 0
-    if ttl > 0 then kept = redis.call('PEXPIRE', lk, ttl) else kept = redis.call('EXISTS', lk) end
-    if kept == 0 then missing[#missing + 1] = f end
+    local lk = large_key(ns, f)
+    if redis.call('EXISTS', lk) == 0 then missing[#missing + 1] = f
+    else unchanged_large[#unchanged_large + 1] = lk end
   end
 end
 if #missing > 0 then return refuse(missing) end
 local first = 11 + nc
+-- Trimming to the window only drops durable checkpoints: with no entry of the
+-- thread pending before this put, every checkpoint already in Redis is one.
+local durable_before = not pending()
+enqueue(ttl, window)
+for _, lk in ipairs(unchanged_large) do keep(lk, ttl, true) end
 -- A namespace that starts here, with its root checkpoint, is complete in
 -- Redis: `list` need not ask the durable store while this flag lives.
 if parent == '' and redis.call('EXISTS', ik) == 0 then redis.call('SET', nk('f', ns), '1') end
@@ -211,7 +286,7 @@ for i = first, #ARGV do entry[#entry + 1] = ARGV[i] end
 for i = 1, #large, 2 do
   local f, lk = large[i], large_key(ns, large[i])
   redis.call('COPY', large[i + 1], lk, 'REPLACE')
-  if ttl > 0 then redis.call('PEXPIRE', lk, ttl) else redis.call('PERSIST', lk) end
+  redis.call('PERSIST', lk)
   redis.call('HSET', bk, f, '')
   redis.call('SADD', nk('V', ns), f)
   entry[#entry + 1] = f
@@ -223,79 +298,51 @@ for i = 1, #large, 2 do
   redis.call('RENAME', large[i + 1], pk)
   redis.call('PERSIST', pk)
 end
-local over = window > 0 and redis.call('ZCARD', ik) - window or 0
-if over > 0 then
-  local old = redis.call('ZRANGE', ik, 0, over - 1)
-  redis.call('ZREMRANGEBYRANK', ik, 0, over - 1)
-  redis.call('DEL', nk('f', ns))
-  -- Channel versions only grow along a thread, so a blob the oldest kept
-  -- checkpoint does not use is not used by a newer one either.
-  local keep = {}
-  for _, kept in ipairs({redis.call('ZRANGE', ik, 0, 0)[1], cid}) do
-    local r = redis.call('HGET', ck, kept)
-    if r then for _, f in ipairs(cmsgpack.unpack(r)[4]) do keep[f] = true end end
-  end
-  for _, gone in ipairs(old) do
-    local r = redis.call('HGET', ck, gone)
-    if r then
-      for _, f in ipairs(cmsgpack.unpack(r)[4]) do
-        if not keep[f] then
-          redis.call('HDEL', bk, f)
-          drop_large(ns, f)
-        end
-      end
-    end
-    redis.call('HDEL', ck, gone)
-    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
-    if #wf > 0 then
-      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
-      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. gone .. '\\0', '(' .. gone .. '\\1')
-    end
-  end
-end
+if durable_before then trim_ns(ns, window) end
 expire_ns(ns, ttl)
 return id
 """
 )
 
-# KEYS: base, outbox. ARGV: ttl, lease token, thread_id, ns, cid, upsert,
-# field/value pairs.
+# KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, ns, cid,
+# upsert, field/value pairs.
 # Regular writes never overwrite (HSETNX), special ones do, like PostgresSaver.
 _PUT_WRITES = (
     _LUA_PRELUDE
     + """
-local ttl = tonumber(ARGV[1])
-local denied = check_lease(ARGV[2])
+local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local denied = check_lease(ARGV[3])
 if denied then return denied end
-local tid, ns, cid, upsert = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local tid, ns, cid, upsert = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 denied = check_tombstone(ns, cid)
 if denied then return denied end
 local wk, zk = nk('w', ns), nk('z', ns)
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if upsert == '1' then redis.call('HSET', wk, ARGV[i], ARGV[i + 1])
   else redis.call('HSETNX', wk, ARGV[i], ARGV[i + 1]) end
   redis.call('ZADD', zk, 0, ARGV[i])
 end
 redis.call('SADD', base .. ':n', ns)
+enqueue(ttl, window)
 local entry = {'k', 'w', 't', tid, 'n', ns, 'c', cid, 'u', upsert}
-for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
 expire_ns(ns, ttl)
 return id
 """
 )
 
-# KEYS: base, outbox. ARGV: ttl, lease token, thread_id, msgpack list of
+# KEYS: base, outbox. ARGV: ttl, window, lease token, thread_id, msgpack list of
 # [ns, cid, record, [blob field, value, ...], [write field, value, ...]].
 # A whole thread copied in one atomic step: the target is never half-copied.
 _COPY = (
     _LUA_PRELUDE
     + """
-local ttl = tonumber(ARGV[1])
-local denied = check_lease(ARGV[2])
+local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local denied = check_lease(ARGV[3])
 if denied then return denied end
-local tid, last = ARGV[3], false
-for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
+local tid, last = ARGV[4], false
+for _, it in ipairs(cmsgpack.unpack(ARGV[5])) do
   local ns, cid, rec, bp, wp = it[1], it[2], it[3], it[4], it[5]
   redis.call('ZADD', nk('i', ns), 0, cid)
   redis.call('HSET', nk('c', ns), cid, rec)
@@ -303,6 +350,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
   if #bp > 0 then call_chunked('HSET', nk('b', ns), bp, 1, #bp, 4000) end
   local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, 'r', rec}
   for _, v in ipairs(bp) do entry[#entry + 1] = v end
+  enqueue(ttl, window)
   last = redis.call('XADD', KEYS[2], '*', unpack(entry))
   if #wp > 0 then
     call_chunked('HSET', nk('w', ns), wp, 1, #wp, 4000)
@@ -312,6 +360,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       w[#w + 1] = wp[i]
       w[#w + 1] = wp[i + 1]
     end
+    enqueue(ttl, window)
     last = redis.call('XADD', KEYS[2], '*', unpack(w))
   end
   expire_ns(ns, ttl)
@@ -433,7 +482,8 @@ return read_writes(ns, cid)
 # outbox), tombstone (a checkpoint id of now, or ''). Drops every hot key of
 # the thread and bumps its generation; with a tombstone, writes naming older
 # checkpoints that are not in Redis are refused for 7 days. The `p` keys of
-# unreconciled entries stay: the reconciler deletes them with their entries.
+# unreconciled entries and the pending count `base:o` stay: the reconciler
+# deletes and uncounts them with their entries.
 _DROP_THREAD = (
     _LUA_PRELUDE
     + """
@@ -450,7 +500,10 @@ redis.call('DEL', base .. ':n')
 redis.call('INCR', base .. ':g')
 redis.call('PEXPIRE', base .. ':g', 604800000)
 if tomb ~= '' then redis.call('SET', base .. ':x', tomb, 'PX', 604800000) end
-if ARGV[2] == '1' then return redis.call('XADD', KEYS[2], '*', 'k', 'd', 't', ARGV[1]) end
+if ARGV[2] == '1' then
+  enqueue()
+  return redis.call('XADD', KEYS[2], '*', 'k', 'd', 't', ARGV[1])
+end
 return false
 """
 )
@@ -501,10 +554,32 @@ local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1]
 if not e then return 0 end
 local fields = {'outbox_id', ARGV[1], 'reason', ARGV[2]}
 for i, v in ipairs(e[2]) do fields[#fields + 1] = (i % 2 == 1) and ('entry:' .. v) or v end
-redis.call('XADD', KEYS[2], '*', unpack(fields))
+local dead = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('HSET', KEYS[3], ARGV[1], dead)
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1
 """
+
+# KEYS: outbox. ARGV: entry id, thread base, ... of applied entries. Deletes
+# them and uncounts each from its thread's pending entries; a thread left with
+# none gets its TTL and window now (`settle`): what is durable may expire.
+_ACK = (
+    _LUA_PRELUDE
+    + """
+local settled = {}
+for i = 1, #ARGV, 2 do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    local o = ARGV[i + 1] .. ':o'
+    if redis.call('HINCRBY', o, 'n', -1) <= 0 then settled[#settled + 1] = ARGV[i + 1] end
+  end
+end
+for _, b in ipairs(settled) do
+  base = b
+  settle()
+end
+return #settled
+"""
+)
 
 
 def _b(value: bytes | str) -> str:
@@ -561,6 +636,10 @@ def pack_record(row: CheckpointRow, refs: Sequence[str]) -> bytes:
     return ormsgpack.packb(
         [row.checkpoint, row.metadata, row.parent_checkpoint_id or "", list(refs)]
     )
+
+
+# An applied outbox entry: (shard, entry id, thread id).
+Applied = tuple[int, str, str]
 
 
 @dataclass(slots=True)
@@ -661,6 +740,8 @@ class HotTier:
         self.outboxes = [f"{root}:{{{s}}}:outbox" for s in range(shards)]
         self.leases = [f"{root}:lease:{s}" for s in range(shards)]
         self.dead = [f"{root}:{{{s}}}:dead" for s in range(shards)]
+        # outbox entry id -> its dead letter's id, per shard
+        self.dead_index = [f"{root}:{{{s}}}:dead:idx" for s in range(shards)]
         self.max_bulk = DEFAULT_MAX_BULK  # the server's, read by check_layout
         self.pin_min = 0  # PIN_MIN_BYTES once check_layout finds COPY (Redis >= 6.2)
         self._pins: dict[str, list[bytes]] = {}  # entry id -> its `p` keys, read, not yet deleted
@@ -680,6 +761,7 @@ class HotTier:
         self._thread_lease_keep = r.register_script(_THREAD_LEASE_KEEP)
         self._release = r.register_script(_RELEASE)
         self._dead_letter = r.register_script(_DEAD_LETTER)
+        self._ack = r.register_script(_ACK)
         self._lanes = Lanes(r) if not self.cluster and Lanes.usable(r) else None
 
     async def aclose(self) -> None:
@@ -833,7 +915,9 @@ class HotTier:
         upsert: bool,
         token: str = "",
     ) -> str:
-        args: list[Any] = [self.ttl_ms, token, thread_id, ns, cid, "1" if upsert else "0"]
+        args: list[Any] = [
+            self.ttl_ms, self.window, token, thread_id, ns, cid, "1" if upsert else "0"
+        ]
         for w in writes:
             packed = self._fits(pack_write(w), f"write {w.idx} to channel {w.channel!r}")
             args += (write_field(cid, w), packed)
@@ -856,7 +940,7 @@ class HotTier:
         first, with their outbox entries, in one atomic script."""
         items = [[s.checkpoint_ns, s.checkpoint_id, *pack_stored(s)] for s in checkpoints]
         packed = self._fits(pack_for_lua(items), f"thread {thread_id!r} as one atomic copy")
-        args = [self.ttl_ms, token, thread_id, packed]
+        args = [self.ttl_ms, self.window, token, thread_id, packed]
         return str(await self._fenced(self._copy, thread_id, args))
 
     async def _fenced(
@@ -1039,7 +1123,7 @@ class HotTier:
         shards: Sequence[int],
         count: int,
         block_ms: int | None,
-        ack: Sequence[tuple[int, str]] = (),
+        ack: Sequence[Applied] = (),
     ) -> list[tuple[int, str, Op]]:
         """The oldest entries of the given shards (applied ones are deleted, so
         the head of a stream is always the oldest unapplied entry), after
@@ -1059,7 +1143,7 @@ class HotTier:
         else:
             streams = {self.outboxes[s]: "0-0" for s in shards}
             async with self.redis.pipeline(transaction=False) as pipe:
-                self._xdel(pipe, ack)
+                await self._queue_ack(pipe, ack)
                 pipe.xread(streams, count=count, block=block_ms)
                 *_, reply = await pipe.execute()
         read = [(index[_b(stream)], _b(sid), f) for stream, es in reply or [] for sid, f in es]
@@ -1099,12 +1183,26 @@ class HotTier:
         return [{f: (key, next(found)) for f, key in ks} for ks in keys]
 
     async def dead_letter(self, shard: int, sid: str, reason: str) -> None:
-        """Move an undecodable outbox entry to the shard's dead-letter stream."""
+        """Move an outbox entry the durable store cannot take (undecodable, or
+        refused by the store) to the shard's dead-letter stream, whole. Its
+        large values' `p` keys stay for a retry; its thread stays pending, so
+        its hot copy neither expires nor is trimmed."""
         logger.error(
-            "outbox entry %s of shard %d cannot be decoded; moved to %s: %s",
+            "outbox entry %s of shard %d is not durable; moved to %s: %s",
             sid, shard, self.dead[shard], reason,
         )  # fmt: skip
-        await self._eval(self._dead_letter, [self.outboxes[shard], self.dead[shard]], [sid, reason])
+        self._pins.pop(sid, None)
+        keys = [self.outboxes[shard], self.dead[shard], self.dead_index[shard]]
+        await self._eval(self._dead_letter, keys, [sid, reason])
+
+    async def dead_reason(self, shard: int, sid: str) -> str | None:
+        """Why outbox entry `sid` was dead-lettered, or None if it was not."""
+        dead_id = await self.redis.hget(self.dead_index[shard], sid)
+        if dead_id is None:
+            return None
+        entries = await self.redis.xrange(self.dead[shard], dead_id, dead_id)
+        fields = entries[0][1] if entries else {}
+        return _b(fields.get(b"reason", b"dead-lettered, then dropped by an operator"))
 
     async def dead_letters(self) -> int:
         """How many entries the dead-letter streams hold."""
@@ -1113,22 +1211,34 @@ class HotTier:
                 pipe.xlen(stream)
             return sum(await pipe.execute())
 
-    async def ack(self, applied: Sequence[tuple[int, str]]) -> None:
+    async def ack(self, applied: Sequence[Applied]) -> None:
         """Delete applied entries; the durable store has committed them."""
-        if applied:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                self._xdel(pipe, applied)
-                await pipe.execute()
+        if not applied:
+            return
+        if self.cluster:  # one slot per shard: one call each
+            calls = [self._ack(keys=k, args=a) for k, a in self._ack_calls(applied)]
+            await asyncio.gather(*calls, *(self.redis.delete(*p) for p in self._unpin(applied)))
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._queue_ack(pipe, applied)
+            await pipe.execute()
 
-    def _xdel(self, pipe: Any, applied: Sequence[tuple[int, str]]) -> None:
+    def _ack_calls(self, applied: Sequence[Applied]) -> list[tuple[list[str], list[str]]]:
+        """(keys, args) of the ack script, one call per shard."""
         by_shard: dict[int, list[str]] = {}
-        for shard, sid in applied:
-            by_shard.setdefault(shard, []).append(sid)
-        for shard, sids in by_shard.items():
-            pipe.xdel(self.outboxes[shard], *sids)
-        for _, sid in applied:
-            if large := self._pins.pop(sid, None):
-                pipe.delete(*large)  # one entry's keys: one slot
+        for shard, sid, thread_id in applied:
+            by_shard.setdefault(shard, []).extend((sid, self.base(thread_id)))
+        return [([self.outboxes[shard]], args) for shard, args in by_shard.items()]
+
+    def _unpin(self, applied: Sequence[Applied]) -> list[list[bytes]]:
+        """The `p` keys of applied entries, one list (one slot) per entry."""
+        return [large for _, sid, _ in applied if (large := self._pins.pop(sid, None))]
+
+    async def _queue_ack(self, pipe: Any, applied: Sequence[Applied]) -> None:
+        for keys, args in self._ack_calls(applied):
+            await self._ack(keys=keys, args=args, client=pipe)
+        for large in self._unpin(applied):
+            pipe.delete(*large)
 
     async def outbox_heads(self) -> list[str | None]:
         """The newest entry id of every shard's outbox (None when empty)."""

@@ -27,8 +27,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from langgraph_hybrid_saver.backends import DurableBackend
-from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.backends import DurableBackend, reason, refused
+from langgraph_hybrid_saver.core import DeleteThreadOp, Op, PutOp
+from langgraph_hybrid_saver.hot import Applied, HotTier
 
 logger = logging.getLogger("langgraph_hybrid_saver.reconciler")
 
@@ -45,7 +46,18 @@ class ReconcilerStats:
     batches: int = 0
     errors: int = 0
     last_error: str | None = None
+    dead_lettered: int = 0  # entries the durable store refused, moved aside
     owned_shards: list[int] = field(default_factory=list)
+
+
+def describe(op: Op) -> str:
+    """What an outbox entry holds, for dead letters and logs."""
+    if isinstance(op, DeleteThreadOp):
+        return f"delete of thread {op.thread_id!r}"
+    what = "checkpoint" if isinstance(op, PutOp) else "pending writes of checkpoint"
+    ns = op.row.checkpoint_ns if isinstance(op, PutOp) else op.checkpoint_ns
+    cid = op.row.checkpoint_id if isinstance(op, PutOp) else op.checkpoint_id
+    return f"{what} {cid!r} (thread {op.thread_id!r}, namespace {ns!r})"
 
 
 class Reconciler:
@@ -75,7 +87,7 @@ class Reconciler:
         # Called with (shard, entry id) of each batch right after its durable
         # commit (the benchmark's lag measurement; a metrics hook).
         self.on_applied: Callable[[Sequence[tuple[int, str]]], None] | None = None
-        self._acks: list[tuple[int, str]] = []  # applied, not yet deleted
+        self._acks: list[Applied] = []  # applied, not yet deleted
         self._wake: asyncio.Event | None = None
         self._owned: set[int] = set()
         self._renewed_at = 0.0
@@ -123,16 +135,40 @@ class Reconciler:
         if not entries:
             return 0
         self.stats.read += len(entries)
-        self.stats.applied += await self.backend.apply([op for _, _, op in entries])
-        applied = [(shard, sid) for shard, sid, _ in entries]
+        applied = await self._apply(entries)
         if self.on_applied is not None:
-            self.on_applied(applied)
+            self.on_applied([(shard, sid) for shard, sid, _ in applied])
         if defer_ack:
             self._acks = applied
         else:
             await self.hot.ack(applied)
         self.stats.batches += 1
         return len(entries)
+
+    async def _apply(self, entries: Sequence[tuple[int, str, Op]]) -> list[Applied]:
+        """Apply a batch in one transaction. When the store refuses data in it
+        (not an outage), apply it entry by entry instead: each refused entry
+        goes to the dead-letter stream with its reason, so one bad entry never
+        holds up the others. An outage is raised: the batch is retried."""
+        try:
+            self.stats.applied += await self.backend.apply([op for _, _, op in entries])
+            return [(shard, sid, op.thread_id) for shard, sid, op in entries]
+        except Exception as e:
+            if not refused(e):
+                raise
+        done: list[Applied] = []
+        for shard, sid, op in entries:
+            try:
+                self.stats.applied += await self.backend.apply([op])
+            except Exception as e:
+                if not refused(e):
+                    await self.hot.ack(done)  # keep what is applied; retry the rest
+                    raise
+                self.stats.dead_lettered += 1
+                await self.hot.dead_letter(shard, sid, f"{describe(op)}: {reason(e)}")
+            else:
+                done.append((shard, sid, op.thread_id))
+        return done
 
     async def flush_acks(self) -> None:
         """Delete the applied entries a deferred step left in the outbox."""

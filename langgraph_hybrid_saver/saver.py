@@ -74,6 +74,7 @@ from langgraph_hybrid_saver.errors import (
     FlushTimeoutError,
     HotTierFullError,
     HybridSaverError,
+    NotDurableError,
     SaverClosedError,
     ServerUnreachableError,
 )
@@ -502,12 +503,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self._check_open()
         row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, new_versions)
         tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
-
-        async def verify() -> bool:
-            return await self.backend.get(tid, ns, cid) is not None
-
+        what = f"checkpoint {cid!r} of thread {tid!r}"
         with self._errors():
-            sid = await self._write(partial(self.hot.put, row, refs, blobs), tid, verify)
+            sid = await self._write(partial(self.hot.put, row, refs, blobs), tid, what)
             if isinstance(sid, list):
                 # Redis lost unchanged channel values (a restart before they were
                 # reconciled): store them again with this checkpoint.
@@ -515,7 +513,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 versions = checkpoint["channel_versions"]
                 again = {**new_versions, **{ch: versions[ch] for ch in lost}}
                 row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, again)
-                await self._write(partial(self.hot.put, row, refs, blobs), tid, verify)
+                await self._write(partial(self.hot.put, row, refs, blobs), tid, what)
         return next_config(tid, ns, cid)
 
     async def aput_writes(
@@ -534,22 +532,14 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "checkpoint the writes belong to)"
             )
         rows, upsert = encode_writes(self.serde, writes, task_id, task_path)
-        wanted = {(w.task_id, w.idx) for w in rows}
-
-        async def verify() -> bool:
-            stored = await self.backend.get(thread_id, ns, cid)
-            return stored is not None and wanted <= {(w.task_id, w.idx) for w in stored.writes}
-
+        what = f"pending writes of task {task_id!r} to checkpoint {cid!r} of thread {thread_id!r}"
         with self._errors():
             await self._write(
-                partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert), thread_id, verify
+                partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert), thread_id, what
             )
 
     async def _write(
-        self,
-        hot_write: Callable[[str], Awaitable[Any]],
-        thread_id: str,
-        verify: Callable[[], Awaitable[bool]] | None = None,
+        self, hot_write: Callable[[str], Awaitable[Any]], thread_id: str, what: str
     ) -> Any:
         """Run one hot write (given this saver's lease token for the thread),
         then apply the durability mode and the backlog policy. Returns what
@@ -564,15 +554,42 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             )
         sid = await hot_write(self._held.get(thread_id, ""))
         if isinstance(sid, str) and (self.durability == "write_through" or self.overloaded):
-            await self._wait_applied({self.hot.shard(thread_id): sid}, self.flush_timeout)
-            # The entry left the outbox: applied, or lost with a Redis restart.
-            if verify is not None and not await verify():
-                raise DurableStoreError(
-                    f"a write to thread {thread_id!r} left the outbox without reaching the "
-                    "durable store (Redis restarted before it was reconciled); it is not "
-                    "saved: retry the step"
-                )
+            await self._wait_durable(thread_id, sid, what)
         return sid
+
+    async def _wait_durable(self, thread_id: str, sid: str, what: str) -> None:
+        """Return once outbox entry `sid` of the thread is in the durable store.
+
+        Raises:
+            FlushTimeoutError: It is still in the outbox after `flush_timeout`
+                (it is in Redis and will be applied later).
+            NotDurableError: It left the outbox without being applied: the
+                durable store refused it (it is dead-lettered, still readable
+                from Redis) or Redis lost it (a restart before it was applied).
+        """
+        shard = self.hot.shard(thread_id)
+        try:
+            await self._wait_applied({shard: sid}, self.flush_timeout)
+        except FlushTimeoutError as e:
+            raise FlushTimeoutError(
+                f"{what} is saved in Redis but not yet in the durable store: {e}"
+            ) from None
+        # Applied entries raise the thread's durable watermark to their seq (a
+        # later delete of the thread raises it further); a dead-lettered entry
+        # was moved aside, a lost one is simply gone.
+        refusal = await self.hot.dead_reason(shard, sid)
+        if refusal is not None:
+            raise NotDurableError(
+                f"{what} is saved in Redis and readable, but the durable store refused "
+                f"it ({refusal}); it waits in the dead-letter stream: see "
+                "`langgraph-hybrid-saver dead-letters list`"
+            )
+        if await self.backend.watermark(thread_id) < seq_key(sid):
+            raise NotDurableError(
+                f"{what} left the outbox without reaching the durable store (Redis lost "
+                "it: restarted or flushed before it was applied); it is not saved: "
+                "retry the step"
+            )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -657,7 +674,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         dst = normalize_id(target_thread_id, "target_thread_id")
         stored = await self._list_stored(ListQuery(src, None, None, None, None, None))
         if stored:  # oldest first, as they were written; one atomic script
-            await self._write(partial(self.hot.put_thread, dst, stored[::-1]), dst)
+            await self._write(
+                partial(self.hot.put_thread, dst, stored[::-1]), dst, f"copy of {src!r} to {dst!r}"
+            )
 
     # --- leases ---------------------------------------------------------------
 

@@ -38,9 +38,10 @@ async def test_expired_thread_is_read_through_and_rewarmed(
         tid = str(uuid.uuid4())
         await put_chain(saver, tid, 3)
         before = [t async for t in saver.alist(generate_config(tid))]
+        await saver.aflush(timeout=10)
+        # The TTL starts once the thread's last entry is durable.
         ttl_ms = await saver.hot.redis.pttl(saver.hot.base(tid) + ":c:0:")
         assert 0 < ttl_ms <= 500
-        await saver.aflush(timeout=10)
         await asyncio.sleep(0.7)
         assert (await saver.hot.get(tid, "", None)).checkpoint_id is None  # expired
         assert await saver.aget_tuple(generate_config(tid)) == before[0]
@@ -75,8 +76,8 @@ async def test_hot_window_bounds_redis_memory_per_thread(
         ) as saver:
             tid = str(uuid.uuid4())
             configs = await put_chain(saver, tid, steps, rolling=20)
+            await saver.aflush(timeout=60)  # the window trims only what is durable
             usage[window] = await hot_memory(saver, tid)
-            await saver.aflush(timeout=60)
             hot_ids = await saver.hot.redis.zrange(saver.hot.base(tid) + ":i:0:", 0, -1)
             assert len(hot_ids) == (window or steps)
             # every checkpoint is still readable: old ones from the durable store

@@ -39,6 +39,9 @@ class DurableBackend(Protocol):
         then moves to the last applied entry. Returns how many were applied.
         """
 
+    async def watermark(self, thread_id: str) -> str:
+        """The thread's watermark: the `seq` of the last entry applied ('' if none)."""
+
     async def get(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
     ) -> StoredCheckpoint | None:
@@ -61,6 +64,45 @@ class DurableBackend(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+# Driver errors that mean "this data cannot be stored" rather than "the store
+# is unavailable", by class name along the exception's MRO: PostgreSQL's data
+# and limit classes (SQLSTATE 22, 23, 54), sqlite3's, and Python's own encoding
+# and range errors. Cosmos DB's are told by HTTP status (REFUSED_STATUS).
+REFUSED_ERRORS = frozenset(
+    {
+        "DataError",  # psycopg (22xxx), sqlite3
+        "IntegrityError",  # psycopg (23xxx), sqlite3
+        "ProgramLimitExceeded",  # psycopg (54xxx): e.g. an index row too large
+        "UnicodeError",
+        "OverflowError",
+        "SerializationError",  # this package: the backend cannot encode a value
+        "CorruptDataError",  # this package: the backend cannot decode or assemble it
+    }
+)
+REFUSED_STATUS = frozenset({400, 413})  # Cosmos DB: bad request, entity too large
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a failed apply was refused for its data (retrying cannot help:
+    the entry is dead-lettered) rather than by an outage (retried)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if any(c.__name__ in REFUSED_ERRORS for c in type(e).__mro__):
+            return True
+        if getattr(e, "status_code", None) in REFUSED_STATUS:
+            return True
+        e = e.__cause__
+    return False
+
+
+def reason(exc: BaseException, limit: int = 500) -> str:
+    """A one-line reason for a dead letter."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def redact(url: str) -> str:

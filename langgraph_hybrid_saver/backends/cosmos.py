@@ -688,6 +688,10 @@ class CosmosBackend:
             out += await self._query(sql, [{"name": "@ids", "value": chunk}], thread_id)
         return out
 
+    @_metered
+    async def watermark(self, thread_id: str) -> str:
+        return (await self._read_watermark(thread_id)).seq
+
     async def _read_watermark(self, thread_id: str) -> _Watermark:
         doc = await self._read(thread_id, WATERMARK_ID)
         if doc is None:

@@ -98,6 +98,8 @@ ON CONFLICT (thread_id) DO UPDATE SET thread_id = EXCLUDED.thread_id
 RETURNING thread_id, applied_seq,
     to_regclass('pg_temp.hybrid_saver_stage') IS NOT NULL AS staged
 """
+SELECT_WATERMARK_SQL = "SELECT applied_seq FROM hybrid_saver_threads WHERE thread_id = %s"
+
 SET_WATERMARKS_SQL = """
 UPDATE hybrid_saver_threads t SET applied_seq = v.seq
 FROM unnest(%s::text[], %s::text[]) AS v(thread_id, seq)
@@ -319,6 +321,10 @@ class PostgresBackend:
             args = (thread_id, checkpoint_ns)
         rows = await self._fetch(SELECT_SQL + where, args)
         return _stored(rows[0]) if rows else None
+
+    async def watermark(self, thread_id: str) -> str:
+        rows = await self._fetch(SELECT_WATERMARK_SQL, (thread_id,))
+        return str(rows[0]["applied_seq"]) if rows else ""
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> builtins.list[DictRow]:
         """Run a read; once more if the server had closed the pooled

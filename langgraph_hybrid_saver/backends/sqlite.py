@@ -180,6 +180,7 @@ SELECT_WATERMARKS_SQL = """
 SELECT thread_id, applied_seq FROM hybrid_saver_threads
 WHERE thread_id IN (SELECT value FROM json_each(?))
 """
+SELECT_WATERMARK_SQL = "SELECT applied_seq FROM hybrid_saver_threads WHERE thread_id = ?"
 SET_WATERMARK_SQL = """
 INSERT INTO hybrid_saver_threads (thread_id, applied_seq) VALUES (?, ?)
 ON CONFLICT (thread_id) DO UPDATE SET applied_seq = excluded.applied_seq
@@ -528,6 +529,11 @@ class SqliteBackend:
         async with self._reading() as conn:
             rows = list(await conn.execute_fetchall(SELECT_SQL + where, args))
             return await self._load(conn, rows[0]) if rows else None
+
+    async def watermark(self, thread_id: str) -> str:
+        async with self._reading() as conn:
+            rows = list(await conn.execute_fetchall(SELECT_WATERMARK_SQL, (thread_id,)))
+            return str(rows[0][0]) if rows else ""
 
     async def get_blobs(
         self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
