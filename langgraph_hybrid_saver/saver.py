@@ -50,7 +50,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend, open_backend, redact
+from langgraph_hybrid_saver.backends import (
+    PRUNE_STRATEGIES,
+    DurableBackend,
+    open_backend,
+    redact,
+    unavailable,
+)
 from langgraph_hybrid_saver.core import (
     DeleteThreadOp,
     ListQuery,
@@ -120,6 +126,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             the durable store until the backlog is back under it; "raise"
             refuses writes with `BacklogError` (nothing is written).
         flush_timeout: Default timeout of `aflush` and write-through waits.
+        durable_timeout: Seconds a read that needs the durable store (a new
+            thread, one past its TTL or window) may take before it fails with
+            `ServerUnreachableError`; threads hot in Redis never wait for it.
 
     Must be constructed on the event loop it will be used from.
     """
@@ -142,13 +151,19 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         max_lag_seconds: float | None = None,
         on_backlog: BacklogPolicy = "write_through",
         flush_timeout: float = 30.0,
+        durable_timeout: float = 5.0,
     ) -> None:
         super().__init__(serde=serde)
         if reconciler not in ("in_process", "external"):
             raise ConfigError(f"reconciler={reconciler!r}: use 'in_process' or 'external'")
         if on_backlog not in ("write_through", "raise"):
             raise ConfigError(f"on_backlog={on_backlog!r}: use 'write_through' or 'raise'")
-        for name, bound in (("max_backlog", max_backlog), ("max_lag_seconds", max_lag_seconds)):
+        bounds = (
+            ("max_backlog", max_backlog),
+            ("max_lag_seconds", max_lag_seconds),
+            ("durable_timeout", durable_timeout),
+        )
+        for name, bound in bounds:
             if bound is not None and not bound > 0:
                 raise ConfigError(f"{name}={bound!r}: use a positive number or None")
         linger = reconcile_linger_ms
@@ -177,6 +192,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self.placement = reconciler
         self.durability = durability
         self.flush_timeout = flush_timeout
+        self.durable_timeout = durable_timeout
         self.reconciler: Reconciler | None = (
             Reconciler(self.hot, backend, linger_ms=reconcile_linger_ms)
             if reconciler == "in_process"
@@ -330,10 +346,10 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         a checkpoint that is not hot is read through and copied back."""
         if read.stored is not None:
             if read.missing:
-                found = await self.backend.get_blobs(thread_id, ns, read.missing)
+                found = await self._durable(self.backend.get_blobs(thread_id, ns, read.missing))
                 read.stored.blobs.update(found)
             return read.stored
-        stored = await self.backend.get(thread_id, ns, read.checkpoint_id or cid)
+        stored = await self._durable(self.backend.get(thread_id, ns, read.checkpoint_id or cid))
         if stored is None:
             return None
         writes = await self.hot.repopulate(stored, read.generation, latest=cid is None)
@@ -408,7 +424,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         hot = [h for h in hot if matches(query, h)]
         # A thread whose namespaces all started in Redis and are still whole
         # there has nothing more in the durable store.
-        durable = [] if complete else await self.backend.list(query)
+        durable = [] if complete else await self._durable(self.backend.list(query))
         merged = merge_newest_first(hot, durable, query.limit)
         full_rows = {
             id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
@@ -584,12 +600,32 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 f"it ({refusal}); it waits in the dead-letter stream: see "
                 "`langgraph-hybrid-saver dead-letters list`"
             )
-        if await self.backend.watermark(thread_id) < seq_key(sid):
+        if await self._durable(self.backend.watermark(thread_id)) < seq_key(sid):
             raise NotDurableError(
                 f"{what} left the outbox without reaching the durable store (Redis lost "
                 "it: restarted or flushed before it was applied); it is not saved: "
                 "retry the step"
             )
+
+    async def _durable(self, read: Awaitable[T]) -> T:
+        """A read from the durable store, failing within `durable_timeout`
+        with `ServerUnreachableError` when the store is down or hung."""
+        try:
+            return await asyncio.wait_for(read, self.durable_timeout)
+        except HybridSaverError:
+            raise
+        except Exception as e:
+            if not (isinstance(e, asyncio.TimeoutError) or unavailable(e)):
+                raise
+            if isinstance(e, asyncio.TimeoutError):
+                why = f"no answer within durable_timeout={self.durable_timeout}s"
+            else:
+                why = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ServerUnreachableError(
+                f"the durable store {self.backend.where} is unavailable ({why}); threads hot "
+                "in Redis keep working, this read needs the store: start it or check "
+                "durable_url, then retry"
+            ) from e
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

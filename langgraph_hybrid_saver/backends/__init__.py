@@ -26,6 +26,8 @@ PRUNE_STRATEGIES = ("keep_latest", "delete")
 class DurableBackend(Protocol):
     """What the saver and the reconciler need from a durable store."""
 
+    where: str  # host:port (or file) for error messages, never a password
+
     async def open(self) -> None:
         """Connect; raise `ServerUnreachableError` (naming host:port) if it can't."""
 
@@ -97,6 +99,27 @@ def refused(exc: BaseException) -> bool:
             return True
         e = e.__cause__
     return False
+
+
+# Errors that mean the store is unavailable (down, unreachable, overloaded).
+UNAVAILABLE_ERRORS = frozenset(
+    {
+        "OperationalError",  # psycopg (incl. its pool's PoolTimeout), sqlite3
+        "ServiceRequestError",  # azure-core: the request never got an answer
+        "ServiceResponseError",
+        "ClientError",  # aiohttp
+    }
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether an error says the durable store is down or unreachable."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and (status in (408, 429) or status >= 500):
+        return True
+    return any(c.__name__ in UNAVAILABLE_ERRORS for c in type(exc).__mro__)
 
 
 def reason(exc: BaseException, limit: int = 500) -> str:

@@ -315,6 +315,7 @@ class SqliteBackend:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ConfigError(f"synchronous={synchronous!r}: use one of {SYNCHRONOUS_MODES}")
         self.path = path
+        self.where = f"SQLite file {path}"
         self.serde = maybe_add_typed_methods(serde or JsonPlusSerializer())
         self.busy_timeout_ms = busy_timeout_ms
         self.synchronous = synchronous.upper()
