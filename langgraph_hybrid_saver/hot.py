@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -85,6 +86,7 @@ DEFAULT_MAX_BULK = 512 * 1024 * 1024  # Redis' proto-max-bulk-len default
 # A blob value this large goes beside the put script, not through it (a
 # `pinned` experiment measures both ways).
 PIN_MIN_BYTES = 16 * 1024
+DEAD_WARN_INTERVAL = 60.0  # seconds between reports of one thread's dead letters
 _TEMP_TTL_MS = 600_000  # a temporary key the put script did not consume (it crashed)
 
 # Shared helpers for every script: key names and chunked HMGET/HSET (Lua's
@@ -120,6 +122,8 @@ local function expire_ns(ns, ttl)
     keep(base .. ':n', ttl, held)
   end
 end
+-- How many of the thread's entries wait in the dead-letter stream (field d).
+local function dead_letters() return tonumber(redis.call('HGET', base .. ':o', 'd') or '0') end
 -- Count an outbox entry of the thread as pending (the ack script uncounts it).
 local function enqueue(ttl, window)
   redis.call('HINCRBY', base .. ':o', 'n', 1)
@@ -376,9 +380,10 @@ _GET = (
     + """
 local ns, cid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local gen = redis.call('GET', base .. ':g') or '0'
+local dead = dead_letters()
 if cid == '' then
   local top = redis.call('ZREVRANGEBYLEX', nk('i', ns), '+', '-', 'LIMIT', 0, 1)
-  if #top == 0 then return {false, false, {}, {}, gen} end
+  if #top == 0 then return {false, false, {}, {}, gen, dead} end
   cid = top[1]
 end
 local rec = redis.call('HGET', nk('c', ns), cid)
@@ -387,7 +392,7 @@ if rec then
   blobs = read_blobs(ns, rec, ttl)
   expire_ns(ns, ttl)
 end
-return {cid, rec, blobs, read_writes(ns, cid), gen}
+return {cid, rec, blobs, read_writes(ns, cid), gen, dead}
 """
 )
 
@@ -426,7 +431,7 @@ for _, f in ipairs(found) do
   else complete = 0 end  -- a record evicted alone: the durable store has it
 end
 if ttl > 0 then for _, ns in ipairs(nss) do expire_ns(ns, ttl) end end
-return {complete, gen, out}
+return {complete, gen, out, dead_letters()}
 """
 )
 
@@ -546,17 +551,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: outbox, dead-letter stream. ARGV: entry id, reason. Moves an entry
-# that cannot be decoded out of the outbox, keeping every field, so the
-# shard's later entries are not held up behind it and nothing is lost.
+# KEYS: outbox, dead-letter stream, its index. ARGV: entry id, reason, the
+# shard's key root ("<prefix>:v1:{<shard>}:"). Moves an entry the durable
+# store cannot take out of the outbox, keeping every field, so the shard's
+# later entries are not held up behind it and nothing is lost. It stays
+# counted as pending on its thread (whose hot copy therefore stays) and is
+# counted as a dead letter there (field d), for reads to report.
 _DEAD_LETTER = """
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1]
 if not e then return 0 end
 local fields = {'outbox_id', ARGV[1], 'reason', ARGV[2]}
-for i, v in ipairs(e[2]) do fields[#fields + 1] = (i % 2 == 1) and ('entry:' .. v) or v end
+local tid
+for i, v in ipairs(e[2]) do
+  fields[#fields + 1] = (i % 2 == 1) and ('entry:' .. v) or v
+  if i % 2 == 0 and e[2][i - 1] == 't' then tid = v end
+end
 local dead = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('HSET', KEYS[3], ARGV[1], dead)
 redis.call('XDEL', KEYS[1], ARGV[1])
+if tid then redis.call('HINCRBY', ARGV[3] .. #tid .. ':' .. tid .. ':o', 'd', 1) end
 return 1
 """
 
@@ -744,6 +757,7 @@ class HotTier:
         self.dead_index = [f"{root}:{{{s}}}:dead:idx" for s in range(shards)]
         self.max_bulk = DEFAULT_MAX_BULK  # the server's, read by check_layout
         self.pin_min = 0  # PIN_MIN_BYTES once check_layout finds COPY (Redis >= 6.2)
+        self._warned: dict[str, float] = {}  # thread -> when its dead letters were reported
         self._pins: dict[str, list[bytes]] = {}  # entry id -> its `p` keys, read, not yet deleted
         self._root = root
         r = redis
@@ -999,7 +1013,9 @@ class HotTier:
         return self._read(thread_id, ns, reply)
 
     def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
-        found, rec, blob_values, write_values, gen = reply
+        found, rec, blob_values, write_values, gen, *dead = reply
+        if dead and dead[0]:
+            self._report_dead(thread_id, int(dead[0]))
         found_id = _b(found) if found else None
         writes = [unpack_write(v) for v in write_values if v is not None]
         if found_id is None or rec is None:
@@ -1014,6 +1030,21 @@ class HotTier:
                 stored.blobs[channel] = unpack_blob(value)
         stored.writes = writes
         return HotRead(found_id, stored, writes, gen, missing)
+
+    def _report_dead(self, thread_id: str, count: int) -> None:
+        """Say, at most once a minute per thread, that a thread being read
+        holds entries the durable store refused: its reads come from Redis,
+        and the store lacks them until an operator retries them."""
+        now = time.monotonic()
+        if now - self._warned.get(thread_id, -DEAD_WARN_INTERVAL) < DEAD_WARN_INTERVAL:
+            return
+        self._warned[thread_id] = now
+        logger.warning(
+            "thread %r holds %d outbox entries the durable store refused (dead letters): "
+            "they are readable from Redis only, not durable; see "
+            "`langgraph-hybrid-saver dead-letters list --thread %s`",
+            thread_id, count, thread_id,
+        )  # fmt: skip
 
     async def get_many(self, keys: Sequence[tuple[str, str, str]]) -> list[HotRead]:
         """`get` of several (thread_id, ns, checkpoint_id) in one round trip
@@ -1051,9 +1082,11 @@ class HotTier:
         is None) with their blobs and writes, in one round trip; and whether
         Redis holds every checkpoint the query can match."""
         args = ["1" if ns is None else "0", ns or "", cid or "", before or "", limit or 0]
-        complete, gen, items = await self._eval(
+        complete, gen, items, dead = await self._eval(
             self._list_full, [self.base(thread_id)], [*args, self.refresh_ms]
         )
+        if dead:
+            self._report_dead(thread_id, int(dead))
         reads = [
             self._read(thread_id, _b(item_ns), [found, rec, blobs, writes, gen])
             for item_ns, found, rec, blobs, writes in items
@@ -1193,7 +1226,7 @@ class HotTier:
         )  # fmt: skip
         self._pins.pop(sid, None)
         keys = [self.outboxes[shard], self.dead[shard], self.dead_index[shard]]
-        await self._eval(self._dead_letter, keys, [sid, reason])
+        await self._eval(self._dead_letter, keys, [sid, reason, f"{self._root}:{{{shard}}}:"])
 
     async def dead_reason(self, shard: int, sid: str) -> str | None:
         """Why outbox entry `sid` was dead-lettered, or None if it was not."""

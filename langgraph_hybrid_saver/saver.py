@@ -827,6 +827,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "batches": st.batches,
                 "errors": st.errors,
                 "last_error": st.last_error,
+                "dead_lettered": st.dead_lettered,
                 "owned_shards": st.owned_shards,
             }
         return out
