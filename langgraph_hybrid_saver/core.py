@@ -5,12 +5,20 @@ rows we reconcile are the rows `PostgresSaver` writes: primitive channel values
 stay inline in the checkpoint document, everything else is a typed blob stored
 once per (channel, version); pending writes are keyed by
 (task_id, `WRITES_IDX_MAP.get(channel, idx)`).
+
+Nothing enters the outbox that a durable store cannot hold: a primitive value
+that some store's JSON would refuse or change (a NUL, a lone surrogate, an int
+past 64 bits, NaN, inf, -0.0) is a blob instead of inline, and what cannot be
+stored at all (text columns and JSON documents with a NUL or a lone
+surrogate, values the serializer cannot encode) is refused before any I/O.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -32,7 +40,10 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, SerializationError
 
-_INLINE_TYPES = (str, int, float, bool)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Surrogate code points: not UTF-8, so no store's text holds them (a str holds
+# one only unpaired or as a pair split in two code points).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +163,32 @@ class ListQuery:
 # --- config -------------------------------------------------------------------
 
 
+def text_problem(text: str) -> str | None:
+    """Why no durable store can hold `text` (a NUL, a surrogate), or None."""
+    if "\x00" in text:
+        return "contains a NUL character ('\\x00')"
+    if not text.isascii() and _SURROGATE.search(text):
+        return "contains a lone surrogate (not valid UTF-8)"
+    return None
+
+
+def check_id(value: str, what: str) -> str:
+    """An id or name stored in a text column (and part of Redis keys, where
+    NUL separates fields): refused with a ConfigError if it cannot be stored."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ConfigError(
+            f"{what} {value!r} {problem}, which no durable store holds in a text "
+            "column: use an id of printable text, e.g. a UUID"
+        )
+    return value
+
+
 def normalize_id(value: Any, what: str) -> str:
     """Accept str, int and UUID ids (as LangGraph users pass them); reject the rest."""
     if isinstance(value, str):
         if value:
-            return value
+            return check_id(value, what)
     elif isinstance(value, (int, UUID)) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(
@@ -180,6 +212,9 @@ def parse_config(config: RunnableConfig | None) -> tuple[str, str, str | None]:
     cid = configurable.get("checkpoint_id") or None
     if cid is not None and not isinstance(cid, str):
         raise ConfigError(f"checkpoint_id must be a str, got {cid!r}")
+    check_id(ns, "checkpoint_ns")
+    if cid is not None:
+        check_id(cid, "checkpoint_id")
     return thread_id, ns, cid
 
 
@@ -235,23 +270,115 @@ def next_version(current: str | int | float | None) -> str:
 # --- encode -------------------------------------------------------------------
 
 
-def _dumps(value: Any, what: str) -> str:
+def storable_inline(value: Any) -> bool:
+    """Whether a channel value may stay inline in the checkpoint JSON document.
+
+    Only values that every durable store's JSON holds and gives back unchanged:
+    None; bool; str without NUL or surrogates (PostgreSQL jsonb holds neither);
+    int in the signed 64-bit range (the SQLite layout packs inline values with
+    msgpack); finite float other than -0.0 (jsonb has no NaN or inf and reads
+    -0 back as 0). Any other value, primitive or not, is stored as a typed blob.
+    """
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        return text_problem(value) is None
+    if isinstance(value, int):
+        return _INT64_MIN <= value <= _INT64_MAX
+    if isinstance(value, float):
+        return math.isfinite(value) and not (value == 0.0 and math.copysign(1.0, value) < 0)
+    return False
+
+
+def _find_unstorable(value: Any, path: str) -> tuple[str, str] | None:
+    """(where, problem) of the first str or dict key in `value` that no store's
+    JSON holds, or None; `where` is a key path such as `['a'][0]`."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return None if problem is None else (f"the value at {path or '[]'}", problem)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}[{key!r}]"
+            problem = text_problem(key) if isinstance(key, str) else None
+            if problem is not None:
+                return f"the key {here}", problem
+            found = _find_unstorable(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_unstorable(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _json(value: Any, what: str, fix: str) -> str:
+    """JSON text of a document every store's JSON holds, or SerializationError
+    naming `what`, the key path and the problem, and `fix`."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as e:
+        raise SerializationError(f"{what} is not JSON-serializable ({e}); {fix}") from e
+    # The text is ASCII (ensure_ascii): a NUL is written \u0000 and every
+    # surrogate \udXXX (either half of a pair, as any character past U+FFFF
+    # is written, or a lone one). Only then is the document walked.
+    if "\\u0000" in text or "\\ud" in text:
+        found = _find_unstorable(value, "")
+        if found is not None:
+            where, problem = found
+            raise SerializationError(
+                f"{what}: {where} {problem}, which no durable store holds; {fix}"
+            )
+    return text
+
+
+def _check_name(name: str, what: str) -> None:
+    """A name stored in a text column (channel, task id, task path)."""
+    problem = text_problem(name) if isinstance(name, str) else None
+    if problem is not None:
         raise SerializationError(
-            f"{what} is not JSON-serializable ({e}); keep metadata values to "
-            "str, int, float, bool, None, lists and dicts"
-        ) from e
+            f"{what} {problem}, which no durable store holds in a text column: "
+            "name channels and tasks with printable text"
+        )
 
 
 def _dumps_typed(serde: SerializerProtocol, value: Any, what: str) -> tuple[str, bytes]:
+    """A value as a typed blob, or SerializationError if the serializer cannot
+    encode it or would not give it back unchanged."""
     try:
-        return serde.dumps_typed(value)
+        type_, data = serde.dumps_typed(value)
     except Exception as e:
         raise SerializationError(
-            f"{what}: the serializer cannot encode {type(value).__name__} ({e})"
+            f"{what}: the value ({type(value).__name__}) cannot be stored, the "
+            f"serializer cannot encode it ({type(e).__name__}: {e}); keep such values "
+            "out of the graph state or encode them first (e.g. an int past 64 bits "
+            "as str, binary data as base64)"
         ) from e
+    if isinstance(value, str) and not value.isascii() and _SURROGATE.search(value):
+        # JsonPlusSerializer writes a lone surrogate as "?" instead of failing.
+        try:
+            same = serde.loads_typed((type_, data)) == value
+        except Exception:
+            same = False
+        if not same:
+            raise SerializationError(
+                f"{what}: the str value contains a lone surrogate (not valid "
+                "UTF-8), which the serializer does not store unchanged; keep such "
+                "values out of the graph state or clean them first (e.g. "
+                "text.encode('utf-8', 'replace').decode())"
+            )
+    return type_, data
+
+
+_METADATA_FIX = (
+    "keep metadata values to str, int, float (finite), bool, None, lists and "
+    "dicts, with no NUL characters or lone surrogates in keys or strings"
+)
+_DOCUMENT_FIX = (
+    "channel names, node names and channel versions must be str (or int, "
+    "finite float) with no NUL characters or lone surrogates"
+)
 
 
 def encode_put(
@@ -265,43 +392,50 @@ def encode_put(
 
     Returns the row, `blob_refs` (`blob_field` of every channel whose value is
     a blob, at this checkpoint's version) and the blobs to store now (only
-    channels in `new_versions`: an unchanged value is stored once).
+    channels in `new_versions`: an unchanged value is stored once). Raises
+    SerializationError, before anything is stored, for what no durable store
+    holds (see `storable_inline`, `_dumps_typed`, `_json`).
     """
     thread_id, ns, parent_id = parse_config(config)
-    # Primitive values go inline in the checkpoint JSON, as PostgresSaver
-    # stores them, except when the serializer encrypts: then every value but
+    cid = checkpoint["id"]
+    where = f"checkpoint {cid!r} of thread {thread_id!r}"
+    _check_name(cid, f"the id of {where}")
+    # Values every store's JSON holds go inline, as PostgresSaver stores
+    # primitives, except when the serializer encrypts: then every value but
     # None is a blob, so no plaintext reaches Redis or the durable store.
-    inline_types = () if isinstance(serde, EncryptedSerializer) else _INLINE_TYPES
+    encrypted = isinstance(serde, EncryptedSerializer)
     doc = cast(dict[str, Any], dict(checkpoint))
     inline: dict[str, Any] = {}
     refs: list[str] = []
     blobs: list[BlobRow] = []
     versions = checkpoint["channel_versions"]
     for channel, value in checkpoint["channel_values"].items():
+        _check_name(channel, f"channel {channel!r} of {where}")
         if isinstance(value, _DeltaSnapshot):
             inline[channel] = True  # marker, as PostgresSaver writes it
-        elif value is None or isinstance(value, inline_types):
+        elif value is None or (not encrypted and storable_inline(value)):
             inline[channel] = value
             continue
         if channel not in versions:
             raise SerializationError(
-                f"channel {channel!r} has a value but no entry in "
+                f"channel {channel!r} of {where} has a value but no entry in "
                 "checkpoint['channel_versions']; version every channel you store"
             )
         refs.append(blob_field(channel, str(versions[channel])))
         if channel in new_versions:
-            type_, data = _dumps_typed(serde, value, f"channel {channel!r}")
+            type_, data = _dumps_typed(serde, value, f"channel {channel!r} of {where}")
             blobs.append(BlobRow(channel, str(new_versions[channel]), type_, data))
     doc["channel_values"] = inline
     row = CheckpointRow(
         thread_id=thread_id,
         checkpoint_ns=ns,
-        checkpoint_id=checkpoint["id"],
+        checkpoint_id=cid,
         parent_checkpoint_id=parent_id,
-        checkpoint=_dumps(doc, f"checkpoint {checkpoint['id']!r}"),
-        metadata=_dumps(
+        checkpoint=_json(doc, f"the document of {where}", _DOCUMENT_FIX),
+        metadata=_json(
             get_serializable_checkpoint_metadata(config, metadata),
-            f"metadata of checkpoint {checkpoint['id']!r}",
+            f"metadata of {where}",
+            _METADATA_FIX,
         ),
     )
     return row, refs, blobs
@@ -312,13 +446,23 @@ def encode_writes(
     writes: Sequence[tuple[str, Any]],
     task_id: str,
     task_path: str,
+    *,
+    thread_id: str = "",
 ) -> tuple[list[WriteRow], bool]:
-    """Rows of a `put_writes` call and whether they overwrite (all special)."""
+    """Rows of a `put_writes` call and whether they overwrite (all special).
+
+    `thread_id` only makes error messages name the thread. Raises
+    SerializationError, before anything is stored, for a task id, task path or
+    channel that no text column holds and for a value that cannot be stored.
+    """
+    of = f" of thread {thread_id!r}" if thread_id else ""
+    _check_name(task_id, f"task id {task_id!r}{of}")
+    _check_name(task_path, f"task path {task_path!r} of task {task_id!r}{of}")
     rows = []
     for idx, (channel, value) in enumerate(writes):
-        type_, data = _dumps_typed(
-            serde, value, f"write to channel {channel!r} by task {task_id!r}"
-        )
+        what = f"write {idx} to channel {channel!r} by task {task_id!r}{of}"
+        _check_name(channel, what + ": the channel")
+        type_, data = _dumps_typed(serde, value, what)
         rows.append(
             WriteRow(task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, type_, data)
         )
