@@ -547,7 +547,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "put_writes needs config['configurable']['checkpoint_id'] (the "
                 "checkpoint the writes belong to)"
             )
-        rows, upsert = encode_writes(self.serde, writes, task_id, task_path)
+        rows, upsert = encode_writes(
+            self.serde, writes, task_id, task_path, thread_id=thread_id
+        )
         what = f"pending writes of task {task_id!r} to checkpoint {cid!r} of thread {thread_id!r}"
         with self._errors():
             await self._write(
