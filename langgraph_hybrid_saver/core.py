@@ -242,7 +242,16 @@ def list_query(
         ns = config["configurable"].get("checkpoint_ns")  # None lists every ns
     before_id = None
     if before is not None:
-        before_id = (before.get("configurable") or {}).get("checkpoint_id")
+        # {"configurable": {"checkpoint_id": ...}}, or the bare form the Agent
+        # Server's history API passes through.
+        before_id = (before.get("configurable") or {}).get("checkpoint_id") or cast(
+            dict[str, Any], before
+        ).get("checkpoint_id")
+        if not isinstance(before_id, str) or not before_id:
+            raise ConfigError(
+                f"before={before!r} names no checkpoint: pass "
+                "before={'configurable': {'checkpoint_id': '<id>'}}"
+            )
     return ListQuery(thread_id, ns, cid, filter or None, before_id, limit)
 
 

@@ -21,9 +21,9 @@ import asyncio
 import logging
 import math
 import os
+import secrets
 import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -77,7 +77,9 @@ class Reconciler:
     ) -> None:
         self.hot = hot
         self.backend = backend
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        host = socket.gethostname()
+        self.owner = owner or f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.drain_timeout = 10.0  # seconds `run` drains for once stopped
         self.batch_size = batch_size
         self.lease_ms = lease_ms
         self.block_ms = block_ms
@@ -191,13 +193,17 @@ class Reconciler:
                 w.cancel()
         self._wake.clear()
 
-    async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
-        """Work until `stop` is set, then drain the owned shards and let go.
+    async def run(self, stop: asyncio.Event, *, drain_timeout: float | None = None) -> None:
+        """Work until `stop` is set, then drain the owned shards (for at most
+        `drain_timeout` seconds; default: the attribute, read when it stops)
+        and let go.
 
         After a partial batch it lingers until `linger_ms` after the step
         began, so the durable store commits fewer, larger transactions;
         after a failure it backs off. `wake()` (someone waits for the
         durable store) cuts both short."""
+        if drain_timeout is not None:
+            self.drain_timeout = drain_timeout
         self._wake = asyncio.Event()
         backoff = 0.05
         while not stop.is_set():
@@ -221,7 +227,7 @@ class Reconciler:
                 logger.warning("reconcile failed, retrying in %.2fs: %s", backoff, e)
                 await self._pause(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
-        await self.drain(drain_timeout)
+        await self.drain(self.drain_timeout)
         await self.release_all()
 
     async def drain(self, timeout: float) -> None:

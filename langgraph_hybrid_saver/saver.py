@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import concurrent.futures
+import functools
 import json
 import logging
 import threading
@@ -27,9 +27,9 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -48,6 +48,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.backends import (
@@ -97,6 +98,24 @@ DELTA_PAGE_SIZE = 64  # ancestors read per page by aget_delta_channel_history
 Placement = Literal["in_process", "external"]
 
 
+S = TypeVar("S", bound="AsyncHybridSaver")
+P = ParamSpec("P")
+
+
+def on_own_loop(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """An async method that refuses at once when the saver is closed and
+    runs on the saver's own loop (where its connections live) from any loop."""
+
+    async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        self._check_open()
+        return await self._on_own_loop(method(self, *args, **kwargs))
+
+    functools.update_wrapper(run, method)
+    return run
+
+
 class AsyncHybridSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer: Redis for hot reads, a durable store behind it.
 
@@ -129,8 +148,10 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         durable_timeout: Seconds a read that needs the durable store (a new
             thread, one past its TTL or window) may take before it fails with
             `ServerUnreachableError`; threads hot in Redis never wait for it.
+        loop: The event loop that owns the clients (default: the running one).
 
-    Must be constructed on the event loop it will be used from.
+    Its connections belong to the loop it was created on: async calls from
+    another loop run there (while it runs), sync calls from other threads too.
     """
 
     def __init__(
@@ -152,6 +173,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         on_backlog: BacklogPolicy = "write_through",
         flush_timeout: float = 30.0,
         durable_timeout: float = 5.0,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if reconciler not in ("in_process", "external"):
@@ -174,7 +196,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         if durability not in ("write_behind", "write_through"):
             raise ConfigError(f"durability={durability!r}: use 'write_behind' or 'write_through'")
         try:
-            self.loop = asyncio.get_running_loop()
+            self.loop = loop or asyncio.get_running_loop()
         except RuntimeError:
             raise ConfigError(
                 "AsyncHybridSaver must be created inside a running event loop; "
@@ -234,10 +256,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     @classmethod
     async def open(cls, redis_url: str, durable_url: str, **options: Any) -> AsyncHybridSaver:
         """Like `from_conn_string`, without the context manager: call `aclose()`."""
-        backend = open_backend(durable_url, serde=options.get("serde"))
-        redis = await connect_redis(redis_url)
+        redis, backend = await open_clients(redis_url, durable_url, options.get("serde"))
         try:
-            await backend.open()
             saver = cls(redis, backend, **options)
             saver._on_close += [backend.close, redis.aclose]
             await saver.setup()
@@ -247,6 +267,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             raise
         return saver
 
+    @on_own_loop
     async def setup(self) -> None:
         """Create or migrate the durable schema and check the Redis layout.
 
@@ -292,18 +313,27 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 pass
 
     async def aclose(self, drain_timeout: float = 10.0) -> None:
-        """Stop the reconciler after draining what it owns, then close clients."""
+        """Stop the reconciler after draining what it owns (for at most
+        `drain_timeout` seconds: what is left stays in the outbox for the next
+        reconciler), then close the clients. From any loop; idempotent."""
+        if self._closed:
+            return
+        await self._on_own_loop(self._aclose(drain_timeout))
+
+    async def _aclose(self, drain_timeout: float) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.reconciler is not None:
+            self.reconciler.drain_timeout = drain_timeout
         self._stop.set()
         if self._monitor is not None:
             await self._monitor
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, drain_timeout + 5)
+            try:  # the drain's last batch and the lease release take a moment more
+                await asyncio.wait_for(self._task, drain_timeout + 1)
             except asyncio.TimeoutError:
-                logger.warning("reconciler did not stop in time; cancelling it")
+                logger.warning("reconciler did not stop in time; cancelled it")
         await self.hot.aclose()
         for close in self._on_close:
             await close()
@@ -317,6 +347,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     # --- reads ----------------------------------------------------------------
 
+    @on_own_loop
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Get a checkpoint tuple: Redis first, then the durable store.
 
@@ -454,6 +485,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             out.append(s)
         return out
 
+    @on_own_loop
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
@@ -503,6 +535,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     # --- writes ---------------------------------------------------------------
 
+    @on_own_loop
     async def aput(
         self,
         config: RunnableConfig,
@@ -532,6 +565,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 await self._write(partial(self.hot.put, row, refs, blobs), tid, what)
         return next_config(tid, ns, cid)
 
+    @on_own_loop
     async def aput_writes(
         self,
         config: RunnableConfig,
@@ -649,6 +683,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     # --- deletes --------------------------------------------------------------
 
+    @on_own_loop
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete a thread from both tiers.
 
@@ -671,6 +706,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "reconciler applies it when the store is back"
             ) from e
 
+    @on_own_loop
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints and writes created by the given runs."""
         self._check_open()
@@ -683,6 +719,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         for thread_id in await self.backend.delete_for_runs(ids):
             await self.hot.drop_thread(thread_id, queue=False)
 
+    @on_own_loop
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: "keep_latest" keeps the newest checkpoint of each
         namespace (refusing threads with a DeltaChannel), "delete" deletes them.
@@ -704,6 +741,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         for thread_id in ids:
             await self.hot.drop_thread(thread_id, queue=False)
 
+    @on_own_loop
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint (all namespaces, full parent chain) and its
         pending writes to another thread."""
@@ -711,6 +749,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         src = normalize_id(source_thread_id, "source_thread_id")
         dst = normalize_id(target_thread_id, "target_thread_id")
         stored = await self._list_stored(ListQuery(src, None, None, None, None, None))
+        for s in stored:  # the copies name their own thread, as the Agent Server's do
+            if "thread_id" in s.metadata:
+                s.metadata = {**s.metadata, "thread_id": dst}
         if stored:  # oldest first, as they were written; one atomic script
             await self._write(
                 partial(self.hot.put_thread, dst, stored[::-1]), dst, f"copy of {src!r} to {dst!r}"
@@ -739,6 +780,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         finally:
             await self._release(thread_id)
 
+    @on_own_loop
     async def _acquire(self, thread_id: str, ttl: float) -> str:
         self._check_open()
         thread_id = normalize_id(thread_id, "thread_id")
@@ -757,6 +799,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self._renewals[thread_id] = self.loop.create_task(renew())
         return token
 
+    @on_own_loop
     async def _release(self, thread_id: str) -> None:
         token = self._held.pop(thread_id, None)
         if task := self._renewals.pop(thread_id, None):
@@ -775,6 +818,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     # --- durability -----------------------------------------------------------
 
+    @on_own_loop
     async def aflush(self, timeout: float | None = None) -> None:
         """Return once every entry written before the call is in the durable store.
 
@@ -809,6 +853,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.02)
 
+    @on_own_loop
     async def astats(self) -> dict[str, Any]:
         """Backlog, reconcile lag, the in-process reconciler's counters and the
         durable backend's own `stats` if it keeps any (Cosmos DB: request units)."""
@@ -843,9 +888,17 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 "this saver is closed; open a new one with from_conn_string(...)"
             )
 
-    # --- sync bridge ----------------------------------------------------------
-    # One implementation (async); sync calls run it on the saver's loop, from
-    # another thread, as AsyncPostgresSaver does.
+    # --- the bridge -------------------------------------------------------------
+    # One implementation (async, on `self.loop`). Async calls from another
+    # loop and sync calls from other threads run it there, as AsyncPostgresSaver
+    # runs sync calls; a closed saver refuses at once.
+
+    async def _on_own_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` on the saver's loop, whatever loop the caller is on."""
+        loop = self.loop
+        if asyncio.get_running_loop() is loop or not loop.is_running():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
@@ -853,15 +906,22 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         except RuntimeError:
             running = None
         if running is self.loop:
-            if asyncio.iscoroutine(coro):
-                coro.close()
+            coro.close()
             raise asyncio.InvalidStateError(
                 "synchronous calls to AsyncHybridSaver are not allowed on its own "
                 "event loop (they would block it): use the async methods (ainvoke, "
                 "aget_tuple, ...) or HybridSaver from sync code"
             )
+        if self._closed or not self.loop.is_running():
+            coro.close()
+            self._check_open()
+            raise SaverClosedError(
+                "this saver's event loop is not running, so a sync call would wait "
+                "forever: call the async methods on that loop, or use HybridSaver"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
+    @on_own_loop
     async def _collect(self, query: ListQuery) -> builtins.list[CheckpointTuple]:
         return [to_tuple(self.serde, s) for s in await self._list_stored(query)]
 
@@ -916,37 +976,51 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
     def flush(self, timeout: float | None = None) -> None:
         return self._sync(self.aflush(timeout))
 
+    def close(self, drain_timeout: float = 10.0) -> None:
+        """Sync form of `aclose`, from another thread than the saver's loop."""
+        if not self._closed:
+            self._sync(self.aclose(drain_timeout))
+
     def stats(self) -> dict[str, Any]:
         return self._sync(self.astats())
 
 
-class HybridSaver(BaseCheckpointSaver[str]):
-    """The sync saver: an `AsyncHybridSaver` on a private event-loop thread.
+class HybridSaver(AsyncHybridSaver):
+    """The sync saver: an `AsyncHybridSaver` whose loop is a private thread.
 
     Works with `invoke`/`stream` and, from any event loop, with
-    `ainvoke`/`astream`. Takes the same options as `AsyncHybridSaver`.
+    `ainvoke`/`astream`; has every method of `AsyncHybridSaver` (sync and
+    async) besides `setup()` and `close()`, which are sync here as on
+    `PostgresSaver`. Takes the same options as `AsyncHybridSaver`.
     Call `close()` (or use `from_conn_string`) to stop it.
     """
 
     def __init__(self, redis_url: str, durable_url: str, **options: Any) -> None:
-        super().__init__(serde=options.get("serde"))
-        options["serde"] = self.serde
-        self._loop = asyncio.new_event_loop()
+        loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="hybrid-saver-loop", daemon=True
+            target=loop.run_forever, name="hybrid-saver-loop", daemon=True
         )
         self._thread.start()
+        serde = options.pop("serde", None)
         try:
-            self.inner = asyncio.run_coroutine_threadsafe(
-                AsyncHybridSaver.open(redis_url, durable_url, **options), self._loop
+            opened = asyncio.run_coroutine_threadsafe(
+                open_clients(redis_url, durable_url, serde), loop
             ).result()
         except BaseException:
-            self._stop_loop()
+            self._stop_loop(loop)
+            raise
+        redis, backend = opened
+        super().__init__(redis, backend, serde=serde, loop=loop, **options)
+        self._on_close += [backend.close, redis.aclose]
+        try:
+            self.setup()
+        except BaseException:
+            self.close()
             raise
 
     @classmethod
     @contextmanager
-    def from_conn_string(
+    def from_conn_string(  # type: ignore[override]
         cls, redis_url: str, durable_url: str, **options: Any
     ) -> Iterator[HybridSaver]:
         """Open a saver for the URLs (schema set up) and close it on exit."""
@@ -956,16 +1030,26 @@ class HybridSaver(BaseCheckpointSaver[str]):
         finally:
             saver.close()
 
-    def close(self) -> None:
-        """Drain the in-process reconciler, close clients, stop the loop thread."""
-        if self._thread.is_alive():
-            try:
-                asyncio.run_coroutine_threadsafe(self.inner.aclose(), self._loop).result()
-            finally:
-                self._stop_loop()
+    def setup(self) -> None:  # type: ignore[override]
+        """Create or migrate the durable schema and check the Redis layout.
 
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        Idempotent; the constructor has run it already.
+        """
+        self._sync(AsyncHybridSaver.setup(self))
+
+    def close(self, drain_timeout: float = 10.0) -> None:
+        """Drain the in-process reconciler, close clients, stop the loop
+        thread. Idempotent; every call afterwards raises `SaverClosedError`."""
+        if not self._thread.is_alive():
+            return
+        try:
+            if not self._closed:
+                asyncio.run_coroutine_threadsafe(self.aclose(drain_timeout), self.loop).result()
+        finally:
+            self._stop_loop(self.loop)
+
+    def _stop_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout=10)
 
     def __enter__(self) -> HybridSaver:
@@ -974,138 +1058,34 @@ class HybridSaver(BaseCheckpointSaver[str]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def _hop(self, coro: Coroutine[Any, Any, T]) -> T:
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
-            coro,
-            self._loop,
-        )
-        return await asyncio.wrap_future(future)
+    async def __aenter__(self) -> HybridSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
 
     @property
-    def hot(self) -> HotTier:
-        return self.inner.hot
+    def inner(self) -> HybridSaver:
+        """The saver itself (the async implementation is this class's own)."""
+        return self
 
     @property
-    def backend(self) -> DurableBackend:
-        return self.inner.backend
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop
 
-    # sync API: the inner saver's bridge
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self.inner.get_tuple(config)
 
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        return self.inner.list(config, filter=filter, before=before, limit=limit)
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self.inner.put(config, checkpoint, metadata, new_versions)
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        self.inner.put_writes(config, writes, task_id, task_path)
-
-    def delete_thread(self, thread_id: str) -> None:
-        self.inner.delete_thread(thread_id)
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self.inner.delete_for_runs(run_ids)
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self.inner.prune(thread_ids, strategy=strategy)
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self.inner.copy_thread(source_thread_id, target_thread_id)
-
-    def flush(self, timeout: float | None = None) -> None:
-        self.inner.flush(timeout)
-
-    def stats(self) -> dict[str, Any]:
-        return self.inner.stats()
-
-    def lease(self, thread_id: str, ttl: float = 30.0) -> AbstractContextManager[str]:
-        """See `AsyncHybridSaver.alease`."""
-        return self.inner.lease(thread_id, ttl)
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        return next_version(current)
-
-    # async API: hop onto the private loop, whatever loop the caller is on
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._hop(self.inner.aget_tuple(config))
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        query = list_query(config, filter, before, limit)
-        for tup in await self._hop(self.inner._collect(query)):
-            yield tup
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await self._hop(self.inner.aput(config, checkpoint, metadata, new_versions))
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await self._hop(self.inner.aput_writes(config, writes, task_id, task_path))
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self._hop(self.inner.adelete_thread(thread_id))
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._hop(self.inner.adelete_for_runs(run_ids))
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await self._hop(self.inner.aprune(thread_ids, strategy=strategy))
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._hop(self.inner.acopy_thread(source_thread_id, target_thread_id))
-
-    async def aflush(self, timeout: float | None = None) -> None:
-        await self._hop(self.inner.aflush(timeout))
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return self.inner.get_delta_channel_history(config=config, channels=channels)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return await self._hop(
-            self.inner.aget_delta_channel_history(config=config, channels=channels)
-        )
+async def open_clients(
+    redis_url: str, durable_url: str, serde: SerializerProtocol | None
+) -> tuple[Redis | RedisCluster, DurableBackend]:
+    """Connected clients for the URLs (closed again if either fails)."""
+    backend = open_backend(durable_url, serde=serde)
+    redis = await connect_redis(redis_url)
+    try:
+        await backend.open()
+    except BaseException:
+        await redis.aclose()
+        raise
+    return redis, backend
 
 
 async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
@@ -1113,19 +1093,30 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
 
     A Redis Cluster node URL gives a cluster client (detected with INFO).
     """
+    example = "redis://127.0.0.1:6379/0 (rediss:// for TLS, unix:///path/redis.sock?db=0)"
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-        shown = redact(url) if isinstance(url, str) else repr(url)
-        raise ConfigError(
-            f"redis_url {shown!r} is not a Redis URL: use redis://host:6379/0 "
-            "(or rediss:// for TLS)"
-        )
+        shown = redact(url) if isinstance(url, str) else url
+        raise ConfigError(f"redis_url {shown!r} is not a Redis URL: use e.g. {example}")
     # Retrying is safe: every script is idempotent on the hot tier, and an
     # outbox entry written twice is applied twice with the same result.
     kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 5))
     kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
-    client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
+    try:
+        client: Redis = Redis.from_url(url, decode_responses=False, **kwargs)
+    except ValueError as e:  # a port or db that is not a number, an unknown option
+        raise ConfigError(
+            f"redis_url {redact(url)!r} is malformed ({e}): use e.g. {example}"
+        ) from e
     try:
         info = await client.info("cluster")
+    except ResponseError as e:
+        await client.aclose()
+        if "DB index is out of range" not in str(e):
+            raise
+        raise ConfigError(
+            f"redis_url {redact(url)!r} names a database this server does not have ({e}): "
+            f"use a db number below its `databases` setting (16 by default), e.g. {example}"
+        ) from e
     except RedisAuthenticationError as e:
         await client.aclose()
         raise ServerUnreachableError(

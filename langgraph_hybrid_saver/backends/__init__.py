@@ -10,6 +10,7 @@ deleted thread deleted: an entry at or below the watermark is skipped.
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -129,10 +130,15 @@ def reason(exc: BaseException, limit: int = 500) -> str:
 
 
 def redact(url: str) -> str:
-    """host:port (and scheme) of a URL, never its user or password."""
+    """scheme://host:port/path of a URL, never its user, password or query
+    (which may hold one); a URL without
+    a host (a file, a socket, not a URL at all) as given, credentials masked."""
     parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return re.sub(r"[^/@]*@", "***@", url)
     host = parts.hostname or "localhost"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    port = parts.netloc.rpartition("@")[2].partition(":")[2].split("/")[0]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "") + parts.path
 
 
 def open_backend(

@@ -1,0 +1,173 @@
+"""Behaving like the official savers where a user can tell: the sync class's
+lifecycle, calls from other loops and threads, copy_thread's metadata,
+`before` without `configurable`, Redis URL errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.conformance.test_utils import generate_config
+
+from langgraph_hybrid_saver import (
+    AsyncHybridSaver,
+    ConfigError,
+    HybridSaver,
+    SaverClosedError,
+)
+
+from .conftest import hybrid_saver
+from .test_invariants import put_chain
+
+
+def test_sync_saver_has_the_async_surface_and_setup(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    with HybridSaver.from_conn_string(redis_url, durable_url, key_prefix=key_prefix) as saver:
+        saver.setup()  # as PostgresSaver users call it; idempotent
+        saver.setup()
+        tid = str(uuid.uuid4())
+
+        async def from_a_loop() -> dict[str, Any]:
+            await put_chain(saver, tid, 2)
+            async with saver.alease(tid) as token:
+                assert token
+            await saver.aflush(timeout=10)
+            return await saver.astats()
+
+        stats = asyncio.run(from_a_loop())
+        assert stats["backlog"] == 0 and stats["dead_letters"] == 0
+        assert saver.get_tuple(generate_config(tid)) is not None
+        asyncio.run(saver.aclose())
+        with pytest.raises(SaverClosedError):
+            saver.get_tuple(generate_config(tid))
+
+
+def test_every_call_after_close_raises_at_once(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    saver = HybridSaver(redis_url, durable_url, key_prefix=key_prefix)
+    saver.close()
+    saver.close()  # idempotent
+    config = generate_config(str(uuid.uuid4()))
+    calls = [
+        lambda: saver.get_tuple(config),
+        lambda: list(saver.list(config)),
+        lambda: saver.flush(),
+        lambda: asyncio.run(saver.aget_tuple(config)),
+        lambda: asyncio.run(saver.aflush()),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        box: list[BaseException] = []
+
+        def run(call: Any = call, box: list[BaseException] = box) -> None:
+            try:
+                call()
+            except BaseException as e:
+                box.append(e)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout=5)
+        assert not worker.is_alive(), "a call after close blocked"
+        assert box and isinstance(box[0], SaverClosedError), box
+        assert time.monotonic() - started < 5
+
+
+async def test_a_saver_used_from_another_loop_closes_cleanly(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    saver = await AsyncHybridSaver.open(redis_url, durable_url, key_prefix=key_prefix)
+    tid = str(uuid.uuid4())
+    try:
+        await put_chain(saver, tid, 1)
+
+        def other_loop() -> Any:
+            async def read() -> Any:
+                await put_chain(saver, tid, 1)
+                return await saver.aget_tuple(generate_config(tid))
+
+            return asyncio.run(read())
+
+        assert await asyncio.to_thread(other_loop) is not None
+    finally:
+        await saver.aclose()  # its connections all live on this loop
+    with pytest.raises(SaverClosedError):
+        await saver.aget_tuple(generate_config(tid))
+
+
+async def test_aclose_honours_its_drain_timeout(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    saver = await AsyncHybridSaver.open(redis_url, durable_url, key_prefix=key_prefix)
+    tid = str(uuid.uuid4())
+    await put_chain(saver, tid, 2)
+
+    async def hang(ops: Any) -> int:  # a durable store that never answers
+        await asyncio.sleep(3600)
+        return 0
+
+    saver.backend.apply = hang  # type: ignore[method-assign]
+    await put_chain(saver, tid, 1)
+    started = time.monotonic()
+    await saver.aclose(drain_timeout=1)
+    assert time.monotonic() - started < 3.5
+
+
+async def test_copied_checkpoints_name_their_new_thread(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    async with hybrid_saver(redis_url, durable_url, key_prefix) as saver:
+        src, dst = str(uuid.uuid4()), str(uuid.uuid4())
+        await put_chain(saver, src, 3)
+        # one checkpoint whose metadata names its thread, as the Agent Server's do
+        tup = await saver.aget_tuple(generate_config(src))
+        assert tup is not None
+        await saver.aput(
+            tup.config, tup.checkpoint | {"id": str(uuid.uuid4())}, {"thread_id": src}, {}
+        )
+        await saver.acopy_thread(src, dst)
+        copied = [t async for t in saver.alist(generate_config(dst), filter={"thread_id": dst})]
+        assert len(copied) == 1
+        assert [t async for t in saver.alist(generate_config(dst), filter={"thread_id": src})] == []
+        await saver.aflush(timeout=10)
+        durable = [t async for t in saver.alist(None, filter={"thread_id": dst})]
+        assert len(durable) == 1
+
+
+async def test_before_without_configurable_is_honoured(saver: AsyncHybridSaver) -> None:
+    tid = str(uuid.uuid4())
+    configs = await put_chain(saver, tid, 4)
+    middle = configs[2]["configurable"]["checkpoint_id"]
+    for before in ({"configurable": {"checkpoint_id": middle}}, {"checkpoint_id": middle}):
+        listed = [t.config async for t in saver.alist(generate_config(tid), before=before)]
+        assert listed == configs[:2][::-1]
+    with pytest.raises(ConfigError, match="before"):
+        [t async for t in saver.alist(generate_config(tid), before={"configurable": {}})]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:abc/0", "redis://127.0.0.1:abc/0"),
+        ("redis://127.0.0.1:6379/99", "redis://127.0.0.1:6379/99"),
+        ("127.0.0.1:6379", "127.0.0.1:6379"),
+        ("/tmp/x.db", "/tmp/x.db"),
+        ("", "''"),
+    ],
+    ids=["port", "db-index", "no-scheme", "a-path", "empty"],
+)
+async def test_bad_redis_urls_are_config_errors_quoting_the_input(
+    redis_url: str, url: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        async with AsyncHybridSaver.from_conn_string(url, "sqlite:////tmp/unused.db"):
+            pass
+    message = str(err.value)
+    assert shown in message and "redis://127.0.0.1:6379/0" in message
+    assert "localhost" not in message
