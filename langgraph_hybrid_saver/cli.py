@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
+    from langgraph_hybrid_saver.deadletters import DeadLetter, DeadLetterDetail, Outcome
     from langgraph_hybrid_saver.history import CheckpointDiff, SizeReport, ThreadHistory
     from langgraph_hybrid_saver.ops import ServerFacts, Status
 
@@ -440,7 +441,12 @@ def _render_status(console: Console, s: Status) -> None:
     _row(summary, "Outbox backlog", f"{s.backlog} entries ({held})")
     _row(summary, "Reconcile lag", lag if s.backlog else "none (outbox empty)")
     if s.dead_letters:
-        _row(summary, "Dead letters", f"{s.dead_letters} undecodable entries (see warnings)")
+        _row(
+            summary,
+            "Dead letters",
+            f"{s.dead_letters} entries not durable (refused or undecodable): "
+            f"{PROG} dead-letters list",
+        )
     alive = [w for w in s.workers if w.alive]
     _row(summary, "Reconcilers", f"{len(alive)} alive")
     _row(
@@ -720,6 +726,329 @@ def size(
     console.print(steps)
     for hint in report.hints:
         _line(console, ("hint: ", "yellow"), hint)
+
+
+# --- dead letters ---------------------------------------------------------------
+
+
+@cli.group(
+    name="dead-letters",
+    short_help="List, show, retry or drop outbox entries that are not durable.",
+)
+def dead_letters() -> None:
+    """Outbox entries that are not durable: the durable store refused them
+    (for their data, not an outage) or they could not be decoded. The
+    reconciler moved each aside to its shard's dead-letter stream so that
+    the other entries go on; the thread's hot copy keeps no TTL while one of
+    its entries is there.
+
+    list and show only read. retry puts entries back in the outbox once the
+    cause is fixed (schema, constraint, a newer reconciler); drop deletes
+    them for good: what they held will never be in the durable store.
+    Dead letters are named as list shows them (SHARD:ID), or by their id or
+    their outbox entry's id alone when no other shard has the same id.
+    """
+
+
+def _dead_letter_options(f: F) -> F:
+    for option in (_json_option, _shards_option(read_only=True), _prefix_option, _redis_option):
+        f = option(f)
+    return f
+
+
+def _selection_options(f: F) -> F:
+    f = click.option(
+        "--thread", default=None, help="With --all: only the dead letters of this thread."
+    )(f)
+    f = click.option("--all", "every", is_flag=True, help="Every dead letter there now.")(f)
+    return click.argument("ids", nargs=-1, metavar="[ID]...")(f)
+
+
+def _selection(ids: tuple[str, ...], every: bool, thread: str | None) -> Sequence[str]:
+    from langgraph_hybrid_saver.deadletters import ALL
+
+    if every and ids:
+        raise click.UsageError("give dead letter ids or --all, not both")
+    if not every and not ids:
+        raise click.UsageError(
+            f"give the ids of dead letters (see `{PROG} dead-letters list`) or --all"
+        )
+    if thread is not None and not every:
+        raise click.UsageError("--thread selects dead letters only with --all")
+    return ALL if every else list(ids)
+
+
+@dead_letters.command(name="list", short_help="The dead letters, oldest first.")
+@click.option("--thread", default=None, help="Only the dead letters of this thread.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Oldest dead letters to show; 0 for all.",
+)
+@_dead_letter_options
+def dead_letters_list(
+    thread: str | None,
+    limit: int,
+    redis_url: str,
+    key_prefix: str,
+    shards: int | None,
+    as_json: bool,
+) -> None:
+    """The dead letters, oldest first: which entry (thread, namespace,
+    checkpoint), why it is not durable, since when, and its size (its
+    fields and large values). Read-only."""
+    from langgraph_hybrid_saver.deadletters import list_dead_letters
+    from langgraph_hybrid_saver.ops import open_target
+
+    async def run() -> list[DeadLetter]:
+        async with open_target(redis_url, None, prefix=key_prefix, shards=shards) as t:
+            return await list_dead_letters(t.hot, thread=thread, limit=limit or None)
+
+    letters = _run(run())
+    if as_json:
+        _print_json({"count": len(letters), "dead_letters": [d.to_json() for d in letters]})
+        return
+    console = _console()
+    of = f" of thread {thread!r}" if thread is not None else ""
+    if not letters:
+        _line(console, f"no dead letters{of} under key prefix {key_prefix!r}")
+        return
+    more = " (--limit reached)" if limit and len(letters) >= limit else ""
+    _line(
+        console,
+        (f"{len(letters)} dead letters{of}", "bold"),
+        f" · prefix {key_prefix!r} · oldest first{more}",
+    )
+    # Two lines a row, so that ids never shrink and the reason keeps its width.
+    table = _table("dead letter", "entry", "age", "size", "reason")
+    table.columns[0].no_wrap = True
+    table.columns[1].overflow = table.columns[4].overflow = "fold"
+    for d in letters:
+        what = f"{d.kind} {d.checkpoint_id}" if d.checkpoint_id else d.kind
+        where = f"thread {d.thread_id}" if d.thread_id is not None else "thread -"
+        if d.checkpoint_ns:
+            where += f" · ns {d.checkpoint_ns!r}"
+        _row(
+            table,
+            f"{d.ref}\noutbox {d.outbox_id}",
+            f"{what}\n{where}",
+            _age(d.age_seconds),
+            _size(d.size),
+            d.reason,
+        )
+    console.print(table)
+    _line(
+        console,
+        ("next: ", "dim"),
+        f"{PROG} dead-letters show ID | retry ID... | drop ID... --yes (or --all); "
+        "an ID is a dead letter as shown (SHARD:ID) or an outbox entry's id",
+    )
+
+
+@dead_letters.command(name="show", short_help="One dead letter, its entry decoded.")
+@click.argument("dead_id", metavar="ID")
+@_dead_letter_options
+def dead_letters_show(
+    dead_id: str, redis_url: str, key_prefix: str, shards: int | None, as_json: bool
+) -> None:
+    """One dead letter (by its id or its outbox entry's id): why it is not
+    durable, its fields, and the entry decoded as the reconciler would apply
+    it (the checkpoint with its metadata and channel sizes, or the pending
+    writes). Read-only."""
+    from langgraph_hybrid_saver.deadletters import show
+    from langgraph_hybrid_saver.ops import open_target
+
+    async def run() -> DeadLetterDetail:
+        async with open_target(redis_url, None, prefix=key_prefix, shards=shards) as t:
+            return await show(t.hot, dead_id)
+
+    detail = _run(run())
+    if as_json:
+        _print_json(detail.to_json())
+        return
+    _render_dead_letter(_console(), detail)
+
+
+def _render_dead_letter(console: Console, detail: DeadLetterDetail) -> None:
+    d = detail.letter
+    _line(console, (f"dead letter {d.ref}", "bold"), f" · outbox entry {d.outbox_id}")
+    summary = _table("", "")
+    summary.show_header = False
+    _row(summary, "Thread", d.thread_id if d.thread_id is not None else "- (none)")
+    _row(summary, "Kind", d.kind)
+    _row(summary, "Namespace", repr(d.checkpoint_ns) if d.checkpoint_ns is not None else "-")
+    _row(summary, "Checkpoint", d.checkpoint_id or "-")
+    _row(summary, "Dead-lettered", f"{_age(d.age_seconds)} ago")
+    _row(summary, "Size", _size(d.size))
+    _row(summary, "Reason", d.reason)
+    console.print(summary)
+    fields = _table("field", "size", "value", title="Entry fields")
+    for f in detail.fields:
+        if f.large_key is not None:
+            value: str | Text = f"in {f.large_key}"
+            if f.missing:
+                value = _styled(f"{value}: gone from Redis", "red")
+        else:
+            value = f.value if f.value is not None else _styled("(binary)", "dim")
+        _row(fields, f.name, _size(f.size), value)
+    console.print(fields)
+    op = detail.operation
+    if op is None:
+        _line(console, ("cannot be decoded: ", "red"), detail.decode_error or "-")
+    elif op["op"] == "checkpoint":
+        md = op["metadata"] if isinstance(op["metadata"], dict) else {}
+        _line(
+            console,
+            ("checkpoint ", "bold"),
+            f"{op['checkpoint_id']} · parent {op['parent_checkpoint_id'] or '-'}"
+            f" · step {md.get('step', '-')} · source {md.get('source', '-')}",
+        )
+        if op["blobs"]:
+            blobs = _table("channel", "version", "type", "size", title="Channel values")
+            for b in op["blobs"]:
+                _row(blobs, b["channel"], b["version"], b["type"], _size(b["size"]))
+            console.print(blobs)
+    elif op["op"] == "writes":
+        _line(
+            console,
+            ("pending writes ", "bold"),
+            f"of checkpoint {op['checkpoint_id']}" + (" (upsert)" if op["upsert"] else ""),
+        )
+        writes = _table("task", "idx", "channel", "type", "size", title="Writes")
+        for w in op["writes"]:
+            _row(writes, w["task_id"], str(w["idx"]), w["channel"], w["type"], _size(w["size"]))
+        console.print(writes)
+    else:
+        _line(console, ("delete ", "bold"), f"of thread {op['thread_id']!r}")
+
+
+_OUTCOME_STYLE = {"retried": "green", "dropped": "yellow", "refused": "red", "gone": "dim"}
+
+
+def _render_outcomes(outcomes: Sequence[Outcome], as_json: bool, none: str) -> None:
+    """Print what retry/drop did; exit 1 when any dead letter was refused."""
+    if as_json:
+        _print_json({"count": len(outcomes), "results": [o.to_json() for o in outcomes]})
+    else:
+        console = _console()
+        if not outcomes:
+            _line(console, none)
+        else:
+            table = _table("dead letter", "entry", "result")
+            table.columns[0].no_wrap = True
+            table.columns[1].overflow = table.columns[2].overflow = "fold"
+            for o in outcomes:
+                what = f"{o.kind} {o.checkpoint_id}" if o.checkpoint_id else o.kind
+                where = f"thread {o.thread_id}" if o.thread_id is not None else "thread -"
+                _row(
+                    table,
+                    f"{o.ref}\noutbox {o.outbox_id}",
+                    f"{what}\n{where}",
+                    _styled(o.message, _OUTCOME_STYLE.get(o.status, "")),
+                )
+            console.print(table)
+    refused = [o for o in outcomes if o.status == "refused"]
+    if refused:
+        raise CliError(
+            f"{len(refused)} of {len(outcomes)} dead letters were refused and left as "
+            "they were (see why above)"
+        )
+
+
+@dead_letters.command(name="retry", short_help="Put dead letters back in the outbox.")
+@_selection_options
+@_dead_letter_options
+def dead_letters_retry(
+    ids: tuple[str, ...],
+    every: bool,
+    thread: str | None,
+    redis_url: str,
+    key_prefix: str,
+    shards: int | None,
+    as_json: bool,
+) -> None:
+    """Put dead letters back at the tail of their shard's outbox, each as a
+    new entry with its original fields, atomically; a reconciler then applies
+    them (fix what made the durable store refuse them first, or they come
+    back here). A retried entry lands after later entries of its thread:
+    puts and writes are idempotent upserts, so this is safe.
+
+    Refused, changing nothing: an entry of a thread deleted since it was
+    written (it would bring the deleted checkpoint back), a delete of a
+    thread written since (it would erase the later checkpoints), an upsert
+    Redis holds a newer value of (it would overwrite it), an entry that
+    names no thread. Exit 1 when any is refused, 4 for an unknown id.
+    """
+    from langgraph_hybrid_saver.deadletters import retry
+    from langgraph_hybrid_saver.ops import open_target
+
+    selection = _selection(ids, every, thread)
+
+    async def run() -> list[Outcome]:
+        async with open_target(redis_url, None, prefix=key_prefix, shards=shards) as t:
+            return await retry(t.hot, selection, thread=thread)
+
+    _render_outcomes(_run(run()), as_json, "no dead letters to retry")
+
+
+@dead_letters.command(name="drop", short_help="Delete dead letters for good (never durable).")
+@_selection_options
+@click.option("--yes", is_flag=True, help="Do not ask: their checkpoints will never be durable.")
+@_dead_letter_options
+def dead_letters_drop(
+    ids: tuple[str, ...],
+    every: bool,
+    thread: str | None,
+    yes: bool,
+    redis_url: str,
+    key_prefix: str,
+    shards: int | None,
+    as_json: bool,
+) -> None:
+    """Delete dead letters for good, with their large values, and uncount them
+    from their threads' pending entries (a thread left with none gets its TTL
+    back). What they held will NEVER be in the durable store: once the
+    thread's hot copy expires, it is gone.
+
+    Asks for confirmation on a terminal; elsewhere --yes is required.
+    """
+    from langgraph_hybrid_saver.deadletters import ALL, drop, find, list_dead_letters
+    from langgraph_hybrid_saver.ops import open_target
+
+    selection = _selection(ids, every, thread)
+    if not yes and not sys.stdin.isatty():
+        raise CliError(
+            "drop deletes dead letters for good (their checkpoints will never be "
+            "durable): pass --yes to confirm",
+            EXIT_CONFIG,
+        )
+
+    async def count() -> int:
+        async with open_target(redis_url, None, prefix=key_prefix, shards=shards) as t:
+            if selection == ALL:
+                return len(await list_dead_letters(t.hot, thread=thread))
+            return len(await find(t.hot, selection))
+
+    if not yes:
+        n = _run(count())
+        if n == 0:
+            _render_outcomes([], as_json, "no dead letters to drop")
+            return
+        which = "every dead letter" + (f" of thread {thread!r}" if thread else "")
+        what = f"{which} ({n} now)" if selection == ALL else f"{n} dead letters"
+        click.confirm(
+            f"Drop {what}? What they hold will never be in the durable store",
+            abort=True,
+            err=True,
+        )
+
+    async def run() -> list[Outcome]:
+        async with open_target(redis_url, None, prefix=key_prefix, shards=shards) as t:
+            return await drop(t.hot, selection, thread=thread)
+
+    _render_outcomes(_run(run()), as_json, "no dead letters to drop")
 
 
 # --- reconcile ------------------------------------------------------------------

@@ -277,7 +277,7 @@ class Status:
     shards: int
     layout_recorded: bool
     backlog: int
-    dead_letters: int  # undecodable entries moved out of the outbox
+    dead_letters: int  # entries not durable (refused by the store or undecodable), moved aside
     lag_p50_s: float | None
     lag_max_s: float | None
     lag_estimated: bool  # a shard held more entries than were sampled
@@ -471,9 +471,11 @@ async def collect_status(
     dead = await target.hot.dead_letters()
     if dead:
         warnings.append(
-            f"{dead} outbox entries could not be decoded and wait in the dead-letter "
-            "streams (XRANGE <prefix>:v1:{<shard>}:dead): their checkpoints are not in "
-            "the durable store; see the reconciler's log"
+            f"{dead} outbox entries are not durable (the durable store refused them or "
+            "they could not be decoded) and wait in the dead-letter streams; their "
+            "threads stay in Redis without a TTL: `langgraph-hybrid-saver dead-letters "
+            "list` says why, then `dead-letters retry` (once the cause is fixed) or "
+            "`dead-letters drop`"
         )
     stuck = [s for s in unowned if lengths[s]]
     if stuck and alive:
