@@ -438,7 +438,8 @@ def _render_status(console: Console, s: Status) -> None:
     held = _size(s.outbox_memory)
     if s.outbox_large_values:
         held += f" + {_size(s.outbox_large_values)} of large values"
-    _row(summary, "Outbox backlog", f"{s.backlog} entries ({held})")
+    # An empty stream still takes memory: its size says nothing then.
+    _row(summary, "Outbox backlog", f"{s.backlog} entries ({held})" if s.backlog else "empty")
     _row(summary, "Reconcile lag", lag if s.backlog else "none (outbox empty)")
     if s.dead_letters:
         _row(

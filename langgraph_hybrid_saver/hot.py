@@ -1380,5 +1380,5 @@ def decode_entry(
     except (KeyError, ValueError, ormsgpack.MsgpackDecodeError) as e:
         raise CorruptDataError(
             f"outbox entry {sid} cannot be decoded ({e}); it is moved to the shard's "
-            "dead-letter stream (`status` counts them; XRANGE <prefix>:v1:{<shard>}:dead)"
+            "dead-letter stream (`langgraph-hybrid-saver dead-letters list` shows them)"
         ) from e

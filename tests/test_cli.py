@@ -94,7 +94,7 @@ def reconcile_all(redis_url: str, durable_url: str, key_prefix: str) -> None:
 
 # --- help, errors, exit codes ---------------------------------------------------
 
-COMMANDS = ["setup", "status", "inspect", "size", "reconcile", "demo", "bench"]
+COMMANDS = ["setup", "status", "inspect", "size", "reconcile", "dead-letters", "demo", "bench"]
 
 
 def test_help_for_every_command() -> None:
