@@ -18,13 +18,17 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
+import logging
 import multiprocessing
+import operator
 import os
 import random
 import re
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,17 +38,20 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 if __package__ in (None, ""):  # `python scripts/fault_injection.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
+from langgraph.checkpoint.base.id import uuid6
+from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
 
 import langgraph_hybrid_saver
-from langgraph_hybrid_saver import AsyncHybridSaver
-from langgraph_hybrid_saver.core import PutOp
-from langgraph_hybrid_saver.hot import decode_entry
+from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver
+from langgraph_hybrid_saver.core import PutOp, encode_put, to_tuple
+from langgraph_hybrid_saver.hot import LAYOUT_VERSION, decode_entry
 from langgraph_hybrid_saver.reconciler import WORKERS_KEY
 from scripts import fault_workload as wl
 from scripts.servers import PostgresCluster, RedisServer
@@ -85,6 +92,17 @@ class Scale:
     # leases
     lease_rounds: int = 3
     lease_ttl_s: float = 3.0
+    # values PostgreSQL cannot hold inline; an entry it refuses
+    poison_threads: int = 12
+    poison_invokes: int = 3
+    poison_ttl_s: float = 3.0
+    # no reconciler at all for a while
+    stall_threads: int = 10
+    stall_invokes: int = 3
+    stall_ttl_s: float = 2.0
+    stall_window: int = 2
+    # write_through under each LangGraph durability, both saver classes
+    modes_invokes: int = 6
 
 
 SCALES = {
@@ -124,6 +142,11 @@ SCALES = {
         delete_after_s=4,
         late_s=2,
         lease_rounds=10,
+        poison_threads=60,
+        poison_invokes=5,
+        stall_threads=60,
+        stall_invokes=5,
+        modes_invokes=30,
     ),
 }
 
@@ -1011,6 +1034,600 @@ async def double_dispatch(lab: Lab, scale: Scale) -> dict[str, Any]:
     return figures
 
 
+# --- values PostgreSQL refuses, a stalled reconciler, write_through in every mode ---
+
+
+class Small(TypedDict, total=False):
+    text: str
+    count: int
+    tags: list[str]
+    log: Annotated[list[str], operator.add]
+
+
+def small_graph(saver: Any) -> Any:
+    """a -> (b, c in parallel: pending writes of one checkpoint) -> d; sync
+    nodes, so the graph runs under `invoke` and `ainvoke` alike."""
+
+    def a(s: Small) -> Small:
+        return {"count": s.get("count", 0) + 1, "log": [s.get("text", "")]}
+
+    def b(s: Small) -> Small:
+        return {"log": [s.get("text", "") + "/b"]}
+
+    def c(s: Small) -> Small:
+        return {"log": [s.get("text", "") + "/c"]}
+
+    def d(s: Small) -> Small:
+        return {"count": s.get("count", 0) + 1}
+
+    g = StateGraph(Small)
+    for name, node in (("a", a), ("b", b), ("c", c), ("d", d)):
+        g.add_node(name, node)
+    g.add_edge(START, "a")
+    g.add_edge("a", "b")
+    g.add_edge("a", "c")
+    g.add_edge(["b", "c"], "d")
+    g.add_edge("d", END)
+    return g.compile(checkpointer=saver)
+
+
+def thread_key_pattern(prefix: str) -> re.Pattern[bytes]:
+    """Keys of threads (`<prefix>:v1:{<shard>}:<len>:<thread>...`), not the
+    outbox and dead-letter streams, meta or lease keys."""
+    return re.compile(re.escape(f"{prefix}:{LAYOUT_VERSION}:".encode()) + rb"\{\d+\}:\d+:")
+
+
+async def thread_keys(saver: AsyncHybridSaver, prefix: str) -> list[bytes]:
+    pattern = thread_key_pattern(prefix)
+    keys = [k async for k in saver.hot.redis.scan_iter(match=f"{prefix}:*", count=1000)]
+    return [k for k in keys if pattern.match(k)]
+
+
+async def dead_letter_entries(saver: AsyncHybridSaver) -> list[tuple[str, str]]:
+    """(outbox entry id, reason) of every dead letter."""
+    out = []
+    for stream in saver.hot.dead:
+        for _id, fields in await saver.hot.redis.xrange(stream):
+            out.append((fields[b"outbox_id"].decode(), fields[b"reason"].decode()))
+    return out
+
+
+POISON_KINDS = ("plain", "nul", "surrogate", "nested surrogate")
+SURROGATE = "sur\ud800rogate"  # a lone surrogate: not valid UTF-8
+ALTERED = SURROGATE.encode("utf-8", "replace")  # what a serializer writing '?' makes of it
+
+
+def poison_input(kind: str, thread: str, run: int) -> Small:
+    if kind == "nul":
+        return {"text": f"a\x00b {thread} {run}"}
+    if kind == "surrogate":
+        return {"text": SURROGATE}
+    if kind == "nested surrogate":  # no str channel holds it: only a list does
+        return {"text": f"{thread} {run}", "tags": [SURROGATE]}
+    return {"text": f"{thread} {run}"}
+
+
+def altered_surrogates(url: str) -> int:
+    """Durable rows holding the lone surrogate replaced by '?' (a value stored
+    other than it was given)."""
+    with psycopg.connect(url) as conn:
+        n = 0
+        for table in ("checkpoint_blobs", "checkpoint_writes"):
+            row = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE position(%s::bytea in blob) > 0", (ALTERED,)
+            ).fetchone()
+            n += int(row[0]) if row else 0
+        row = conn.execute(
+            "SELECT count(*) FROM checkpoints WHERE checkpoint::text LIKE %s",
+            (f"%{ALTERED.decode()}%",),
+        ).fetchone()
+        return n + (int(row[0]) if row else 0)
+
+
+async def force_unstorable_entry(saver: AsyncHybridSaver, thread: str) -> tuple[str, str]:
+    """Put a checkpoint whose document holds a NUL (JSON `\\u0000`, which
+    jsonb refuses) straight into the hot tier, past `encode_put`'s checks:
+    an entry the durable store refuses at apply. Returns (entry id, checkpoint id)."""
+    latest = await saver.aget_tuple({"configurable": {"thread_id": thread}})
+    assert latest is not None
+    checkpoint = {**latest.checkpoint, "id": str(uuid6())}
+    metadata = {**latest.metadata, "source": "forced", "step": 1000}
+    row, refs, blobs = encode_put(saver.serde, latest.config, checkpoint, metadata, {})  # type: ignore[arg-type]
+    doc = json.loads(row.checkpoint)
+    doc["channel_values"]["note"] = "a\x00b"
+    row = dataclasses.replace(row, checkpoint=json.dumps(doc))
+    assert "\\u0000" in row.checkpoint
+    sid = await saver.hot.put(row, refs, blobs)
+    if not isinstance(sid, str):
+        raise RuntimeError(f"forced put refused: blobs {sid} missing")
+    return sid, row.checkpoint_id
+
+
+async def poison_values(lab: Lab, scale: Scale) -> dict[str, Any]:
+    """Graphs write values PostgreSQL jsonb cannot hold inline (NUL strings:
+    blobs; lone surrogates: refused at put) while the reconciler is paused
+    (SIGSTOP); one entry the store refuses at apply is forced into the outbox
+    mid-load. Then the reconciler drains it all: the forced entry is
+    dead-lettered, every other entry applied; its thread stays readable from
+    Redis past the TTL. A baseline first: as many plain entries, drained."""
+    redis = lab.redis()
+    spec = base_spec(lab, "poison", redis, scale)
+    ttl = scale.poison_ttl_s
+    threads = thread_names("poison", scale.poison_threads)
+    kinds = {t: POISON_KINDS[i % len(POISON_KINDS)] for i, t in enumerate(threads)}
+    victim = threads[0]  # a plain thread: its forced checkpoint is refused
+    outcomes: Counter[tuple[str, str]] = Counter()
+    sent: dict[str, list[str]] = defaultdict(list)
+    async with wl.LoggingSaver.from_conn_string(
+        spec["redis_url"],
+        spec["durable_url"],
+        key_prefix=spec["key_prefix"],
+        reconciler="external",
+        ttl=ttl,
+        flush_timeout=120,
+        events=wl.EventLog(spec["log_dir"], "poison"),
+    ) as saver:
+        graph = small_graph(saver)
+        rec = lab.reconciler(spec)
+        await wait_reconcilers(saver, 1)
+        rec.send_signal(signal.SIGSTOP)  # paused: what follows queues up behind it
+        # The baseline: as many plain invokes queued, drained, no refused entry.
+        for run in range(scale.poison_invokes):
+            for thread in thread_names("poison-base", scale.poison_threads):
+                await graph.ainvoke(
+                    {"text": f"{thread} {run}"},
+                    {"configurable": {"thread_id": thread}},
+                    durability="sync",
+                )
+        base_queued = (await saver.astats())["backlog"]
+        t0 = time.monotonic()
+        rec.send_signal(signal.SIGCONT)
+        await saver.aflush(timeout=120)
+        base_drain_s = time.monotonic() - t0
+        rec.send_signal(signal.SIGSTOP)
+        forced = None
+        for run in range(scale.poison_invokes):
+            if run == scale.poison_invokes // 2:  # mid-load, among the others' entries
+                forced = await force_unstorable_entry(saver, victim)
+            for thread in threads:
+                kind, value = kinds[thread], poison_input(kinds[thread], thread, run)
+                try:
+                    await graph.ainvoke(
+                        value, {"configurable": {"thread_id": thread}}, durability="sync"
+                    )
+                    outcomes[(kind, "ok")] += 1
+                    sent[thread].append(value["text"])
+                except Exception as e:
+                    outcomes[(kind, type(e).__name__)] += 1
+        assert forced is not None
+        forced_sid, forced_cid = forced
+        queued = (await saver.astats())["backlog"]
+        t0 = time.monotonic()
+        rec.send_signal(signal.SIGCONT)
+        await saver.aflush(timeout=120)
+        drain_s = time.monotonic() - t0
+        stats = await saver.astats()
+        dead = await dead_letter_entries(saver)
+        ev = read_events(spec["log_dir"], "poison-*.log")
+        ev.puts = {k: v for k, v in ev.puts.items() if k[0] in kinds}  # not the baseline's
+        ev.writes = {k: v for k, v in ev.writes.items() if k[0] in kinds}
+        durable = read_durable(spec["durable_url"])
+        intact = 0
+        for thread in (t for t in threads if kinds[t] == "nul"):
+            stored = await saver.backend.get(thread, "", None)
+            values = to_tuple(saver.serde, stored).checkpoint["channel_values"] if stored else {}
+            intact += values.get("text") == sent[thread][-1] and set(sent[thread]) <= set(
+                values.get("log", [])
+            )
+        with psycopg.connect(spec["durable_url"]) as conn:
+            nul_types = sorted(
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT type FROM checkpoint_blobs WHERE channel = 'text'"
+                    " AND position('\\x00'::bytea in blob) > 0"
+                )
+            )
+        await asyncio.sleep(2 * ttl)
+        held = await thread_keys(saver, spec["key_prefix"])
+        victim_base = saver.hot.base(victim).encode() + b":"
+        victim_keys = [k for k in held if k.startswith(victim_base)]
+        victim_ttls = [await saver.hot.redis.pttl(k) for k in victim_keys]
+        forced_config = {"thread_id": victim, "checkpoint_ns": "", "checkpoint_id": forced_cid}
+        got = await saver.aget_tuple({"configurable": forced_config})
+        in_pg = (victim, "", forced_cid) in read_durable(spec["durable_url"]).checkpoints
+        stop_reconcilers([rec])
+
+    def count(kind: str, outcome: str | None = None) -> int:
+        return sum(
+            n for (k, o), n in outcomes.items() if k == kind and (outcome is None or o == outcome)
+        )
+
+    def errors(kind: str) -> dict[str, int]:
+        return {o: n for (k, o), n in outcomes.items() if k == kind and o != "ok"}
+
+    reasons = sorted({m.group(1) for _, r in dead if (m := re.search(r"\): (\w+):", r))})
+    figures: dict[str, Any] = {
+        "threads (plain / NUL / lone surrogate / lone surrogate in a list)": " / ".join(
+            str(sum(1 for t in threads if kinds[t] == k)) for k in POISON_KINDS
+        ),
+        "invokes per thread": scale.poison_invokes,
+        "plain invokes ok": count("plain", "ok"),
+        "plain invokes failed": errors("plain"),
+        "NUL-string invokes ok": count("nul", "ok"),
+        "NUL-string invokes failed": errors("nul"),
+        "NUL strings stored in PostgreSQL as (blob type)": nul_types,
+        "NUL-string threads read back intact from PostgreSQL": (
+            f"{intact} of {sum(1 for t in threads if kinds[t] == 'nul')}"
+        ),
+        "lone-surrogate str invokes refused at put": errors("surrogate"),
+        "lone-surrogate str invokes ok": count("surrogate", "ok"),
+        "lone surrogate in a list: invokes refused at put": errors("nested surrogate"),
+        "lone surrogate in a list: invokes ok": count("nested surrogate", "ok"),
+        "durable values holding the lone surrogate replaced by '?'": altered_surrogates(
+            spec["durable_url"]
+        ),
+        "entries queued when the reconciler resumed": queued,
+        "drain s (the reconciler resumed, aflush; the forced entry in the backlog)": round(
+            drain_s, 2
+        ),
+        "baseline: plain entries queued, no refused one": base_queued,
+        "baseline: drain s (the reconciler resumed, aflush)": round(base_drain_s, 2),
+        "entries dead-lettered": len(dead),
+        "dead letters (astats)": stats["dead_letters"],
+        "the dead-lettered entry is the forced one": [s for s, _ in dead] == [forced_sid],
+        "dead-letter reason": reasons,
+        "acknowledged checkpoints (besides the forced one)": len(ev.puts),
+        "lost checkpoints": len(set(ev.puts) - durable.checkpoints),
+        "lost pending writes": len(set(ev.writes) - durable.writes),
+        "forced checkpoint in PostgreSQL": in_pg,
+        "ttl s": ttl,
+        "forced checkpoint readable from Redis after 2 x ttl": got is not None,
+        "its thread's hot keys with a TTL": sum(t >= 0 for t in victim_ttls),
+        "other threads' hot keys left after 2 x ttl": len(held) - len(victim_keys),
+        "_forced": forced,
+        "_outcomes": dict(outcomes),
+    }
+    return figures
+
+
+async def memory_held(saver: AsyncHybridSaver, prefix: str) -> int:
+    """MEMORY USAGE of every key of the prefix (bytes)."""
+    redis = saver.hot.redis
+    total = 0
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        total += await redis.memory_usage(key, samples=0) or 0
+    return total
+
+
+async def stalled_reconciler(lab: Lab, scale: Scale) -> dict[str, Any]:
+    """No reconciler at all (`reconciler="external"`, none started) with a
+    short TTL and a hot window: past 2 x ttl every acknowledged checkpoint is
+    still readable from another saver (readable until durable); then a
+    reconciler drains the outbox and the hot keys expire, and everything
+    reads back from PostgreSQL."""
+    redis = lab.redis()
+    spec = base_spec(lab, "stall", redis, scale)
+    prefix, ttl, window = spec["key_prefix"], scale.stall_ttl_s, scale.stall_window
+    threads = thread_names("stall", scale.stall_threads)
+    options = {"key_prefix": prefix, "reconciler": "external", "ttl": ttl, "hot_window": window}
+    used0 = (await saver_info(spec))["used_memory"]
+    async with wl.LoggingSaver.from_conn_string(
+        spec["redis_url"],
+        spec["durable_url"],
+        flush_timeout=120,
+        events=wl.EventLog(spec["log_dir"], "stall"),
+        **options,
+    ) as writer:
+        graph = small_graph(writer)
+        failed: Counter[str] = Counter()
+        for run in range(scale.stall_invokes):
+            for thread in threads:
+                try:
+                    await graph.ainvoke(
+                        {"text": f"{thread} {run}"},
+                        {"configurable": {"thread_id": thread}},
+                        durability="sync",
+                    )
+                except Exception as e:
+                    failed[type(e).__name__] += 1
+        ev = read_events(spec["log_dir"], "stall-*.log")
+        acked = set(ev.puts)
+        per_thread = Counter(t for t, _, _ in acked)
+        await asyncio.sleep(2 * ttl)
+        stats = await writer.astats()
+        held = await memory_held(writer, prefix)
+        used1 = (await saver_info(spec))["used_memory"]
+        keys = await thread_keys(writer, prefix)
+        with_ttl = sum([await writer.hot.redis.pttl(k) >= 0 for k in keys])
+
+        async def readable(reader: AsyncHybridSaver) -> tuple[int, int, int]:
+            """(get_tuple, list, get_state_history) counts of acknowledged checkpoints."""
+            got = 0
+            for thread, ns, cid in acked:
+                config = {"configurable": {"thread_id": thread, "checkpoint_ns": ns}}
+                config["configurable"]["checkpoint_id"] = cid
+                got += await reader.aget_tuple(config) is not None
+            listed = history = 0
+            rgraph = small_graph(reader)
+            for thread in threads:
+                config = {"configurable": {"thread_id": thread}}
+                ids = {t.checkpoint["id"] async for t in reader.alist(config)}
+                listed += len(ids & {c for t, _, c in acked if t == thread})
+                snaps = [s async for s in rgraph.aget_state_history(config)]
+                history += len(snaps) == per_thread[thread]
+            return got, listed, history
+
+        async with AsyncHybridSaver.from_conn_string(
+            spec["redis_url"], spec["durable_url"], **options
+        ) as reader:  # another process's view: a fresh saver on the prefix
+            stalled = await readable(reader)
+        rec = lab.reconciler(spec)
+        await wait_reconcilers(writer, 1)
+        t0 = time.monotonic()
+        await writer.aflush(timeout=120)
+        drain_s = time.monotonic() - t0
+        stop_reconcilers([rec])
+        windowed = [await writer.hot.redis.zcard(f"{writer.hot.base(t)}:i:0:") for t in threads]
+        await asyncio.sleep(2 * ttl)
+        left = await thread_keys(writer, prefix)
+        durable = read_durable(spec["durable_url"])
+        async with AsyncHybridSaver.from_conn_string(
+            spec["redis_url"], spec["durable_url"], **options
+        ) as reader:
+            after = await readable(reader)
+    n = len(acked)
+    return {
+        "threads": len(threads),
+        "invokes per thread": scale.stall_invokes,
+        "ttl s": ttl,
+        "hot_window": window,
+        "invoke errors": dict(failed),
+        "acknowledged checkpoints": n,
+        "stalled, after 2 x ttl: outbox backlog (astats)": stats["backlog"],
+        "stalled, after 2 x ttl: readable by get_tuple (another saver)": stalled[0],
+        "stalled, after 2 x ttl: listed by list": stalled[1],
+        "stalled, after 2 x ttl: threads whose get_state_history has every checkpoint": (
+            f"{stalled[2]} of {len(threads)}"
+        ),
+        "stalled: hot keys of threads": len(keys),
+        "stalled: of those with a TTL": with_ttl,
+        "stalled: Redis bytes held (MEMORY USAGE over the prefix)": held,
+        "stalled: per acknowledged checkpoint, bytes": round(held / n) if n else None,
+        "stalled: INFO used_memory growth, bytes": used1 - used0,
+        "drain s (reconciler started, aflush)": round(drain_s, 2),
+        "right after the drain: hot checkpoints per thread (most)": max(windowed, default=0),
+        "hot keys of threads left 2 x ttl after the drain": len(left),
+        "acknowledged checkpoints in PostgreSQL": len(acked & durable.checkpoints),
+        "after expiry: readable by get_tuple (from PostgreSQL)": after[0],
+        "after expiry: listed by list": after[1],
+        "after expiry: threads whose get_state_history has every checkpoint": (
+            f"{after[2]} of {len(threads)}"
+        ),
+    }
+
+
+async def saver_info(spec: dict[str, Any]) -> dict[str, Any]:
+    """INFO memory of the scenario's Redis."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(spec["redis_url"])
+    try:
+        return dict(await client.info("memory"))
+    finally:
+        await client.aclose()
+
+
+class _Acked:
+    """Remembers the id of every checkpoint `aput` acknowledged, and counts
+    `aput_writes` calls."""
+
+    acked: list[str]
+    writes_calls: int = 0
+
+    async def aput(self, *args: Any, **kwargs: Any) -> Any:
+        stored = await super().aput(*args, **kwargs)  # type: ignore[misc]
+        self.acked.append(stored["configurable"]["checkpoint_id"])
+        return stored
+
+    async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
+        await super().aput_writes(*args, **kwargs)  # type: ignore[misc]
+        self.writes_calls += 1
+
+
+class AckedAsyncSaver(_Acked, AsyncHybridSaver):
+    pass
+
+
+class AckedSyncSaver(_Acked, HybridSaver):
+    pass
+
+
+MODES_VARIANTS: dict[str, dict[str, Any]] = {
+    "write_behind": {},
+    "write_through": {"durability": "write_through"},
+    "max_backlog=1": {"max_backlog": 1, "on_backlog": "write_through"},
+}
+GRAPH_DURABILITIES = ("sync", "async", "exit")
+
+LATEST_SQL = (
+    "SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''"
+)
+PRESENT_SQL = (
+    "SELECT count(*) FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''"
+    " AND checkpoint_id = ANY(%s)"
+)
+
+
+@dataclass
+class Cell:
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    durable: int = 0  # invokes whose checkpoints were all in PostgreSQL when it returned
+    seconds: list[float] = field(default_factory=list)
+    puts: int = 0
+    writes_calls: int = 0
+
+    def p50_ms(self) -> float | None:
+        return round(statistics.median(self.seconds) * 1000, 1) if self.seconds else None
+
+
+def _durable_at_ack(row: Any, present: Any, acked: list[str], state_id: str | None) -> bool:
+    latest = row[0] if row else None
+    return latest == state_id and int(present[0]) == len(set(acked))
+
+
+async def modes_async(spec: dict[str, Any], n: int) -> dict[tuple[str, str], Cell]:
+    """AsyncHybridSaver with `ainvoke`: every variant, every graph durability."""
+    cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
+    async with contextlib.AsyncExitStack() as stack:
+        savers = {
+            v: await stack.enter_async_context(
+                AckedAsyncSaver.from_conn_string(
+                    spec["redis_url"],
+                    spec["durable_url"],
+                    key_prefix=spec["key_prefix"],
+                    reconciler="external",
+                    **opts,
+                )
+            )
+            for v, opts in MODES_VARIANTS.items()
+        }
+        conn = await stack.enter_async_context(
+            await psycopg.AsyncConnection.connect(spec["durable_url"], autocommit=True)
+        )
+        graphs = {v: small_graph(s) for v, s in savers.items()}
+        for mode in GRAPH_DURABILITIES:
+            for i in range(n):
+                for v, saver in savers.items():  # interleaved: the same conditions
+                    cell = cells[(mode, v)]
+                    thread = f"modes-async-{mode}-{v}-{i % 2}"
+                    config = {"configurable": {"thread_id": thread}}
+                    saver.acked, saver.writes_calls = [], 0  # type: ignore[attr-defined]
+                    t0 = time.perf_counter()
+                    try:
+                        await graphs[v].ainvoke({"text": f"{i}"}, config, durability=mode)
+                    except Exception as e:
+                        cell.errors[type(e).__name__] += 1
+                        continue
+                    cell.seconds.append(time.perf_counter() - t0)
+                    cell.ok += 1
+                    acked = list(saver.acked)  # type: ignore[attr-defined]
+                    cell.puts += len(acked)
+                    cell.writes_calls += saver.writes_calls  # type: ignore[attr-defined]
+                    latest = await (await conn.execute(LATEST_SQL, (thread,))).fetchone()
+                    present = await (await conn.execute(PRESENT_SQL, (thread, acked))).fetchone()
+                    state = await graphs[v].aget_state(config)
+                    cell.durable += _durable_at_ack(
+                        latest, present, acked, state.config["configurable"].get("checkpoint_id")
+                    )
+    return cells
+
+
+def modes_sync(spec: dict[str, Any], n: int) -> dict[tuple[str, str], Cell]:
+    """HybridSaver (the sync class) with `invoke`, from a plain thread."""
+    cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
+    with contextlib.ExitStack() as stack:
+        savers = {
+            v: stack.enter_context(
+                AckedSyncSaver.from_conn_string(
+                    spec["redis_url"],
+                    spec["durable_url"],
+                    key_prefix=spec["key_prefix"],
+                    reconciler="external",
+                    **opts,
+                )
+            )
+            for v, opts in MODES_VARIANTS.items()
+        }
+        conn = stack.enter_context(psycopg.connect(spec["durable_url"], autocommit=True))
+        graphs = {v: small_graph(s) for v, s in savers.items()}
+        for mode in GRAPH_DURABILITIES:
+            for i in range(n):
+                for v, saver in savers.items():
+                    cell = cells[(mode, v)]
+                    thread = f"modes-sync-{mode}-{v}-{i % 2}"
+                    config = {"configurable": {"thread_id": thread}}
+                    saver.acked, saver.writes_calls = [], 0
+                    t0 = time.perf_counter()
+                    try:
+                        graphs[v].invoke({"text": f"{i}"}, config, durability=mode)
+                    except Exception as e:
+                        cell.errors[type(e).__name__] += 1
+                        continue
+                    cell.seconds.append(time.perf_counter() - t0)
+                    cell.ok += 1
+                    acked = list(saver.acked)
+                    cell.puts += len(acked)
+                    cell.writes_calls += saver.writes_calls
+                    latest = conn.execute(LATEST_SQL, (thread,)).fetchone()
+                    present = conn.execute(PRESENT_SQL, (thread, acked)).fetchone()
+                    state = graphs[v].get_state(config)
+                    cell.durable += _durable_at_ack(
+                        latest, present, acked, state.config["configurable"].get("checkpoint_id")
+                    )
+    return cells
+
+
+async def write_through_modes(lab: Lab, scale: Scale) -> dict[str, Any]:
+    """`durability="write_through"` (and a backlog bound of 1 that switches to
+    it) under each LangGraph durability ("sync", "async", "exit"), with
+    AsyncHybridSaver/ainvoke and HybridSaver/invoke; write_behind alongside,
+    interleaved, for the latency. Right after each invoke returns, PostgreSQL
+    is read: the checkpoints it acknowledged and the thread's latest one
+    (`get_state`'s) must be there."""
+    redis = lab.redis()
+    spec = base_spec(lab, "modes", redis, scale)
+    n = scale.modes_invokes
+    # The backlog bound logs each switch to write_through and back: hundreds here.
+    quiet = logging.getLogger("langgraph_hybrid_saver")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        async with harness_saver(spec) as saver:
+            rec = lab.reconciler(spec)
+            await wait_reconcilers(saver, 1)
+            by_class = {
+                "AsyncHybridSaver.ainvoke": await modes_async(spec, n),
+                "HybridSaver.invoke": await asyncio.to_thread(modes_sync, spec, n),
+            }
+            stop_reconcilers([rec])
+    finally:
+        quiet.setLevel(level)
+    figures: dict[str, Any] = {"invokes per cell": n}
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for cls, got in by_class.items():
+        for (mode, variant), cell in got.items():
+            cells[(mode, cls, variant)] = cell
+    for mode in GRAPH_DURABILITIES:
+        same = [c for (m, _, _), c in cells.items() if m == mode and c.ok]
+        figures[f"`{mode}`: checkpoints + put_writes calls per invoke"] = (
+            f"{sum(c.puts for c in same) / max(sum(c.ok for c in same), 1):.1f} + "
+            f"{sum(c.writes_calls for c in same) / max(sum(c.ok for c in same), 1):.1f}"
+        )
+    for mode in GRAPH_DURABILITIES:
+        for cls in by_class:
+            behind = cells[(mode, cls, "write_behind")].p50_ms()
+            for variant in MODES_VARIANTS:
+                cell = cells[(mode, cls, variant)]
+                errors = dict(cell.errors) or 0
+                text = (
+                    f"{cell.ok} ok, errors {errors}, durable at acknowledgement "
+                    f"{cell.durable} of {cell.ok}, p50 {cell.p50_ms()} ms"
+                )
+                if variant != "write_behind" and behind and cell.p50_ms():
+                    text += f" (x{cell.p50_ms() / behind:.1f} write_behind)"  # type: ignore[operator]
+                figures[f"`{mode}`, {cls}, {variant}"] = text
+    figures["errors, all cells"] = sum(sum(c.errors.values()) for c in cells.values())
+    figures["write_through invokes not durable at acknowledgement"] = sum(
+        c.ok - c.durable for (_, _, v), c in cells.items() if v == "write_through"
+    )
+    figures["_cells"] = {
+        k: {"ok": c.ok, "errors": dict(c.errors), "durable": c.durable, "p50_ms": c.p50_ms()}
+        for k, c in cells.items()
+    }
+    return figures
+
+
 SCENARIOS: dict[str, Callable[[Lab, Scale], Any]] = {
     "kill_storm": kill_storm,
     "redis_wipe_write_behind": lambda lab, s: redis_wipe(lab, s, "write_behind"),
@@ -1018,6 +1635,9 @@ SCENARIOS: dict[str, Callable[[Lab, Scale], Any]] = {
     "pg_outage": pg_outage,
     "concurrent_writers": concurrent_writers,
     "double_dispatch": double_dispatch,
+    "poison_values": poison_values,
+    "stalled_reconciler": stalled_reconciler,
+    "write_through_modes": write_through_modes,
 }
 
 
