@@ -1166,7 +1166,7 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 def demo(args: tuple[str, ...]) -> None:
     """Run the support-workflow example (examples/support_workflow in the
     source repository). Arguments after `--` go to the example."""
-    code = _launch(DEMO_MODULE, "the demo", list(args))
+    code = _launch(DEMO_MODULE, "the demo", list(args), extra="example", command="demo")
     if code:
         raise click.exceptions.Exit(code)
 
@@ -1176,7 +1176,7 @@ def demo(args: tuple[str, ...]) -> None:
 def bench(args: tuple[str, ...]) -> None:
     """Run the benchmark suite (benchmarks/ in the source repository).
     Arguments after `--` go to `benchmarks.run`."""
-    code = _launch(BENCH_MODULE, "the benchmark suite", list(args))
+    code = _launch(BENCH_MODULE, "the benchmark suite", list(args), extra="bench", command="bench")
     if code:
         raise click.exceptions.Exit(code)
 
@@ -1195,18 +1195,42 @@ def _import_launched(name: str) -> ModuleType:
         return importlib.import_module(name)
 
 
-def _launch(name: str, what: str, argv: list[str]) -> int:
+def _repository_url() -> str | None:
+    """The source repository named in the installed package's metadata
+    (a `Project-URL` labelled Repository, Source or Homepage), if any."""
+    import importlib.metadata
+
+    try:
+        entries = importlib.metadata.metadata("langgraph-hybrid-saver").get_all("Project-URL")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    urls = dict(
+        (label.strip().lower(), url.strip())
+        for label, _, url in (entry.partition(",") for entry in entries or [])
+    )
+    return next((urls[k] for k in ("repository", "source", "homepage") if k in urls), None)
+
+
+def _launch(name: str, what: str, argv: list[str], *, extra: str, command: str) -> int:
     parts = name.split(".")
+    install = f'pip install -e ".[{extra}]"'
     try:
         module = _import_launched(name)
     except ModuleNotFoundError as e:
         if e.name in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            repo = _repository_url() or "<the langgraph-hybrid-saver git repository>"
             raise CliError(
-                f"{what} is not available: module {name} is not importable (it ships "
-                "with the source repository, not the package; run from a checkout)",
+                f"{what} is not available: module {name} is not importable (it ships with "
+                "the source repository, not the installed package); get a checkout and run "
+                f"it there: git clone {repo} langgraph-hybrid-saver && cd "
+                f"langgraph-hybrid-saver && {install} && {PROG} {command}",
                 EXIT_CONFIG,
             ) from e
-        raise CliError(f"{what} needs the module {e.name!r}, which is not installed") from e
+        raise CliError(
+            f"{what} needs the module {e.name!r}, which is not installed: in the source "
+            f"checkout run {install}",
+            EXIT_CONFIG,
+        ) from e
     entry = getattr(module, "main", None)
     saved = sys.argv
     sys.argv = [name, *argv]
