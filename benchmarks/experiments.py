@@ -403,7 +403,7 @@ def per_call_lanes(redis: Any) -> Any:
     import hiredis
     from redis._parsers.base import BaseParser
 
-    from langgraph_hybrid_saver.lanes import Lanes
+    from langgraph_hybrid_saver.hot.connection import Lanes
 
     class PerCallLanes(Lanes):
         idle: list[tuple[Any, Any]]
@@ -532,20 +532,22 @@ async def script_call(
 async def hotpath_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], list[list[str]]]:
 
     from benchmarks.ops import BIG, Chain, small_values
-    from langgraph_hybrid_saver import hot
     from langgraph_hybrid_saver.core import encode_put
+    from langgraph_hybrid_saver.hot.lua import source
 
-    copy_loop = re.search(r"for i = (\w+), #ARGV do entry\[#entry \+ 1\] = ARGV\[i\] end", hot._PUT)
+    put = source("put")
+
+    copy_loop = re.search(r"for i = (\w+), #ARGV do entry\[#entry \+ 1\] = ARGV\[i\] end", put)
     variants = {
-        "put script": hot._PUT,
-        "put script, entry without blob copies": hot._PUT.replace(
+        "put script": put,
+        "put script, entry without blob copies": put.replace(
             copy_loop.group(0),
             f"for i = {copy_loop.group(1)}, #ARGV, 2 do entry[#entry + 1] = ARGV[i]; "
             "entry[#entry + 1] = '' end",
         )
         if copy_loop
-        else hot._PUT,
-        "put script without PEXPIRE refresh": hot._PUT.replace(
+        else put,
+        "put script without PEXPIRE refresh": put.replace(
             "expire_ns(ns, ttl)\nreturn id", "return id"
         ),
         "no-op script, same arguments": "return redis.call('PING')",

@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 from langgraph_hybrid_saver.backends import open_backend
 from langgraph_hybrid_saver.hot import HotTier
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 from langgraph_hybrid_saver.saver import connect_redis
 
 

@@ -25,7 +25,7 @@ from langgraph_hybrid_saver.errors import (
     ThreadBusyError,
     ThreadDeletedError,
 )
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 from langgraph_hybrid_saver.saver import AsyncHybridSaver, HybridSaver
 
 __all__ = [

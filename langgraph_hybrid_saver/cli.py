@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-    from langgraph_hybrid_saver.deadletters import DeadLetter, DeadLetterDetail, Outcome
     from langgraph_hybrid_saver.history import CheckpointDiff, SizeReport, ThreadHistory
     from langgraph_hybrid_saver.ops import ServerFacts, Status
+    from langgraph_hybrid_saver.outbox.deadletters import DeadLetter, DeadLetterDetail, Outcome
 
 PROG = "langgraph-hybrid-saver"
 ENV_REDIS = "HYBRID_SAVER_REDIS_URL"
@@ -766,7 +766,7 @@ def _selection_options(f: F) -> F:
 
 
 def _selection(ids: tuple[str, ...], every: bool, thread: str | None) -> Sequence[str]:
-    from langgraph_hybrid_saver.deadletters import ALL
+    from langgraph_hybrid_saver.outbox.deadletters import ALL
 
     if every and ids:
         raise click.UsageError("give dead letter ids or --all, not both")
@@ -800,8 +800,8 @@ def dead_letters_list(
     """The dead letters, oldest first: which entry (thread, namespace,
     checkpoint), why it is not durable, since when, and its size (its
     fields and large values). Read-only."""
-    from langgraph_hybrid_saver.deadletters import list_dead_letters
     from langgraph_hybrid_saver.ops import open_target
+    from langgraph_hybrid_saver.outbox.deadletters import list_dead_letters
 
     async def run() -> list[DeadLetter]:
         async with open_target(redis_url, None, prefix=key_prefix, shards=shards) as t:
@@ -858,8 +858,8 @@ def dead_letters_show(
     durable, its fields, and the entry decoded as the reconciler would apply
     it (the checkpoint with its metadata and channel sizes, or the pending
     writes). Read-only."""
-    from langgraph_hybrid_saver.deadletters import show
     from langgraph_hybrid_saver.ops import open_target
+    from langgraph_hybrid_saver.outbox.deadletters import show
 
     async def run() -> DeadLetterDetail:
         async with open_target(redis_url, None, prefix=key_prefix, shards=shards) as t:
@@ -982,8 +982,8 @@ def dead_letters_retry(
     Redis holds a newer value of (it would overwrite it), an entry that
     names no thread. Exit 1 when any is refused, 4 for an unknown id.
     """
-    from langgraph_hybrid_saver.deadletters import retry
     from langgraph_hybrid_saver.ops import open_target
+    from langgraph_hybrid_saver.outbox.deadletters import retry
 
     selection = _selection(ids, every, thread)
 
@@ -1015,8 +1015,8 @@ def dead_letters_drop(
 
     Asks for confirmation on a terminal; elsewhere --yes is required.
     """
-    from langgraph_hybrid_saver.deadletters import ALL, drop, find, list_dead_letters
     from langgraph_hybrid_saver.ops import open_target
+    from langgraph_hybrid_saver.outbox.deadletters import ALL, drop, find, list_dead_letters
 
     selection = _selection(ids, every, thread)
     if not yes and not sys.stdin.isatty():
@@ -1134,7 +1134,7 @@ async def _reconcile(
     drain_timeout: float,
 ) -> None:
     from langgraph_hybrid_saver.ops import open_target
-    from langgraph_hybrid_saver.reconciler import Reconciler
+    from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
     async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
         assert t.backend is not None

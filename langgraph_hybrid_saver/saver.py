@@ -86,7 +86,7 @@ from langgraph_hybrid_saver.errors import (
     ServerUnreachableError,
 )
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotRead, HotTier
-from langgraph_hybrid_saver.reconciler import DEFAULT_LINGER_MS, Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import DEFAULT_LINGER_MS, Reconciler
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 

@@ -51,8 +51,9 @@ from typing_extensions import TypedDict
 import langgraph_hybrid_saver
 from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver
 from langgraph_hybrid_saver.core import PutOp, encode_put, to_tuple
-from langgraph_hybrid_saver.hot import LAYOUT_VERSION, decode_entry
-from langgraph_hybrid_saver.reconciler import WORKERS_KEY
+from langgraph_hybrid_saver.hot import LAYOUT_VERSION
+from langgraph_hybrid_saver.outbox.codec import decode_entry
+from langgraph_hybrid_saver.outbox.reconciler import WORKERS_KEY
 from scripts import fault_workload as wl
 from scripts.servers import PostgresCluster, RedisServer
 

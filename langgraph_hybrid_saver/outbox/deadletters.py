@@ -36,10 +36,11 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from langgraph_hybrid_saver import hot as hot_module
 from langgraph_hybrid_saver.core import DeleteThreadOp, Op, PutOp
 from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, NotFoundError
 from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.hot.lua import source
+from langgraph_hybrid_saver.outbox.codec import decode_entry
 
 ALL: Literal["all"] = "all"
 Selection = Sequence[str] | Literal["all"]
@@ -85,7 +86,7 @@ end
 # {'empty'}, {'deleted', tombstone}, {'written'} or {'superseded', what}; only
 # 'ok' changes anything.
 _RETRY = (
-    hot_module._LUA_PRELUDE
+    source("prelude")
     + _READ_LETTER
     + """
 local old, entry, f = read_letter(KEYS[3], ARGV[1])
@@ -136,7 +137,7 @@ return {'ok', id}
 # uncounts it from the thread's pending entries as `_ACK` does. Returns -1
 # when the dead letter is gone, else the thread's entries still pending.
 _DROP = (
-    hot_module._LUA_PRELUDE
+    source("prelude")
     + _READ_LETTER
     + """
 local old, entry, f = read_letter(KEYS[2], ARGV[1])
@@ -501,7 +502,7 @@ async def show(hot: HotTier, dead_or_outbox_id: str) -> DeadLetterDetail:
     operation, error = None, None
     try:
         large = (await hot._large_values([(raw.outbox_id, raw.entry)]))[0]
-        operation = _operation(hot_module.decode_entry(raw.outbox_id, raw.entry, large))
+        operation = _operation(decode_entry(raw.outbox_id, raw.entry, large))
     except (CorruptDataError, ValueError, TypeError) as e:
         error = str(e)
     return DeadLetterDetail(letter, views, operation, error)

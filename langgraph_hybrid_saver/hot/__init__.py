@@ -1,0 +1,23 @@
+"""The hot tier in Redis: the key schema (keys.py), the Lua scripts
+(scripts/, loaded by lua.py), value packing (codec.py), the pipelined
+connection (connection.py) and the store that uses them (store.py)."""
+
+from langgraph_hybrid_saver.hot.keys import LAYOUT_VERSION
+from langgraph_hybrid_saver.hot.store import (
+    DEFAULT_PREFIX,
+    DEFAULT_SHARDS,
+    PIN_MIN_BYTES,
+    Applied,
+    HotRead,
+    HotTier,
+)
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_SHARDS",
+    "LAYOUT_VERSION",
+    "PIN_MIN_BYTES",
+    "Applied",
+    "HotRead",
+    "HotTier",
+]

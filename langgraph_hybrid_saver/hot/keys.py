@@ -1,0 +1,79 @@
+"""The one Redis key schema (LAYOUT_VERSION in every key, so a later layout
+can migrate). A thread is assigned to one of `shards` hash tags by crc32;
+every key of the thread and the outbox streams of its shard carry that tag,
+so each Lua script touches one slot and works on Redis Cluster.
+
+    {prefix}:v1:{<shard>}:<len>:<thread_id>           thread base
+      base:n                  set     namespaces of the thread
+      base:g                  string  generation, bumped by delete/invalidate
+      base:L / base:T         string  per-thread lease "token|owner" / token counter
+      base:x                  string  tombstone of the last delete (a checkpoint id)
+      base:o                  hash    n: outbox entries not yet durable (dead letters
+                                      included), d: dead letters, t/w: ttl and window
+                                      to apply once n is back to 0
+      base:i:<len>:<ns>       zset    checkpoint ids (score 0, ordered by id)
+      base:c:<len>:<ns>       hash    checkpoint id -> record
+      base:b:<len>:<ns>       hash    channel NUL version -> type NUL blob, or '' when
+                                      the value is large and in a key of its own:
+      base:v:<len>:<ns>:<field>  string  a large blob value (type NUL blob)
+      base:V:<len>:<ns>       set     the fields whose values are in such keys
+      base:p:<entry id>:<field>  string  a large value of an outbox entry, until applied
+      base:t:<random>:<i>     string  a large value on its way into the put script
+      base:w:<len>:<ns>       hash    checkpoint id NUL task NUL idx -> write
+      base:z:<len>:<ns>       zset    the same write fields, for a range by id
+      base:f:<len>:<ns>       string  set while Redis holds every checkpoint of the ns
+    {prefix}:v1:{<shard>}:outbox    stream  entries not yet in the durable store
+    {prefix}:v1:{<shard>}:dead      stream  entries the durable store refused
+    {prefix}:v1:{<shard>}:dead:idx  hash    outbox entry id -> its dead letter's id
+    {prefix}:v1:lease:<shard>       string  the reconciler that owns the shard
+    {prefix}:v1:meta                hash    layout facts every process must share
+    {prefix}:v1:meta:workers        zset    live reconcilers, by heartbeat deadline
+
+The Lua scripts build a thread's keys from its base with the same rules
+(`nk` in scripts/prelude.lua). Lengths are UTF-8 byte lengths (Lua's `#`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+
+LAYOUT_VERSION = "v1"
+
+
+class Keys:
+    """Key names for one prefix and shard count."""
+
+    def __init__(self, prefix: str, shards: int) -> None:
+        self.shards = shards
+        self.root = f"{prefix}:{LAYOUT_VERSION}"
+        self.meta = f"{self.root}:meta"
+        self.workers = f"{self.meta}:workers"
+        self.outboxes = [f"{self.shard_root(s)}outbox" for s in range(shards)]
+        self.dead = [f"{self.shard_root(s)}dead" for s in range(shards)]
+        self.dead_index = [f"{self.shard_root(s)}dead:idx" for s in range(shards)]
+        self.leases = [f"{self.root}:lease:{s}" for s in range(shards)]
+
+    def shard(self, thread_id: str) -> int:
+        return zlib.crc32(thread_id.encode()) % self.shards
+
+    def shard_root(self, shard: int) -> str:
+        """What every key of a shard starts with (the hash tag)."""
+        return f"{self.root}:{{{shard}}}:"
+
+    def base(self, thread_id: str) -> str:
+        shard = self.shard(thread_id)
+        return f"{self.shard_root(shard)}{len(thread_id.encode())}:{thread_id}"
+
+    def ns_key(self, thread_id: str, kind: str, ns: str) -> str:
+        """A namespace's key of `kind` (i, c, b, w, z, f, V), as `nk` builds it."""
+        return f"{self.base(thread_id)}:{kind}:{len(ns.encode())}:{ns}"
+
+    def pinned(self, thread_id: str, entry_id: str, field: bytes) -> bytes:
+        """The key holding a large value of an outbox entry until it is applied."""
+        return f"{self.base(thread_id)}:p:{entry_id}:".encode() + field
+
+    def temporary(self, thread_id: str) -> str:
+        """A fresh prefix for the large values of one put (secrets, not uuid4:
+        LangGraph's deterministic tests patch uuid4)."""
+        return f"{self.base(thread_id)}:t:{secrets.token_hex(16)}:"

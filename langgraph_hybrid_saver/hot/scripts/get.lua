@@ -1,0 +1,17 @@
+-- KEYS: base. ARGV: ns, cid or '', ttl to refresh (0: none).
+-- Returns {cid|false, record|false, blob values, write values, generation}.
+local ns, cid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local gen = redis.call('GET', base .. ':g') or '0'
+local dead = dead_letters()
+if cid == '' then
+  local top = redis.call('ZREVRANGEBYLEX', nk('i', ns), '+', '-', 'LIMIT', 0, 1)
+  if #top == 0 then return {false, false, {}, {}, gen, dead} end
+  cid = top[1]
+end
+local rec = redis.call('HGET', nk('c', ns), cid)
+local blobs = {}
+if rec then
+  blobs = read_blobs(ns, rec, ttl)
+  expire_ns(ns, ttl)
+end
+return {cid, rec, blobs, read_writes(ns, cid), gen, dead}

@@ -1,0 +1,2 @@
+-- KEYS: base. Namespaces of a thread.
+return redis.call('SMEMBERS', KEYS[1] .. ':n')
