@@ -286,16 +286,24 @@ def storable_inline(value: Any) -> bool:
     None; bool; str without NUL or surrogates (PostgreSQL jsonb holds neither);
     int in the signed 64-bit range (the SQLite layout packs inline values with
     msgpack); finite float other than -0.0 (jsonb has no NaN or inf and reads
-    -0 back as 0). Any other value, primitive or not, is stored as a typed blob.
+    -0 back as 0) below 1e16 in magnitude (jsonb gives 1e+16 back as the
+    integer 10000000000000000). Exact types only: a subclass (an IntEnum, a
+    str Enum, numpy.float64) would come back as its base type. Any other
+    value is stored as a typed blob.
     """
-    if value is None or isinstance(value, bool):
+    kind = type(value)
+    if value is None or kind is bool:
         return True
-    if isinstance(value, str):
+    if kind is str:
         return text_problem(value) is None
-    if isinstance(value, int):
+    if kind is int:
         return _INT64_MIN <= value <= _INT64_MAX
-    if isinstance(value, float):
-        return math.isfinite(value) and not (value == 0.0 and math.copysign(1.0, value) < 0)
+    if kind is float:
+        return (
+            math.isfinite(value)
+            and abs(value) < 1e16
+            and not (value == 0.0 and math.copysign(1.0, value) < 0)
+        )
     return False
 
 

@@ -11,6 +11,7 @@ anything reaches Redis, so the reconciler never meets it.
 from __future__ import annotations
 
 import json
+import enum
 import math
 import uuid
 from pathlib import Path
@@ -116,12 +117,16 @@ def checkpoint(values: dict[str, Any]) -> Checkpoint:
         (2**70, False),
         (0.0, True),
         (-1.5, True),
-        (1e308, True),
+        (9.99e15, True),
+        (1e16, False),  # jsonb gives 1e+16 back as the integer 10000000000000000
+        (-1e308, False),
         (-0.0, False),
         (math.nan, False),
         (math.inf, False),
         (-math.inf, False),
         (b"x", False),
+        (enum.IntEnum("Level", "LOW").LOW, False),  # a subclass would read back as int
+        (type("Text", (str,), {})("t"), False),
         (["x"], False),
         ({"k": 1}, False),
     ],

@@ -308,41 +308,38 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], Outcome] = {
         for store, name in (("sqlite", "AsyncSqliteSaver"), ("cosmos", "InMemorySaver"))
     },
     **{
-        (store, f"{base} subclass, {plain}"): Outcome(
-            CHANGED, CHANGED, KEPT, _SUBCLASS.format(official=name)
+        ("pg", f"{base} subclass, {plain}"): Outcome(
+            KEPT,
+            KEPT,
+            CHANGED,
+            "AsyncPostgresSaver keeps an int or str subclass (IntEnum, a str Enum) inline "
+            "in jsonb and reads back the plain int or str; the hybrid saver stores it as a "
+            "typed blob, which keeps the class",
         )
-        for store, name in (("sqlite", "AsyncSqliteSaver"), ("cosmos", "InMemorySaver"))
         for base, plain in (("int", "int64"), ("str", "str"))
     },
-    **{
-        (store, "float subclass, float"): Outcome(
-            PARTIAL,
-            PARTIAL,
-            REFUSED,
-            f"msgpack refuses numpy.float64, so {name} refuses it; the hybrid saver "
-            "refuses it only in put_writes (SerializationError) and keeps it inline, as a "
-            "float, in the checkpoint: with durability='async' the run raises, yet the "
-            "state holds 2.5 (float); with 'exit' the run succeeds",
-            exit=(CHANGED, CHANGED, REFUSED),
-        )
-        for store, name in (("sqlite", "AsyncSqliteSaver"), ("cosmos", "InMemorySaver"))
-    },
+    ("pg", "float subclass, float"): Outcome(
+        REFUSED,
+        REFUSED,
+        PARTIAL,
+        "AsyncPostgresSaver keeps numpy.float64 inline in jsonb (read back as a plain "
+        "float) and fails only at put_writes (msgpack), so with durability='async' the "
+        "run raises, yet the state holds 2.5; the hybrid saver stores non-float floats "
+        "as blobs, which msgpack refuses: SerializationError at put",
+        exit=(REFUSED, REFUSED, CHANGED),
+    ),
+    ("pg", "float >= 1e16"): Outcome(
+        KEPT,
+        KEPT,
+        CHANGED,
+        "jsonb (numeric) gives an inline 1e+16 back as 10000000000000000, which "
+        "json.loads reads as an int; the hybrid saver stores such floats as blobs",
+    ),
 }
 
 # Values the hybrid saver reads back differently hot and cold: fidelity bugs
 # of the package. Remove an entry once fixed (the test then says so).
-HOT_COLD_BUGS: dict[tuple[str, str], Outcome] = {
-    ("pg", "float >= 1e16"): Outcome(
-        KEPT,
-        CHANGED,
-        CHANGED,
-        "a finite float of magnitude >= 1e16 is inline in the checkpoint JSON, "
-        "written in exponent form (1e+16); jsonb (numeric) gives it back as "
-        "10000000000000000, which json.loads reads as an int: hot 1e+16 (float), "
-        "cold and AsyncPostgresSaver 10000000000000000 (int). Fixed, the entry "
-        "belongs in KNOWN_DIFFERENCES as (kept, kept, changed), like -0.0",
-    ),
-}
+HOT_COLD_BUGS: dict[tuple[str, str], Outcome] = {}
 
 EXPECTED = {**KNOWN_DIFFERENCES, **HOT_COLD_BUGS}
 assert not KNOWN_DIFFERENCES.keys() & HOT_COLD_BUGS.keys()
