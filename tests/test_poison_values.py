@@ -10,8 +10,8 @@ anything reaches Redis, so the reconciler never meets it.
 
 from __future__ import annotations
 
-import json
 import enum
+import json
 import math
 import uuid
 from pathlib import Path
