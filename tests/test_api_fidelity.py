@@ -21,7 +21,7 @@ from langgraph_hybrid_saver import (
 )
 
 from .conftest import hybrid_saver
-from .test_invariants import put_chain
+from .helpers import put_chain
 
 
 def test_sync_saver_has_the_async_surface_and_setup(

@@ -32,7 +32,7 @@ from langgraph_hybrid_saver import (
     SerializationError,
     ServerUnreachableError,
 )
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 from scripts.servers import PostgresCluster, RedisServer
 
 from .conftest import THROWAWAY_APP_PASSWORD

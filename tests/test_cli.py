@@ -41,12 +41,11 @@ from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError
 from langgraph_hybrid_saver import cli as cli_module
 from langgraph_hybrid_saver.cli import cli, main
 from langgraph_hybrid_saver.hot import HotTier
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 from langgraph_hybrid_saver.reducers import rolling_window
 
 from .conftest import free_port, start_reconciler
-from .test_invariants import put_chain
-from .test_topologies import redis_cluster  # noqa: F401 (a fixture)
+from .helpers import build, put_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,7 +246,7 @@ def test_status_reports_redis_while_the_durable_store_is_down(
 
 
 def test_status_and_inspect_on_a_redis_cluster(
-    redis_cluster: str,  # noqa: F811
+    redis_cluster: str,
     durable_url: str,
     key_prefix: str,
 ) -> None:
@@ -421,8 +420,6 @@ def test_inspect_diff_between_two_checkpoints(
 def test_inspect_a_subgraph_namespace(
     redis_url: str, durable_url: str, key_prefix: str, conn: list[str]
 ) -> None:
-    from .test_graphs import build
-
     thread = f"sub-{uuid.uuid4()}"
 
     async def go() -> None:

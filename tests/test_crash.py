@@ -15,10 +15,10 @@ from langgraph.checkpoint.conformance.test_utils import generate_config
 
 from langgraph_hybrid_saver import AsyncHybridSaver
 from langgraph_hybrid_saver.core import ListQuery
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
 from .conftest import start_reconciler
-from .test_invariants import put_chain
+from .helpers import put_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,10 +25,10 @@ from langgraph.checkpoint.conformance.test_utils import (
 )
 
 from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError, NotFoundError, Reconciler
-from langgraph_hybrid_saver import deadletters as dl
 from langgraph_hybrid_saver.cli import cli
 from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
 from langgraph_hybrid_saver.ops import open_target
+from langgraph_hybrid_saver.outbox import deadletters as dl
 
 from .conftest import hybrid_saver
 

@@ -9,9 +9,9 @@ import pytest
 from langgraph.checkpoint.conformance.test_utils import generate_config
 
 from langgraph_hybrid_saver import AsyncHybridSaver, BacklogError, ThreadBusyError
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
-from .test_invariants import durable_ids, put_chain
+from .helpers import durable_ids, put_chain
 
 
 async def test_write_through_returns_after_the_durable_store_has_it(

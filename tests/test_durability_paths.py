@@ -35,7 +35,7 @@ from typing_extensions import TypedDict
 
 from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver, SerializationError
 from langgraph_hybrid_saver.core import Op, encode_put
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
 from .conftest import hybrid_saver, pg_schema
 

@@ -14,7 +14,7 @@ from langgraph_hybrid_saver.core import ListQuery
 from scripts.servers import PostgresCluster
 
 from .conftest import hybrid_saver
-from .test_invariants import put_chain
+from .helpers import put_chain
 
 
 async def test_a_read_that_needs_a_stopped_store_fails_fast_hot_threads_go_on(

@@ -35,7 +35,7 @@ from scripts.fault_injection import SCALES, Lab, open_lab, run_scenario
 from scripts.servers import PostgresCluster
 
 from .conftest import PrivateRedis
-from .test_invariants import durable_ids
+from .helpers import durable_ids
 
 SCALE = SCALES[os.environ.get("LHS_FAULT_SCALE", "small")]
 pytestmark = pytest.mark.timeout(900 if SCALE.name == "large" else 120)

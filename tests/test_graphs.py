@@ -3,53 +3,19 @@ sync and async, every durability mode."""
 
 from __future__ import annotations
 
-import operator
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, interrupt
-from typing_extensions import TypedDict
+from langgraph.types import Command
 
 from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver
 
+from .helpers import build
+
 Durability = Literal["sync", "async", "exit"]
 MODES: list[Durability] = ["sync", "async", "exit"]
-
-
-class State(TypedDict):
-    steps: Annotated[list[str], operator.add]
-    approved: bool | None
-    detail: str
-
-
-class SubState(TypedDict):
-    detail: str
-
-
-def build(checkpointer: Any) -> Any:
-    sub = StateGraph(SubState)
-    sub.add_node("enrich", lambda s: {"detail": s["detail"] + "+enriched"})
-    sub.add_edge(START, "enrich")
-    sub.add_edge("enrich", END)
-
-    def review(state: State) -> dict[str, Any]:
-        decision = interrupt({"question": "approve refund?", "steps": state["steps"]})
-        return {"approved": decision == "yes", "steps": ["review"]}
-
-    g = StateGraph(State)
-    g.add_node("billing", lambda s: {"steps": ["billing"], "detail": "charge"})
-    g.add_node("details", sub.compile())
-    g.add_node("review", review)
-    g.add_node("respond", lambda s: {"steps": ["respond:" + str(s["approved"])]})
-    g.add_edge(START, "billing")
-    g.add_edge("billing", "details")
-    g.add_edge("details", "review")
-    g.add_edge("review", "respond")
-    g.add_edge("respond", END)
-    return g.compile(checkpointer=checkpointer)
 
 
 def config() -> dict[str, Any]:

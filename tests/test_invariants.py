@@ -16,56 +16,7 @@ from langgraph_hybrid_saver import AsyncHybridSaver
 from langgraph_hybrid_saver.core import ListQuery
 
 from .conftest import PrivateRedis
-
-
-async def put_chain(
-    saver: Any,
-    thread_id: str,
-    n: int,
-    *,
-    ns: str = "",
-    run_id: str = "r",
-    rolling: int = 0,
-    parent: str | None = None,
-) -> list[dict[str, Any]]:
-    """n checkpoints, each with a blob channel, a new version and one write
-    (with `rolling`, the messages channel keeps only its last N entries)."""
-    configs: list[dict[str, Any]] = []
-    for i in range(n):
-        config = generate_config(thread_id, checkpoint_ns=ns)
-        if parent:
-            config["configurable"]["checkpoint_id"] = parent
-        version = saver.get_next_version(None if i == 0 else str(i), None)
-        cp = generate_checkpoint(
-            channel_values={
-                "messages": [
-                    f"m{j}" for j in range(max(0, i + 1 - rolling) if rolling else 0, i + 1)
-                ],
-                "step": i,
-            },
-            channel_versions={"messages": version, "step": version},
-        )
-        stored = await saver.aput(
-            config, cp, generate_metadata(step=i, run_id=run_id), {"messages": version}
-        )
-        await saver.aput_writes(stored, [("messages", f"w{i}")], f"task-{i}", "~p")
-        parent = stored["configurable"]["checkpoint_id"]
-        configs.append(stored)
-    return configs
-
-
-async def durable_ids(saver: AsyncHybridSaver, thread_id: str) -> list[str]:
-    rows = await saver.backend.list(ListQuery(thread_id, None, None, None, None, None))
-    return [r.checkpoint_id for r in rows]
-
-
-@pytest.fixture
-async def external(redis_url: str, durable_url: str, key_prefix: str) -> Any:
-    """A saver whose reconciler is 'external' (none runs unless a test starts one)."""
-    async with AsyncHybridSaver.from_conn_string(
-        redis_url, durable_url, key_prefix=key_prefix, reconciler="external", flush_timeout=5
-    ) as s:
-        yield s
+from .helpers import durable_ids, put_chain
 
 
 async def test_put_is_one_round_trip_with_its_outbox_entry(

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from langgraph_hybrid_saver import AsyncHybridSaver, ServerUnreachableError
 
 from .conftest import PrivateRedis, hybrid_saver
-from .test_invariants import put_chain
+from .helpers import put_chain
 
 
 @pytest.fixture

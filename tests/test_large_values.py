@@ -7,7 +7,6 @@ left behind by a refused put, a pruned or deleted thread or an applied entry."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,13 @@ from langgraph.checkpoint.conformance.test_utils import (
 
 from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler, ThreadBusyError
 from langgraph_hybrid_saver.errors import CorruptDataError
-from langgraph_hybrid_saver.hot import PIN_MIN_BYTES, decode_entry
+from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
 from langgraph_hybrid_saver.ops import collect_status, open_target
+from langgraph_hybrid_saver.outbox.codec import decode_entry
 
 from .conftest import PrivateRedis, hybrid_saver
 
 BIG = ["x" * 500 + str(i) for i in range(2 * PIN_MIN_BYTES // 500)]  # > PIN_MIN_BYTES packed
-
-
-@pytest.fixture
-async def external(
-    redis_url: str, durable_url: str, key_prefix: str
-) -> AsyncIterator[AsyncHybridSaver]:
-    async with hybrid_saver(redis_url, durable_url, key_prefix, reconciler="external") as s:
-        yield s
 
 
 async def put_steps(

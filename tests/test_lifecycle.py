@@ -19,7 +19,7 @@ from typing_extensions import TypedDict
 
 from langgraph_hybrid_saver import AsyncHybridSaver
 
-from .test_invariants import put_chain
+from .helpers import put_chain
 
 
 async def hot_memory(saver: AsyncHybridSaver, thread_id: str) -> int:

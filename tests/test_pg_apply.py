@@ -26,7 +26,7 @@ from langgraph_hybrid_saver.core import (
 from langgraph_hybrid_saver.errors import DurableStoreError
 
 from .conftest import pg_schema
-from .test_cosmos import put_op
+from .helpers import put_op
 
 
 def writes(n: int, tid: str, cid: str, upsert: bool, *rows: tuple[str, int, bytes]) -> WritesOp:

@@ -11,7 +11,7 @@ import pytest
 from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler
 
 from .conftest import hybrid_saver
-from .test_invariants import durable_ids, put_chain
+from .helpers import durable_ids, put_chain
 
 
 @pytest.fixture

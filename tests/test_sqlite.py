@@ -47,7 +47,7 @@ from langgraph_hybrid_saver.core import (
     to_tuple,
 )
 
-from .test_invariants import put_chain
+from .helpers import put_chain
 
 SERDE = JsonPlusSerializer()
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,69 +12,7 @@ import pytest
 from langgraph_hybrid_saver import AsyncHybridSaver
 
 from .conftest import PrivateRedis
-from .test_conformance import run_conformance
-from .test_graphs import build
-from .test_invariants import put_chain
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 55000:
-            try:
-                with socket.socket() as bus:
-                    bus.bind(("127.0.0.1", port + 10000))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[str]:
-    """Three masters on 127.0.0.1, joined with redis-cli --cluster create."""
-    nodes = []
-    for _ in range(3):
-        node = PrivateRedis(
-            tmp_path, None, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"
-        )
-        node.port = cluster_port()
-        node.start()
-        nodes.append(node)
-    try:
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{n.port}" for n in nodes],
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            info = subprocess.run(
-                ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
-                capture_output=True,
-                text=True,
-            ).stdout
-            if "cluster_state:ok" in info:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the test cluster did not reach cluster_state:ok")
-        yield f"redis://127.0.0.1:{nodes[0].port}/0"
-    finally:
-        for n in nodes:
-            n.stop()
+from .helpers import build, put_chain, run_conformance
 
 
 def valkey_binary() -> str:
