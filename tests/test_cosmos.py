@@ -49,18 +49,14 @@ from langgraph_hybrid_saver.backends.cosmos import (
     unpack,
 )
 from langgraph_hybrid_saver.core import (
-    BlobRow,
-    CheckpointRow,
     DeleteThreadOp,
     ListQuery,
     Op,
-    PutOp,
-    WriteRow,
-    WritesOp,
     seq_key,
 )
 
 from .conftest import cosmos_database
+from .helpers import put_op, writes_op
 
 TWO_MB = 2 * 1024 * 1024
 
@@ -90,48 +86,6 @@ async def raw_docs(backend: CosmosBackend, thread_id: str) -> list[dict[str, Any
 
 def snapshot(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["id"]: d for d in docs}
-
-
-def put_op(
-    n: int,
-    thread_id: str,
-    checkpoint_id: str,
-    blobs: dict[str, bytes] | None = None,
-    metadata: dict[str, Any] | None = None,
-    parent: str | None = None,
-) -> PutOp:
-    blobs = blobs or {}
-    checkpoint = {
-        "v": 1,
-        "id": checkpoint_id,
-        "ts": "2024-01-01T00:00:00+00:00",
-        "channel_values": {"step": n},
-        "channel_versions": {ch: f"{n}" for ch in blobs},
-        "versions_seen": {},
-    }
-    return PutOp(
-        seq_key(f"{n}-0"),
-        CheckpointRow(
-            thread_id,
-            "",
-            checkpoint_id,
-            parent,
-            json.dumps(checkpoint),
-            json.dumps(metadata or {"step": n}),
-        ),
-        tuple(BlobRow(ch, f"{n}", "bytes", data) for ch, data in blobs.items()),
-    )
-
-
-def writes_op(n: int, thread_id: str, checkpoint_id: str, blob: bytes, upsert: bool) -> WritesOp:
-    return WritesOp(
-        seq_key(f"{n}-0"),
-        thread_id,
-        "",
-        checkpoint_id,
-        upsert,
-        (WriteRow("task", 0, "~p", "ch", "bytes", blob),),
-    )
 
 
 # --- chunking (no server) ----------------------------------------------------------
