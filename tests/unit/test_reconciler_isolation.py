@@ -11,7 +11,7 @@ import pytest
 
 from langgraph_hybrid_saver.core import DeleteThreadOp, Op
 from langgraph_hybrid_saver.errors import SerializationError
-from langgraph_hybrid_saver.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
 
 class RefusingStore:
