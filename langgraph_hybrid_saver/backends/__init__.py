@@ -135,9 +135,13 @@ def redact(url: str) -> str:
     a host (a file, a socket, not a URL at all) as given, credentials masked."""
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
-        return re.sub(r"[^/@]*@", "***@", url)
+        shown = url.partition("?")[0] if parts.scheme else url
+        return re.sub(r"[^/@]*@", "***@", shown)
     host = parts.hostname or "localhost"
-    port = parts.netloc.rpartition("@")[2].partition(":")[2].split("/")[0]
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    hostport = parts.netloc.rpartition("@")[2]
+    port = hostport.rpartition("]")[2].partition(":")[2]
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "") + parts.path
 
 
