@@ -297,7 +297,7 @@ def storable_inline(value: Any) -> bool:
     if kind is str:
         return text_problem(value) is None
     if kind is int:
-        return _INT64_MIN <= value <= _INT64_MAX
+        return bool(_INT64_MIN <= value <= _INT64_MAX)
     if kind is float:
         return (
             math.isfinite(value)
