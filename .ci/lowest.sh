@@ -20,8 +20,9 @@ printf '*\n' >"$VENV/.gitignore"  # out of git and of `ruff check .`
 python -m pip install -q -U pip
 
 # The test extra's requirements, less the package itself (installed below
-# with [all]) and langgraph-checkpoint-postgres, which the test extra asks
-# newer (the official aprune, for tests/test_differential.py, not run here).
+# with [all]), langgraph-checkpoint-postgres, which the test extra asks newer
+# (the official aprune, for tests/test_differential.py, not run here), and the
+# tools the subset does not use.
 python - >"$VENV/test-requirements.txt" <<'EOF'
 import re
 import tomllib
@@ -30,7 +31,8 @@ with open("pyproject.toml", "rb") as f:
     test = tomllib.load(f)["project"]["optional-dependencies"]["test"]
 for req in test:
     name = re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower()
-    if name not in ("langgraph-hybrid-saver", "langgraph-checkpoint-postgres"):
+    if name not in ("langgraph-hybrid-saver", "langgraph-checkpoint-postgres", "mypy", "ruff",
+                    "build", "twine"):
         print(req)
 EOF
 python -m pip install -q -c "$CONSTRAINTS" -e ".[all]" -r "$VENV/test-requirements.txt"
