@@ -171,3 +171,54 @@ async def test_bad_redis_urls_are_config_errors_quoting_the_input(
     message = str(err.value)
     assert shown in message and "redis://127.0.0.1:6379/0" in message
     assert "localhost" not in message
+
+
+@pytest.mark.parametrize("store", ["pg", "sqlite"])
+async def test_the_saver_draws_nothing_from_uuid4(
+    redis_url: str,
+    pg_url: str,
+    tmp_path: Any,
+    key_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    store: str,
+) -> None:
+    """LangGraph's own tests patch uuid4 with a fixed sequence: a checkpointer
+    that draws from it shifts their ids. The saver's owner names and
+    temporary keys come from `secrets` instead. (Cosmos DB's SDK draws
+    request ids from uuid4 itself.)"""
+    durable_url = pg_url if store == "pg" else f"sqlite:///{tmp_path}/u.db"
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from .helpers import build
+
+    drawn: list[str] = []
+    real = uuid.uuid4
+
+    def counting() -> uuid.UUID:
+        value = real()
+        drawn.append(str(value))
+        return value
+
+    async def uuid4_calls(checkpointer: Any) -> int:
+        graph = build(checkpointer)
+        config = {"configurable": {"thread_id": f"u-{real()}"}}
+        drawn.clear()
+        monkeypatch.setattr(uuid, "uuid4", counting)
+        try:
+            big = "x" * 40_000  # a large value: the temporary-key path
+            await graph.ainvoke({"steps": [], "approved": None, "detail": big}, config)
+        finally:
+            monkeypatch.setattr(uuid, "uuid4", real)
+        return len(drawn)
+
+    reference = await uuid4_calls(InMemorySaver())
+    monkeypatch.setattr(uuid, "uuid4", counting)
+    try:
+        saver = await AsyncHybridSaver.open(redis_url, durable_url, key_prefix=key_prefix)
+    finally:
+        monkeypatch.setattr(uuid, "uuid4", real)
+    try:
+        assert drawn == []  # opening (the reconciler's owner name) draws nothing
+        assert await uuid4_calls(saver) == reference
+    finally:
+        await saver.aclose()
