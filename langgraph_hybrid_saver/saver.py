@@ -407,8 +407,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             limit: Maximum number of checkpoints.
         """
         query = list_query(config, filter, before, limit)
+        self._check_open()
         with self._errors():
-            listed = await self._list_stored(query)
+            listed = await self._on_own_loop(self._list_stored(query))
         for stored in listed:
             yield to_tuple(self.serde, stored)
 

@@ -47,6 +47,10 @@ def test_sync_saver_has_the_async_surface_and_setup(
             saver.get_tuple(generate_config(tid))
 
 
+async def _alist(saver: Any, config: Any) -> list[Any]:
+    return [t async for t in saver.alist(config)]
+
+
 def test_every_call_after_close_raises_at_once(
     redis_url: str, durable_url: str, key_prefix: str
 ) -> None:
@@ -60,6 +64,7 @@ def test_every_call_after_close_raises_at_once(
         lambda: saver.flush(),
         lambda: asyncio.run(saver.aget_tuple(config)),
         lambda: asyncio.run(saver.aflush()),
+        lambda: asyncio.run(_alist(saver, config)),
     ]
     for call in calls:
         started = time.monotonic()
@@ -90,6 +95,7 @@ async def test_a_saver_used_from_another_loop_closes_cleanly(
         def other_loop() -> Any:
             async def read() -> Any:
                 await put_chain(saver, tid, 1)
+                assert len(await _alist(saver, generate_config(tid))) == 2
                 return await saver.aget_tuple(generate_config(tid))
 
             return asyncio.run(read())
