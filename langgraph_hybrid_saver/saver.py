@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-import json
 import logging
 import threading
 import time
@@ -56,7 +55,6 @@ from langgraph_hybrid_saver.backends import (
     DurableBackend,
     open_backend,
     redact,
-    unavailable,
 )
 from langgraph_hybrid_saver.core import (
     DeleteThreadOp,
@@ -65,8 +63,6 @@ from langgraph_hybrid_saver.core import (
     encode_put,
     encode_writes,
     list_query,
-    matches,
-    merge_newest_first,
     next_config,
     next_version,
     normalize_id,
@@ -85,8 +81,9 @@ from langgraph_hybrid_saver.errors import (
     SaverClosedError,
     ServerUnreachableError,
 )
-from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotRead, HotTier
+from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
 from langgraph_hybrid_saver.outbox.reconciler import DEFAULT_LINGER_MS, Reconciler
+from langgraph_hybrid_saver.tiering import Tiers
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
@@ -215,6 +212,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self.durability = durability
         self.flush_timeout = flush_timeout
         self.durable_timeout = durable_timeout
+        self.tiers = Tiers(self.hot, backend, durable_timeout)
         self.reconciler: Reconciler | None = (
             Reconciler(self.hot, backend, linger_ms=reconcile_linger_ms)
             if reconciler == "in_process"
@@ -361,33 +359,8 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         """
         thread_id, ns, cid = parse_config(config)
         with self._errors():
-            stored = await self._get_stored(thread_id, ns, cid)
+            stored = await self.tiers.get(thread_id, ns, cid)
         return to_tuple(self.serde, stored) if stored else None
-
-    async def _get_stored(
-        self, thread_id: str, ns: str, cid: str | None
-    ) -> StoredCheckpoint | None:
-        self._check_open()
-        return await self._complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
-
-    async def _complete(
-        self, thread_id: str, ns: str, cid: str | None, read: HotRead
-    ) -> StoredCheckpoint | None:
-        """A hot read made whole: blobs Redis lost come from the durable store;
-        a checkpoint that is not hot is read through and copied back."""
-        if read.stored is not None:
-            if read.missing:
-                found = await self._durable(self.backend.get_blobs(thread_id, ns, read.missing))
-                read.stored.blobs.update(found)
-            return read.stored
-        stored = await self._durable(self.backend.get(thread_id, ns, read.checkpoint_id or cid))
-        if stored is None:
-            return None
-        writes = await self.hot.repopulate(stored, read.generation, latest=cid is None)
-        if writes is None:  # deleted while we read it
-            return None
-        stored.writes = writes
-        return stored
 
     async def alist(
         self,
@@ -409,82 +382,9 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         query = list_query(config, filter, before, limit)
         self._check_open()
         with self._errors():
-            listed = await self._on_own_loop(self._list_stored(query))
+            listed = await self._on_own_loop(self.tiers.list(query))
         for stored in listed:
             yield to_tuple(self.serde, stored)
-
-    async def _list_stored(self, query: ListQuery) -> builtins.list[StoredCheckpoint]:
-        self._check_open()
-        # Hot first, then durable: an entry the reconciler moves in between is
-        # seen in one tier or the other, never in neither.
-        stale: set[tuple[str, str, str]] = set()  # durable rows missing hot writes
-        complete = False  # True: Redis holds every checkpoint the query can match
-        whole: dict[int, HotRead] = {}  # hot checkpoints read with blobs and writes
-        if query.thread_id is None:
-            puts, stale = await self.hot.unreconciled()
-            hot = [
-                StoredCheckpoint(
-                    op.row.thread_id,
-                    op.row.checkpoint_ns,
-                    op.row.checkpoint_id,
-                    op.row.parent_checkpoint_id,
-                    json.loads(op.row.checkpoint),
-                    json.loads(op.row.metadata),
-                )
-                for op in puts
-            ]
-        elif query.filter is None:  # the newest `limit`, whole, in one round trip
-            hot_reads, complete = await self.hot.list_full(
-                query.thread_id, query.checkpoint_ns, query.checkpoint_id, query.before, query.limit
-            )
-            whole = {id(r.stored): r for r in hot_reads if r.stored is not None}
-            hot = [r.stored for r in hot_reads if r.stored is not None]
-        else:  # a metadata filter: headers of every hot checkpoint, then the matches
-            namespaces = (
-                [query.checkpoint_ns]
-                if query.checkpoint_ns is not None
-                else await self.hot.namespaces(query.thread_id)
-            )
-            hot = []
-            complete = bool(namespaces)
-            for ns in namespaces:
-                headers, ns_complete = await self.hot.list_headers(
-                    query.thread_id, ns, query.before, None
-                )
-                hot += headers
-                complete = complete and ns_complete
-        hot = [h for h in hot if matches(query, h)]
-        # A thread whose namespaces all started in Redis and are still whole
-        # there has nothing more in the durable store.
-        durable = [] if complete else await self._durable(self.backend.list(query))
-        merged = merge_newest_first(hot, durable, query.limit)
-        full_rows = {
-            id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
-        }
-        headers = [s for s in merged if id(s) not in full_rows and id(s) not in whole]
-        reads = await self.hot.get_many(
-            [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
-        )
-        full = whole | {id(h): r for h, r in zip(headers, reads, strict=True)}
-        out = []
-        for s in merged:
-            if id(s) in full:  # a hot header: blobs and writes fetched above
-                read = full[id(s)]
-                got = (
-                    read.stored
-                    if read.stored and not read.missing
-                    else await self._complete(s.thread_id, s.checkpoint_ns, s.checkpoint_id, read)
-                )
-                if got is None:
-                    logger.warning(
-                        "checkpoint %s of thread %s vanished while listing",
-                        s.checkpoint_id,
-                        s.thread_id,
-                    )
-                    continue
-                s = got
-            out.append(s)
-        return out
 
     @on_own_loop
     async def aget_delta_channel_history(
@@ -499,7 +399,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         if not channels:
             return {}
         thread_id, ns, cid = parse_config(config)
-        target = await self._get_stored(thread_id, ns, cid)
+        target = await self.tiers.get(thread_id, ns, cid)
         collected: dict[str, builtins.list[PendingWrite]] = {c: [] for c in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
@@ -511,7 +411,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 if oldest is None or cursor >= oldest:
                     break  # the parent was deleted (pruned): the walk ends here
                 query = ListQuery(thread_id, ns, None, None, oldest, DELTA_PAGE_SIZE)
-                rows = await self._list_stored(query)
+                rows = await self.tiers.list(query)
                 if not rows:
                     break
                 page.update((r.checkpoint_id, r) for r in rows)
@@ -637,32 +537,12 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 f"it ({refusal}); it waits in the dead-letter stream: see "
                 "`langgraph-hybrid-saver dead-letters list`"
             )
-        if await self._durable(self.backend.watermark(thread_id)) < seq_key(sid):
+        if await self.tiers.durable(self.backend.watermark(thread_id)) < seq_key(sid):
             raise NotDurableError(
                 f"{what} left the outbox without reaching the durable store (Redis lost "
                 "it: restarted or flushed before it was applied); it is not saved: "
                 "retry the step"
             )
-
-    async def _durable(self, read: Awaitable[T]) -> T:
-        """A read from the durable store, failing within `durable_timeout`
-        with `ServerUnreachableError` when the store is down or hung."""
-        try:
-            return await asyncio.wait_for(read, self.durable_timeout)
-        except HybridSaverError:
-            raise
-        except Exception as e:
-            if not (isinstance(e, asyncio.TimeoutError) or unavailable(e)):
-                raise
-            if isinstance(e, asyncio.TimeoutError):
-                why = f"no answer within durable_timeout={self.durable_timeout}s"
-            else:
-                why = f"{type(e).__name__}: {e}".splitlines()[0]
-            raise ServerUnreachableError(
-                f"the durable store {self.backend.where} is unavailable ({why}); threads hot "
-                "in Redis keep working, this read needs the store: start it or check "
-                "durable_url, then retry"
-            ) from e
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -749,7 +629,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         self._check_open()
         src = normalize_id(source_thread_id, "source_thread_id")
         dst = normalize_id(target_thread_id, "target_thread_id")
-        stored = await self._list_stored(ListQuery(src, None, None, None, None, None))
+        stored = await self.tiers.list(ListQuery(src, None, None, None, None, None))
         for s in stored:  # the copies name their own thread, as the Agent Server's do
             if "thread_id" in s.metadata:
                 s.metadata = {**s.metadata, "thread_id": dst}
@@ -924,7 +804,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     @on_own_loop
     async def _collect(self, query: ListQuery) -> builtins.list[CheckpointTuple]:
-        return [to_tuple(self.serde, s) for s in await self._list_stored(query)]
+        return [to_tuple(self.serde, s) for s in await self.tiers.list(query)]
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self._sync(self.aget_tuple(config))

@@ -1,0 +1,152 @@
+"""Reads across both tiers: Redis first, the durable store for what Redis
+lacks (read-through copies it back), and `list` merging the two newest
+first. Used by the saver; the durable store's reads are bounded by
+`durable_timeout`."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from langgraph_hybrid_saver.backends import DurableBackend, unavailable
+from langgraph_hybrid_saver.core import (
+    ListQuery,
+    StoredCheckpoint,
+    matches,
+    merge_newest_first,
+)
+from langgraph_hybrid_saver.errors import HybridSaverError, ServerUnreachableError
+from langgraph_hybrid_saver.hot import HotRead, HotTier
+
+logger = logging.getLogger("langgraph_hybrid_saver")
+
+T = TypeVar("T")
+
+
+class Tiers:
+    """The hot tier and the durable store, read as one."""
+
+    def __init__(self, hot: HotTier, backend: DurableBackend, durable_timeout: float) -> None:
+        self.hot = hot
+        self.backend = backend
+        self.durable_timeout = durable_timeout
+
+    async def get(
+        self, thread_id: str, ns: str, cid: str | None
+    ) -> StoredCheckpoint | None:
+        return await self.complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
+
+    async def complete(
+        self, thread_id: str, ns: str, cid: str | None, read: HotRead
+    ) -> StoredCheckpoint | None:
+        """A hot read made whole: blobs Redis lost come from the durable store;
+        a checkpoint that is not hot is read through and copied back."""
+        if read.stored is not None:
+            if read.missing:
+                found = await self.durable(self.backend.get_blobs(thread_id, ns, read.missing))
+                read.stored.blobs.update(found)
+            return read.stored
+        stored = await self.durable(self.backend.get(thread_id, ns, read.checkpoint_id or cid))
+        if stored is None:
+            return None
+        writes = await self.hot.repopulate(stored, read.generation, latest=cid is None)
+        if writes is None:  # deleted while we read it
+            return None
+        stored.writes = writes
+        return stored
+
+    async def list(self, query: ListQuery) -> builtins.list[StoredCheckpoint]:
+        # Hot first, then durable: an entry the reconciler moves in between is
+        # seen in one tier or the other, never in neither.
+        stale: set[tuple[str, str, str]] = set()  # durable rows missing hot writes
+        complete = False  # True: Redis holds every checkpoint the query can match
+        whole: dict[int, HotRead] = {}  # hot checkpoints read with blobs and writes
+        if query.thread_id is None:
+            puts, stale = await self.hot.unreconciled()
+            hot = [
+                StoredCheckpoint(
+                    op.row.thread_id,
+                    op.row.checkpoint_ns,
+                    op.row.checkpoint_id,
+                    op.row.parent_checkpoint_id,
+                    json.loads(op.row.checkpoint),
+                    json.loads(op.row.metadata),
+                )
+                for op in puts
+            ]
+        elif query.filter is None:  # the newest `limit`, whole, in one round trip
+            hot_reads, complete = await self.hot.list_full(
+                query.thread_id, query.checkpoint_ns, query.checkpoint_id, query.before, query.limit
+            )
+            whole = {id(r.stored): r for r in hot_reads if r.stored is not None}
+            hot = [r.stored for r in hot_reads if r.stored is not None]
+        else:  # a metadata filter: headers of every hot checkpoint, then the matches
+            namespaces = (
+                [query.checkpoint_ns]
+                if query.checkpoint_ns is not None
+                else await self.hot.namespaces(query.thread_id)
+            )
+            hot = []
+            complete = bool(namespaces)
+            for ns in namespaces:
+                headers, ns_complete = await self.hot.list_headers(
+                    query.thread_id, ns, query.before, None
+                )
+                hot += headers
+                complete = complete and ns_complete
+        hot = [h for h in hot if matches(query, h)]
+        # A thread whose namespaces all started in Redis and are still whole
+        # there has nothing more in the durable store.
+        durable = [] if complete else await self.durable(self.backend.list(query))
+        merged = merge_newest_first(hot, durable, query.limit)
+        full_rows = {
+            id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
+        }
+        headers = [s for s in merged if id(s) not in full_rows and id(s) not in whole]
+        reads = await self.hot.get_many(
+            [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
+        )
+        full = whole | {id(h): r for h, r in zip(headers, reads, strict=True)}
+        out = []
+        for s in merged:
+            if id(s) in full:  # a hot header: blobs and writes fetched above
+                read = full[id(s)]
+                got = (
+                    read.stored
+                    if read.stored and not read.missing
+                    else await self.complete(s.thread_id, s.checkpoint_ns, s.checkpoint_id, read)
+                )
+                if got is None:
+                    logger.warning(
+                        "checkpoint %s of thread %s vanished while listing",
+                        s.checkpoint_id,
+                        s.thread_id,
+                    )
+                    continue
+                s = got
+            out.append(s)
+        return out
+
+    async def durable(self, read: Awaitable[T]) -> T:
+        """A read from the durable store, failing within `durable_timeout`
+        with `ServerUnreachableError` when the store is down or hung."""
+        try:
+            return await asyncio.wait_for(read, self.durable_timeout)
+        except HybridSaverError:
+            raise
+        except Exception as e:
+            if not (isinstance(e, asyncio.TimeoutError) or unavailable(e)):
+                raise
+            if isinstance(e, asyncio.TimeoutError):
+                why = f"no answer within durable_timeout={self.durable_timeout}s"
+            else:
+                why = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise ServerUnreachableError(
+                f"the durable store {self.backend.where} is unavailable ({why}); threads hot "
+                "in Redis keep working, this read needs the store: start it or check "
+                "durable_url, then retry"
+            ) from e
