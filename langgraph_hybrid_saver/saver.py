@@ -945,15 +945,6 @@ class HybridSaver(AsyncHybridSaver):
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.close)
 
-    @property
-    def inner(self) -> HybridSaver:
-        """The saver itself (the async implementation is this class's own)."""
-        return self
-
-    @property
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        return self.loop
-
 
 async def open_clients(
     redis_url: str, durable_url: str, serde: SerializerProtocol | None

@@ -25,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
-from langgraph_hybrid_saver import AsyncHybridSaver
+from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler
 from langgraph_hybrid_saver.core import (
     BlobRow,
     CheckpointRow,
@@ -207,3 +207,14 @@ def build(checkpointer: Any) -> Any:
     g.add_edge("review", "respond")
     g.add_edge("respond", END)
     return g.compile(checkpointer=checkpointer)
+
+
+async def reconcile(saver: Any) -> int:
+    """Drain the saver's outbox with a reconciler of the test's own; returns
+    the entries processed."""
+    worker = Reconciler(saver.hot, saver.backend)
+    applied = 0
+    while n := await worker.step(None):
+        applied += n
+    await worker.release_all()
+    return applied

@@ -24,13 +24,14 @@ from langgraph.checkpoint.conformance.test_utils import (
     generate_metadata,
 )
 
-from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError, NotFoundError, Reconciler
+from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError, NotFoundError
 from langgraph_hybrid_saver.cli import cli
 from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
 from langgraph_hybrid_saver.ops import open_target
 from langgraph_hybrid_saver.outbox import deadletters as dl
 
 from .conftest import hybrid_saver
+from .helpers import reconcile
 
 BIG = ["x" * 500 + str(i) for i in range(2 * PIN_MIN_BYTES // 500)]  # > PIN_MIN_BYTES packed
 HOT_KEYS = (":i:0:", ":c:0:", ":n")  # root-namespace keys of a thread
@@ -86,15 +87,6 @@ async def dead_letter_outbox(saver: AsyncHybridSaver) -> list[str]:
     for shard, sid, _ in entries:
         await hot.dead_letter(shard, sid, f"test reason for {sid}")
     return [sid for _, sid, _ in entries]
-
-
-async def reconcile(saver: AsyncHybridSaver) -> int:
-    worker = Reconciler(saver.hot, saver.backend)
-    applied = 0
-    while n := await worker.step(None):
-        applied += n
-    await worker.release_all()
-    return applied
 
 
 async def dead_count(saver: AsyncHybridSaver) -> int:

@@ -348,7 +348,7 @@ async def test_write_through_async_class_every_run_durability(
 
 
 def _on_loop(saver: HybridSaver, coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run_coroutine_threadsafe(coro, saver._loop).result()
+    return asyncio.run_coroutine_threadsafe(coro, saver.loop).result()
 
 
 async def _drop_keys(saver: AsyncHybridSaver, prefix: str) -> None:
@@ -371,12 +371,12 @@ def test_write_through_sync_class_every_run_durability(
                 graph.invoke({"steps": [f"in{i}"]}, config(t), durability=mode)
                 state = graph.get_state(config(t))
                 assert state.values == {"steps": final(i + 1)}
-                stored = _on_loop(saver, saver.inner.backend.get(t, "", None))
+                stored = _on_loop(saver, saver.backend.get(t, "", None))
                 assert stored is not None
                 assert stored.checkpoint_id == state.config["configurable"]["checkpoint_id"]
             assert saver.stats()["dead_letters"] == 0
         finally:
-            _on_loop(saver, _drop_keys(saver.inner, key_prefix))
+            _on_loop(saver, _drop_keys(saver, key_prefix))
 
 
 async def test_backlog_bound_write_through_with_external_reconciler_no_false_error(

@@ -17,13 +17,14 @@ from langgraph.checkpoint.conformance.test_utils import (
     generate_metadata,
 )
 
-from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler, ThreadBusyError
+from langgraph_hybrid_saver import AsyncHybridSaver, ThreadBusyError
 from langgraph_hybrid_saver.errors import CorruptDataError
 from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
 from langgraph_hybrid_saver.ops import collect_status, open_target
 from langgraph_hybrid_saver.outbox.codec import decode_entry
 
 from .conftest import PrivateRedis, hybrid_saver
+from .helpers import reconcile
 
 BIG = ["x" * 500 + str(i) for i in range(2 * PIN_MIN_BYTES // 500)]  # > PIN_MIN_BYTES packed
 
@@ -58,15 +59,6 @@ async def keys_of(saver: AsyncHybridSaver, kind: str) -> list[bytes]:
     """The saver's Redis keys of one kind: 't' temporary, 'p' an outbox
     entry's large value, 'v' a hot large value."""
     return [k async for k in saver.hot.redis.scan_iter(f"{saver.hot.prefix}:*:{kind}:*")]
-
-
-async def reconcile(saver: AsyncHybridSaver) -> int:
-    worker = Reconciler(saver.hot, saver.backend)
-    applied = 0
-    while n := await worker.step(None):
-        applied += n
-    await worker.release_all()
-    return applied
 
 
 async def test_a_large_value_goes_beside_the_script_and_reaches_the_durable_store(
