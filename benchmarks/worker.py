@@ -25,8 +25,8 @@ if __package__ in (None, ""):
 
 from langgraph_hybrid_saver.backends import open_backend
 from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.hot.client import connect_redis
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler
-from langgraph_hybrid_saver.saver import connect_redis
 
 
 async def work(args: argparse.Namespace) -> None:

@@ -40,8 +40,8 @@ from redis.asyncio import Redis, RedisCluster
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.errors import ConfigError, ServerUnreachableError
 from langgraph_hybrid_saver.hot import DEFAULT_SHARDS, LAYOUT_VERSION, HotTier
+from langgraph_hybrid_saver.hot.client import connect_redis
 from langgraph_hybrid_saver.outbox.reconciler import WORKERS_KEY
-from langgraph_hybrid_saver.saver import connect_redis
 
 PACKAGE = "langgraph-hybrid-saver"
 DEFAULT_LAG_SAMPLE = 1000
