@@ -1,4 +1,6 @@
-"""The public savers: `AsyncHybridSaver` and its sync front `HybridSaver`.
+"""The public savers: `AsyncHybridSaver` and its sync front `HybridSaver`,
+the LangGraph face over the tiers (tiering.py), the write path (writes.py),
+the reconciler (outbox/reconciler.py) and the sync bridge (bridge.py).
 
 Write path (`write_behind`, the default): one Lua script writes the checkpoint,
 its new blobs and its outbox entry to Redis atomically; the reconciler applies
@@ -12,49 +14,31 @@ back into Redis. `list` merges both tiers.
 from __future__ import annotations
 
 import asyncio
-import builtins
-import functools
 import logging
 import threading
-import time
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
     DeltaChannelHistory,
-    PendingWrite,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.backends import (
     PRUNE_STRATEGIES,
     DurableBackend,
     open_backend,
 )
+from langgraph_hybrid_saver.bridge import SyncBridge, on_own_loop
 from langgraph_hybrid_saver.core import (
-    DeleteThreadOp,
-    ListQuery,
-    StoredCheckpoint,
     encode_put,
     encode_writes,
     list_query,
@@ -62,54 +46,24 @@ from langgraph_hybrid_saver.core import (
     next_version,
     normalize_id,
     parse_config,
-    seq_key,
     to_tuple,
 )
-from langgraph_hybrid_saver.errors import (
-    BacklogError,
-    ConfigError,
-    DurableStoreError,
-    FlushTimeoutError,
-    HotTierFullError,
-    HybridSaverError,
-    NotDurableError,
-    SaverClosedError,
-    ServerUnreachableError,
-)
+from langgraph_hybrid_saver.errors import ConfigError
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
 from langgraph_hybrid_saver.hot.client import connect_redis
-from langgraph_hybrid_saver.outbox.reconciler import DEFAULT_LINGER_MS, Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import (
+    DEFAULT_LINGER_MS,
+    Reconciler,
+)
 from langgraph_hybrid_saver.tiering import Tiers
+from langgraph_hybrid_saver.writes import BacklogPolicy, Durability, Writes, redis_errors
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
-T = TypeVar("T")
-Durability = Literal["write_behind", "write_through"]
-BacklogPolicy = Literal["write_through", "raise"]
-MONITOR_INTERVAL = 0.1  # seconds between backlog checks when a bound is set
-DELTA_PAGE_SIZE = 64  # ancestors read per page by aget_delta_channel_history
 Placement = Literal["in_process", "external"]
 
 
-S = TypeVar("S", bound="AsyncHybridSaver")
-P = ParamSpec("P")
-
-
-def on_own_loop(
-    method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
-) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
-    """An async method that refuses at once when the saver is closed and
-    runs on the saver's own loop (where its connections live) from any loop."""
-
-    async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        self._check_open()
-        return await self._on_own_loop(method(self, *args, **kwargs))
-
-    functools.update_wrapper(run, method)
-    return run
-
-
-class AsyncHybridSaver(BaseCheckpointSaver[str]):
+class AsyncHybridSaver(SyncBridge):
     """A LangGraph checkpointer: Redis for hot reads, a durable store behind it.
 
     Args:
@@ -171,23 +125,13 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         if reconciler not in ("in_process", "external"):
             raise ConfigError(f"reconciler={reconciler!r}: use 'in_process' or 'external'")
-        if on_backlog not in ("write_through", "raise"):
-            raise ConfigError(f"on_backlog={on_backlog!r}: use 'write_through' or 'raise'")
-        bounds = (
-            ("max_backlog", max_backlog),
-            ("max_lag_seconds", max_lag_seconds),
-            ("durable_timeout", durable_timeout),
-        )
-        for name, bound in bounds:
-            if bound is not None and not bound > 0:
-                raise ConfigError(f"{name}={bound!r}: use a positive number or None")
+        if durable_timeout is not None and not durable_timeout > 0:
+            raise ConfigError(f"durable_timeout={durable_timeout!r}: use a positive number or None")
         linger = reconcile_linger_ms
         if not isinstance(linger, int) or isinstance(linger, bool) or linger < 0:
             raise ConfigError(
                 f"reconcile_linger_ms={linger!r}: use an int >= 0 (milliseconds; 0: no linger)"
             )
-        if durability not in ("write_behind", "write_through"):
-            raise ConfigError(f"durability={durability!r}: use 'write_behind' or 'write_through'")
         try:
             self.loop = loop or asyncio.get_running_loop()
         except RuntimeError:
@@ -205,8 +149,6 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         )
         self.backend = backend
         self.placement = reconciler
-        self.durability = durability
-        self.flush_timeout = flush_timeout
         self.durable_timeout = durable_timeout
         self.tiers = Tiers(self.hot, backend, durable_timeout)
         self.reconciler: Reconciler | None = (
@@ -214,12 +156,15 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             if reconciler == "in_process"
             else None
         )
-        self.max_backlog = max_backlog
-        self.max_lag_seconds = max_lag_seconds
-        self.on_backlog = on_backlog
-        self.overloaded = False  # set by the backlog monitor
-        self._held: dict[str, str] = {}  # thread_id -> lease token
-        self._renewals: dict[str, asyncio.Task[None]] = {}
+        self.writes = Writes(
+            self.tiers,
+            self.reconciler,
+            durability=durability,
+            flush_timeout=flush_timeout,
+            max_backlog=max_backlog,
+            max_lag_seconds=max_lag_seconds,
+            on_backlog=on_backlog,
+        )
         self._monitor: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -277,34 +222,19 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             self._task = self.loop.create_task(
                 self.reconciler.run(self._stop), name="hybrid-saver-reconciler"
             )
-        bounded = self.max_backlog is not None or self.max_lag_seconds is not None
-        if bounded and self._monitor is None:
-            self._monitor = self.loop.create_task(self._watch_backlog(), name="hybrid-saver-bound")
+        if self.writes.bounded and self._monitor is None:
+            self._monitor = self.loop.create_task(
+                self.writes.watch_backlog(self._stop), name="hybrid-saver-bound"
+            )
 
-    async def _watch_backlog(self) -> None:
-        """Keep `overloaded` current off the hot path (one pipelined read per tick)."""
-        while not self._stop.is_set():
-            try:
-                backlog, age = await self.hot.backlog()
-            except Exception as e:  # Redis down: writes fail on their own
-                logger.warning("backlog check failed: %s", e)
-            else:
-                over = (self.max_backlog is not None and backlog >= self.max_backlog) or (
-                    self.max_lag_seconds is not None and (age or 0) >= self.max_lag_seconds
-                )
-                if over != self.overloaded:
-                    logger.warning(
-                        "outbox backlog %s (%d entries, oldest %.1fs): %s",
-                        "over its bound" if over else "back under its bound",
-                        backlog,
-                        age or 0,
-                        self.on_backlog if over else "write_behind",
-                    )
-                self.overloaded = over
-            try:
-                await asyncio.wait_for(self._stop.wait(), MONITOR_INTERVAL)
-            except asyncio.TimeoutError:
-                pass
+    @property
+    def durability(self) -> Durability:
+        return self.writes.durability
+
+    @property
+    def overloaded(self) -> bool:
+        """The outbox is past `max_backlog` or `max_lag_seconds`."""
+        return self.writes.overloaded
 
     async def aclose(self, drain_timeout: float = 10.0) -> None:
         """Stop the reconciler after draining what it owns (for at most
@@ -354,7 +284,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             or None.
         """
         thread_id, ns, cid = parse_config(config)
-        with self._errors():
+        with redis_errors(self.hot.where):
             stored = await self.tiers.get(thread_id, ns, cid)
         return to_tuple(self.serde, stored) if stored else None
 
@@ -377,7 +307,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         """
         query = list_query(config, filter, before, limit)
         self._check_open()
-        with self._errors():
+        with redis_errors(self.hot.where):
             listed = await self._on_own_loop(self.tiers.list(query))
         for stored in listed:
             yield to_tuple(self.serde, stored)
@@ -395,40 +325,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         if not channels:
             return {}
         thread_id, ns, cid = parse_config(config)
-        target = await self.tiers.get(thread_id, ns, cid)
-        collected: dict[str, builtins.list[PendingWrite]] = {c: [] for c in channels}
-        seeds: dict[str, Any] = {}
-        remaining = set(channels)
-        page: dict[str, StoredCheckpoint] = {}
-        cursor = target.parent_checkpoint_id if target else None
-        oldest = target.checkpoint_id if target else None
-        while cursor is not None and remaining:
-            if cursor not in page:
-                if oldest is None or cursor >= oldest:
-                    break  # the parent was deleted (pruned): the walk ends here
-                query = ListQuery(thread_id, ns, None, None, oldest, DELTA_PAGE_SIZE)
-                rows = await self.tiers.list(query)
-                if not rows:
-                    break
-                page.update((r.checkpoint_id, r) for r in rows)
-                oldest = rows[-1].checkpoint_id
-                continue
-            tup = to_tuple(self.serde, page[cursor])
-            for write in reversed(tup.pending_writes or []):
-                if write[1] in remaining:
-                    collected[write[1]].append(write)
-            for ch in list(remaining):
-                if ch in tup.checkpoint["channel_values"]:
-                    seeds[ch] = tup.checkpoint["channel_values"][ch]
-                    remaining.discard(ch)
-            cursor = page[cursor].parent_checkpoint_id
-        result: dict[str, DeltaChannelHistory] = {}
-        for ch in channels:
-            entry: DeltaChannelHistory = {"writes": collected[ch][::-1]}
-            if ch in seeds:
-                entry["seed"] = seeds[ch]
-            result[ch] = entry
-        return result
+        return await self.tiers.delta_history(self.serde, thread_id, ns, cid, channels)
 
     # --- writes ---------------------------------------------------------------
 
@@ -446,12 +343,11 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         Returns:
             The config of the stored checkpoint.
         """
-        self._check_open()
         row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, new_versions)
         tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
         what = f"checkpoint {cid!r} of thread {tid!r}"
-        with self._errors():
-            sid = await self._write(partial(self.hot.put, row, refs, blobs), tid, what)
+        with redis_errors(self.hot.where):
+            sid = await self._write_hot(partial(self.hot.put, row, refs, blobs), tid, what)
             if isinstance(sid, list):
                 # Redis lost unchanged channel values (a restart before they were
                 # reconciled): store them again with this checkpoint.
@@ -459,7 +355,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
                 versions = checkpoint["channel_versions"]
                 again = {**new_versions, **{ch: versions[ch] for ch in lost}}
                 row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, again)
-                await self._write(partial(self.hot.put, row, refs, blobs), tid, what)
+                await self._write_hot(partial(self.hot.put, row, refs, blobs), tid, what)
         return next_config(tid, ns, cid)
 
     @on_own_loop
@@ -471,92 +367,24 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Store pending writes of a task, idempotently per (task_id, idx)."""
-        self._check_open()
         thread_id, ns, cid = parse_config(config)
         if cid is None:
             raise ConfigError(
                 "put_writes needs config['configurable']['checkpoint_id'] (the "
                 "checkpoint the writes belong to)"
             )
-        rows, upsert = encode_writes(
-            self.serde, writes, task_id, task_path, thread_id=thread_id
-        )
+        rows, upsert = encode_writes(self.serde, writes, task_id, task_path, thread_id=thread_id)
         what = f"pending writes of task {task_id!r} to checkpoint {cid!r} of thread {thread_id!r}"
-        with self._errors():
-            await self._write(
+        with redis_errors(self.hot.where):
+            await self._write_hot(
                 partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert), thread_id, what
             )
 
-    async def _write(
+    async def _write_hot(
         self, hot_write: Callable[[str], Awaitable[Any]], thread_id: str, what: str
     ) -> Any:
-        """Run one hot write (given this saver's lease token for the thread),
-        then apply the durability mode and the backlog policy. Returns what
-        the hot write returned (its outbox entry id)."""
         self._start()
-        if self.overloaded and self.on_backlog == "raise":
-            backlog, age = await self.hot.backlog()
-            raise BacklogError(
-                f"outbox holds {backlog} entries (oldest {age or 0:.1f}s) past max_backlog="
-                f"{self.max_backlog} / max_lag_seconds={self.max_lag_seconds}: nothing was "
-                "written; the durable store is behind (is it up, is a reconciler running?)"
-            )
-        sid = await hot_write(self._held.get(thread_id, ""))
-        if isinstance(sid, str) and (self.durability == "write_through" or self.overloaded):
-            await self._wait_durable(thread_id, sid, what)
-        return sid
-
-    async def _wait_durable(self, thread_id: str, sid: str, what: str) -> None:
-        """Return once outbox entry `sid` of the thread is in the durable store.
-
-        Raises:
-            FlushTimeoutError: It is still in the outbox after `flush_timeout`
-                (it is in Redis and will be applied later).
-            NotDurableError: It left the outbox without being applied: the
-                durable store refused it (it is dead-lettered, still readable
-                from Redis) or Redis lost it (a restart before it was applied).
-        """
-        shard = self.hot.shard(thread_id)
-        try:
-            await self._wait_applied({shard: sid}, self.flush_timeout)
-        except FlushTimeoutError as e:
-            raise FlushTimeoutError(
-                f"{what} is saved in Redis but not yet in the durable store: {e}"
-            ) from None
-        # Applied entries raise the thread's durable watermark to their seq (a
-        # later delete of the thread raises it further); a dead-lettered entry
-        # was moved aside, a lost one is simply gone.
-        refusal = await self.hot.dead_reason(shard, sid)
-        if refusal is not None:
-            raise NotDurableError(
-                f"{what} is saved in Redis and readable, but the durable store refused "
-                f"it ({refusal}); it waits in the dead-letter stream: see "
-                "`langgraph-hybrid-saver dead-letters list`"
-            )
-        if await self.tiers.durable(self.backend.watermark(thread_id)) < seq_key(sid):
-            raise NotDurableError(
-                f"{what} left the outbox without reaching the durable store (Redis lost "
-                "it: restarted or flushed before it was applied); it is not saved: "
-                "retry the step"
-            )
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Driver errors as this package's typed errors (cause kept)."""
-        try:
-            yield
-        except HybridSaverError:
-            raise
-        except (RedisConnectionError, RedisTimeoutError) as e:
-            raise ServerUnreachableError(
-                f"Redis at {self.hot.where} is unreachable ({type(e).__name__}); nothing "
-                "was written if this was a write: check the server and retry"
-            ) from e
-        except RedisOutOfMemoryError as e:
-            raise HotTierFullError(
-                f"Redis at {self.hot.where} is full (maxmemory) and refused the write; "
-                "nothing was written: raise maxmemory, lower ttl or set hot_window"
-            ) from e
+        return await self.writes.write(hot_write, thread_id, what)
 
     # --- deletes --------------------------------------------------------------
 
@@ -565,43 +393,29 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
         """Delete a thread from both tiers.
 
         Redis is cleared and a delete entry is queued in one atomic step; the
-        durable store is cleared before returning. Entries of the thread queued
-        before the call can never bring it back (they sit below the delete in
-        the thread's watermark).
+        entry is then applied (through the reconciler's `apply_entries`) and
+        taken off the outbox, so the durable store is cleared before returning.
+        Entries of the thread queued before the call can never bring it back
+        (they sit below the delete in the thread's watermark).
         """
-        self._check_open()
         thread_id = normalize_id(thread_id, "thread_id")
-        with self._errors():
-            sid = await self.hot.drop_thread(thread_id, queue=True)
-        assert sid is not None
-        try:
-            await self.backend.apply([DeleteThreadOp(seq_key(sid), thread_id)])
-        except Exception as e:
-            raise DurableStoreError(
-                f"thread {thread_id!r} is deleted from Redis, but the durable store "
-                f"failed ({type(e).__name__}: {e}); the deletion is queued and the "
-                "reconciler applies it when the store is back"
-            ) from e
+        with redis_errors(self.hot.where):
+            await self.writes.delete_thread(thread_id)
 
     @on_own_loop
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints and writes created by the given runs."""
-        self._check_open()
         if isinstance(run_ids, str):
             raise ConfigError("run_ids must be a list of run ids, not a str")
         ids = [normalize_id(r, "run_id") for r in run_ids]
-        if not ids:
-            return
-        await self.aflush()
-        for thread_id in await self.backend.delete_for_runs(ids):
-            await self.hot.drop_thread(thread_id, queue=False)
+        if ids:
+            await self.writes.delete_for_runs(ids)
 
     @on_own_loop
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: "keep_latest" keeps the newest checkpoint of each
         namespace (refusing threads with a DeltaChannel), "delete" deletes them.
         """
-        self._check_open()
         if isinstance(thread_ids, str):
             raise ConfigError("thread_ids must be a list of thread ids, not a str")
         if strategy not in PRUNE_STRATEGIES:
@@ -611,28 +425,17 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             for thread_id in ids:
                 await self.adelete_thread(thread_id)
             return
-        if not ids:
-            return
-        await self.aflush()
-        await self.backend.prune_keep_latest(ids)
-        for thread_id in ids:
-            await self.hot.drop_thread(thread_id, queue=False)
+        if ids:
+            await self.writes.prune_keep_latest(ids)
 
     @on_own_loop
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint (all namespaces, full parent chain) and its
         pending writes to another thread."""
-        self._check_open()
         src = normalize_id(source_thread_id, "source_thread_id")
         dst = normalize_id(target_thread_id, "target_thread_id")
-        stored = await self.tiers.list(ListQuery(src, None, None, None, None, None))
-        for s in stored:  # the copies name their own thread, as the Agent Server's do
-            if "thread_id" in s.metadata:
-                s.metadata = {**s.metadata, "thread_id": dst}
-        if stored:  # oldest first, as they were written; one atomic script
-            await self._write(
-                partial(self.hot.put_thread, dst, stored[::-1]), dst, f"copy of {src!r} to {dst!r}"
-            )
+        self._start()
+        await self.writes.copy_thread(src, dst)
 
     # --- leases ---------------------------------------------------------------
 
@@ -659,30 +462,13 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     @on_own_loop
     async def _acquire(self, thread_id: str, ttl: float) -> str:
-        self._check_open()
         thread_id = normalize_id(thread_id, "thread_id")
         owner = self.reconciler.owner if self.reconciler else f"saver:{id(self):x}"
-        ttl_ms = int(ttl * 1000)
-        token = await self.hot.acquire_thread(thread_id, owner, ttl_ms)
-        self._held[thread_id] = token
-
-        async def renew() -> None:
-            while self._held.get(thread_id) == token:
-                await asyncio.sleep(ttl / 3)
-                if not await self.hot.keep_thread(thread_id, token, ttl_ms):
-                    logger.warning("lease of thread %s was lost", thread_id)
-                    return
-
-        self._renewals[thread_id] = self.loop.create_task(renew())
-        return token
+        return await self.writes.acquire(thread_id, owner, ttl)
 
     @on_own_loop
     async def _release(self, thread_id: str) -> None:
-        token = self._held.pop(thread_id, None)
-        if task := self._renewals.pop(thread_id, None):
-            task.cancel()
-        if token is not None:
-            await self.hot.keep_thread(thread_id, token, 0)
+        await self.writes.release(thread_id)
 
     @contextmanager
     def lease(self, thread_id: str, ttl: float = 30.0) -> Iterator[str]:
@@ -703,32 +489,7 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
             FlushTimeoutError: The outbox did not drain within `timeout` seconds
                 (default: `flush_timeout`).
         """
-        self._check_open()
-        heads = await self.hot.outbox_heads()
-        await self._wait_applied(dict(enumerate(heads)), timeout)
-
-    async def _wait_applied(self, heads: dict[int, str | None], timeout: float | None) -> None:
-        timeout = self.flush_timeout if timeout is None else timeout
-        targets = [heads.get(s) for s in range(self.hot.shards)]
-        if self.reconciler is not None:
-            self.reconciler.wake()
-        deadline = time.monotonic() + timeout
-        pause = 0.0005
-        while await self.hot.pending_upto(targets):
-            if time.monotonic() > deadline:
-                backlog, age = await self.hot.backlog()
-                hint = (
-                    "is a reconciler running? start one with `python -m "
-                    "langgraph_hybrid_saver reconcile --redis URL --durable URL`"
-                    if self.placement == "external"
-                    else "is the durable store reachable? see the reconciler's log"
-                )
-                raise FlushTimeoutError(
-                    f"outbox not drained after {timeout}s: {backlog} entries pending, "
-                    f"oldest {age or 0:.1f}s old; {hint}"
-                )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.02)
+        await self.writes.flush(timeout)
 
     @on_own_loop
     async def astats(self) -> dict[str, Any]:
@@ -758,97 +519,6 @@ class AsyncHybridSaver(BaseCheckpointSaver[str]):
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         return next_version(current)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise SaverClosedError(
-                "this saver is closed; open a new one with from_conn_string(...)"
-            )
-
-    # --- the bridge -------------------------------------------------------------
-    # One implementation (async, on `self.loop`). Async calls from another
-    # loop and sync calls from other threads run it there, as AsyncPostgresSaver
-    # runs sync calls; a closed saver refuses at once.
-
-    async def _on_own_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await `coro` on the saver's loop, whatever loop the caller is on."""
-        loop = self.loop
-        if asyncio.get_running_loop() is loop or not loop.is_running():
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
-
-    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                "synchronous calls to AsyncHybridSaver are not allowed on its own "
-                "event loop (they would block it): use the async methods (ainvoke, "
-                "aget_tuple, ...) or HybridSaver from sync code"
-            )
-        if self._closed or not self.loop.is_running():
-            coro.close()
-            self._check_open()
-            raise SaverClosedError(
-                "this saver's event loop is not running, so a sync call would wait "
-                "forever: call the async methods on that loop, or use HybridSaver"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    @on_own_loop
-    async def _collect(self, query: ListQuery) -> builtins.list[CheckpointTuple]:
-        return [to_tuple(self.serde, s) for s in await self.tiers.list(query)]
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._sync(self.aget_tuple(config))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        return iter(self._sync(self._collect(list_query(config, filter, before, limit))))
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._sync(self.aput(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        return self._sync(self.aput_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        return self._sync(self.adelete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        return self._sync(self.adelete_for_runs(run_ids))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        return self._sync(self.aprune(thread_ids, strategy=strategy))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        return self._sync(self.acopy_thread(source_thread_id, target_thread_id))
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
 
     def flush(self, timeout: float | None = None) -> None:
         return self._sync(self.aflush(timeout))

@@ -110,7 +110,7 @@ async def test_a_dead_holders_lease_expires_and_its_late_writes_are_refused(
     ):
         tid = str(uuid.uuid4())
         await a._acquire(tid, ttl=0.5)
-        a._renewals.pop(tid).cancel()  # the holder stalls: no more renewals
+        a.writes._renewals.pop(tid).cancel()  # the holder stalls: no more renewals
         await asyncio.sleep(0.7)
         async with b.alease(tid):
             await put_chain(b, tid, 1)

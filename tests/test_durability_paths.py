@@ -392,14 +392,14 @@ async def test_backlog_bound_write_through_with_external_reconciler_no_false_err
         flush_timeout=10,
     ) as saver:
         waits = 0
-        real_wait = saver._wait_applied
+        real_wait = saver.writes.wait_applied
 
         async def counted(*args: Any) -> None:
             nonlocal waits
             waits += 1
             await real_wait(*args)
 
-        monkeypatch.setattr(saver, "_wait_applied", counted)
+        monkeypatch.setattr(saver.writes, "wait_applied", counted)
         # Sustained overload: the bound is always reached (the backlog the
         # monitor sees is at least 1), so every write waits for the durable
         # store; the outbox and the reconciler are real.

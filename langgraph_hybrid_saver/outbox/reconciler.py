@@ -63,6 +63,45 @@ def describe(op: Op) -> str:
     return f"{what} {cid!r} (thread {op.thread_id!r}, namespace {ns!r})"
 
 
+async def apply_entries(
+    hot: HotTier, backend: DurableBackend, entries: Sequence[Entry], stats: ReconcilerStats
+) -> list[Applied]:
+    """Apply outbox entries in one transaction; returns those to ack.
+
+    When the store refuses data in the batch (not an outage), the refused
+    entries are found by halving the batch: each goes to the dead-letter
+    stream with its reason, everything else is applied in order, so one bad
+    entry never holds up the others (k bad entries among n cost about
+    2k log2(n) applies). An outage is raised: what is applied by then is
+    acked, the rest retried. The only path from the outbox to a backend:
+    the reconciler's batches and the saver's delete_thread use it."""
+    done: list[Applied] = []
+
+    async def apply_or_split(batch: Sequence[Entry]) -> None:
+        try:
+            stats.applied += await backend.apply([op for _, _, op in batch])
+        except Exception as e:
+            if not refused(e):
+                raise
+            if len(batch) == 1:
+                [(shard, sid, op)] = batch
+                stats.dead_lettered += 1
+                await hot.dead_letter(shard, sid, f"{describe(op)}: {reason(e)}")
+                return
+            half = len(batch) // 2
+            await apply_or_split(batch[:half])
+            await apply_or_split(batch[half:])
+            return
+        done.extend((shard, sid, op.thread_id) for shard, sid, op in batch)
+
+    try:
+        await apply_or_split(entries)
+    except Exception:
+        await hot.ack(done)
+        raise
+    return done
+
+
 class Reconciler:
     """Applies outbox entries of the shards it leases, in order, in batches."""
 
@@ -151,36 +190,7 @@ class Reconciler:
         return len(entries)
 
     async def _apply(self, entries: Sequence[Entry]) -> list[Applied]:
-        """Apply a batch in one transaction. When the store refuses data in it
-        (not an outage), find the refused entries by halving the batch: each
-        goes to the dead-letter stream with its reason, everything else is
-        applied in order, so one bad entry never holds up the others (k bad
-        entries among n cost about 2k log2(n) applies). An outage is raised:
-        what is applied by then is acked, the rest retried."""
-        done: list[Applied] = []
-        try:
-            await self._apply_or_split(entries, done)
-        except Exception:
-            await self.hot.ack(done)
-            raise
-        return done
-
-    async def _apply_or_split(self, entries: Sequence[Entry], done: list[Applied]) -> None:
-        try:
-            self.stats.applied += await self.backend.apply([op for _, _, op in entries])
-        except Exception as e:
-            if not refused(e):
-                raise
-            if len(entries) == 1:
-                [(shard, sid, op)] = entries
-                self.stats.dead_lettered += 1
-                await self.hot.dead_letter(shard, sid, f"{describe(op)}: {reason(e)}")
-                return
-            half = len(entries) // 2
-            await self._apply_or_split(entries[:half], done)
-            await self._apply_or_split(entries[half:], done)
-            return
-        done.extend((shard, sid, op.thread_id) for shard, sid, op in entries)
+        return await apply_entries(self.hot, self.backend, entries, self.stats)
 
     async def flush_acks(self) -> None:
         """Delete the applied entries a deferred step left in the outbox."""
