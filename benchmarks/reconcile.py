@@ -66,7 +66,7 @@ async def _drain_once(env: Env, saver: Any, n: int, threads: int, tag: str) -> d
 
     await asyncio.gather(*(bounded(c) for c in chains))
     write_s = time.perf_counter() - t0
-    backlog, _ = await saver.hot.backlog()
+    backlog, _ = await saver.outbox.backlog()
     worker = Reconciler(saver.hot, saver.backend)
     batches: list[int] = []
     t0 = time.perf_counter()
@@ -74,7 +74,7 @@ async def _drain_once(env: Env, saver: Any, n: int, threads: int, tag: str) -> d
         batches.append(k)
     seconds = time.perf_counter() - t0
     await worker.release_all()
-    left, _ = await saver.hot.backlog()
+    left, _ = await saver.outbox.backlog()
     # Read back from the durable store alone: every chain's latest and count.
     problems = 0
     for chain in chains[:: max(threads // 5, 1)]:

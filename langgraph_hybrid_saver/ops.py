@@ -41,7 +41,7 @@ from langgraph_hybrid_saver.backends import DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.errors import ConfigError, ServerUnreachableError
 from langgraph_hybrid_saver.hot import DEFAULT_SHARDS, LAYOUT_VERSION, HotTier
 from langgraph_hybrid_saver.hot.client import connect_redis
-from langgraph_hybrid_saver.outbox.reconciler import WORKERS_KEY
+from langgraph_hybrid_saver.outbox.stream import Outbox
 
 PACKAGE = "langgraph-hybrid-saver"
 DEFAULT_LAG_SAMPLE = 1000
@@ -320,7 +320,7 @@ async def outbox_ages(
     hot = target.hot
     script = target.redis.register_script(_OUTBOX_IDS)
     async with target.redis.pipeline(transaction=False) as pipe:
-        for stream in hot.outboxes:
+        for stream in hot.keys.outboxes:
             pipe.xlen(stream)
         lengths = [int(n) for n in await pipe.execute()]
     ages: list[list[float]] = []
@@ -329,7 +329,7 @@ async def outbox_ages(
         if length == 0:
             ages.append([])
             continue
-        reply = await script(keys=[hot.outboxes[shard]], args=[sample])
+        reply = await script(keys=[hot.keys.outboxes[shard]], args=[sample])
         *oldest, newest = [_s(r) if r else None for r in reply]
         shard_ages = [max(now_ms - _ms(i), 0) / 1000 for i in oldest if i]
         rest = length - len(shard_ages)
@@ -344,7 +344,7 @@ async def outbox_ages(
 async def leases(target: Target) -> list[tuple[str | None, int | None]]:
     """(owner, remaining ms) of every shard's lease."""
     async with target.redis.pipeline(transaction=False) as pipe:
-        for key in target.hot.leases:
+        for key in target.hot.keys.leases:
             pipe.get(key)
             pipe.pttl(key)
         replies = await pipe.execute()
@@ -357,7 +357,7 @@ async def leases(target: Target) -> list[tuple[str | None, int | None]]:
 
 async def workers(target: Target, now_ms: int) -> list[tuple[str, float]]:
     """(owner, seconds until its heartbeat expires) from the workers zset."""
-    key = f"{target.hot.meta_key}:{WORKERS_KEY}"
+    key = target.hot.keys.workers
     rows: list[Any] = await target.redis.zrange(key, 0, -1, withscores=True)
     return [(_s(owner), (float(score) - now_ms) / 1000) for owner, score in rows]
 
@@ -407,7 +407,7 @@ async def redis_memory(target: Target) -> tuple[int, int, str, int | None]:
     policies = sorted({str(i.get("maxmemory_policy", "unknown")) for i in infos})
     outbox: int | None = 0
     async with target.redis.pipeline(transaction=False) as pipe:
-        for stream in target.hot.outboxes:
+        for stream in target.hot.keys.outboxes:
             pipe.memory_usage(stream)
         for usage in await pipe.execute():
             outbox = None if outbox is None else outbox + int(usage or 0)
@@ -468,7 +468,7 @@ async def collect_status(
             "`langgraph-hybrid-saver reconcile --redis URL --durable URL` or open a "
             "saver with reconciler='in_process'"
         )
-    dead = await target.hot.dead_letters()
+    dead = await Outbox(target.hot).dead_letters()
     if dead:
         warnings.append(
             f"{dead} outbox entries are not durable (the durable store refused them or "

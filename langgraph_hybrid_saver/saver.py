@@ -55,6 +55,7 @@ from langgraph_hybrid_saver.outbox.reconciler import (
     DEFAULT_LINGER_MS,
     Reconciler,
 )
+from langgraph_hybrid_saver.outbox.stream import Outbox
 from langgraph_hybrid_saver.tiering import Tiers
 from langgraph_hybrid_saver.writes import BacklogPolicy, Durability, Writes, redis_errors
 
@@ -150,7 +151,8 @@ class AsyncHybridSaver(SyncBridge):
         self.backend = backend
         self.placement = reconciler
         self.durable_timeout = durable_timeout
-        self.tiers = Tiers(self.hot, backend, durable_timeout)
+        self.outbox = Outbox(self.hot)
+        self.tiers = Tiers(self.hot, self.outbox, backend, durable_timeout)
         self.reconciler: Reconciler | None = (
             Reconciler(self.hot, backend, linger_ms=reconcile_linger_ms)
             if reconciler == "in_process"
@@ -495,7 +497,7 @@ class AsyncHybridSaver(SyncBridge):
     async def astats(self) -> dict[str, Any]:
         """Backlog, reconcile lag, the in-process reconciler's counters and the
         durable backend's own `stats` if it keeps any (Cosmos DB: request units)."""
-        backlog, age, dead_letters = await self.hot.outbox_state()
+        backlog, age, dead_letters = await self.outbox.state()
         out: dict[str, Any] = {
             "backlog": backlog,
             "dead_letters": dead_letters,

@@ -25,6 +25,7 @@ from langgraph_hybrid_saver.core import (
 )
 from langgraph_hybrid_saver.errors import HybridSaverError, ServerUnreachableError
 from langgraph_hybrid_saver.hot import HotRead, HotTier
+from langgraph_hybrid_saver.outbox.stream import Outbox
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
@@ -35,8 +36,11 @@ DELTA_PAGE_SIZE = 64  # ancestors read per page by delta_history
 class Tiers:
     """The hot tier and the durable store, read as one."""
 
-    def __init__(self, hot: HotTier, backend: DurableBackend, durable_timeout: float) -> None:
+    def __init__(
+        self, hot: HotTier, outbox: Outbox, backend: DurableBackend, durable_timeout: float
+    ) -> None:
         self.hot = hot
+        self.outbox = outbox
         self.backend = backend
         self.durable_timeout = durable_timeout
 
@@ -69,7 +73,7 @@ class Tiers:
         complete = False  # True: Redis holds every checkpoint the query can match
         whole: dict[int, HotRead] = {}  # hot checkpoints read with blobs and writes
         if query.thread_id is None:
-            puts, stale = await self.hot.unreconciled()
+            puts, stale = await self.outbox.unreconciled()
             hot = [
                 StoredCheckpoint(
                     op.row.thread_id,

@@ -87,6 +87,7 @@ class Writes:
                 raise ConfigError(f"{name}={bound!r}: use a positive number or None")
         self.tiers = tiers
         self.hot: HotTier = tiers.hot
+        self.outbox = tiers.outbox
         self.backend: DurableBackend = tiers.backend
         self.reconciler = reconciler
         self.durability = durability
@@ -109,7 +110,7 @@ class Writes:
         apply the durability mode and the backlog policy. Returns what the hot
         write returned (its outbox entry id)."""
         if self.overloaded and self.on_backlog == "raise":
-            backlog, age = await self.hot.backlog()
+            backlog, age = await self.outbox.backlog()
             raise BacklogError(
                 f"outbox holds {backlog} entries (oldest {age or 0:.1f}s) past max_backlog="
                 f"{self.max_backlog} / max_lag_seconds={self.max_lag_seconds}: nothing was "
@@ -140,7 +141,7 @@ class Writes:
         # Applied entries raise the thread's durable watermark to their seq (a
         # later delete of the thread raises it further); a dead-lettered entry
         # was moved aside, a lost one is simply gone.
-        refusal = await self.hot.dead_reason(shard, sid)
+        refusal = await self.outbox.dead_reason(shard, sid)
         if refusal is not None:
             raise NotDurableError(
                 f"{what} is saved in Redis and readable, but the durable store refused "
@@ -162,9 +163,9 @@ class Writes:
             self.reconciler.wake()
         deadline = time.monotonic() + timeout
         pause = 0.0005
-        while await self.hot.pending_upto(targets):
+        while await self.outbox.pending_upto(targets):
             if time.monotonic() > deadline:
-                backlog, age = await self.hot.backlog()
+                backlog, age = await self.outbox.backlog()
                 hint = (
                     "is the durable store reachable? see the reconciler's log"
                     if self.reconciler is not None
@@ -182,7 +183,7 @@ class Writes:
         """Keep `overloaded` current off the hot path (one pipelined read per tick)."""
         while not stop.is_set():
             try:
-                backlog, age = await self.hot.backlog()
+                backlog, age = await self.outbox.backlog()
             except Exception as e:  # Redis down: writes fail on their own
                 logger.warning("backlog check failed: %s", e)
             else:
@@ -205,7 +206,7 @@ class Writes:
 
     async def flush(self, timeout: float | None) -> None:
         """Return once every entry written before the call is applied."""
-        heads = await self.hot.outbox_heads()
+        heads = await self.outbox.heads()
         await self.wait_applied(dict(enumerate(heads)), timeout)
 
     # --- thread-wide writes --------------------------------------------------
@@ -219,7 +220,7 @@ class Writes:
         entry = (self.hot.shard(thread_id), sid, DeleteThreadOp(seq_key(sid), thread_id))
         stats = self.reconciler.stats if self.reconciler else ReconcilerStats()
         try:
-            applied = await apply_entries(self.hot, self.backend, [entry], stats)
+            applied = await apply_entries(self.outbox, self.backend, [entry], stats)
         except Exception as e:
             raise DurableStoreError(
                 f"thread {thread_id!r} is deleted from Redis, but the durable store "
@@ -232,7 +233,7 @@ class Writes:
                 "refused the deletion; it waits in the dead-letter stream: see "
                 "`langgraph-hybrid-saver dead-letters list`"
             )
-        await self.hot.ack(applied)
+        await self.outbox.ack(applied)
 
     async def delete_for_runs(self, run_ids: list[str]) -> None:
         """Flush, delete the runs' rows in the durable store, drop their threads

@@ -53,7 +53,6 @@ from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver
 from langgraph_hybrid_saver.core import PutOp, encode_put, to_tuple
 from langgraph_hybrid_saver.hot import LAYOUT_VERSION
 from langgraph_hybrid_saver.outbox.codec import decode_entry
-from langgraph_hybrid_saver.outbox.reconciler import WORKERS_KEY
 from scripts import fault_workload as wl
 from scripts.servers import PostgresCluster, RedisServer
 
@@ -473,7 +472,7 @@ def thread_names(name: str, n: int) -> list[str]:
 
 async def wait_reconcilers(saver: AsyncHybridSaver, n: int, timeout: float = 60) -> None:
     """Until `n` reconciler processes have registered (their import is slow)."""
-    key = f"{saver.hot.meta_key}:{WORKERS_KEY}"
+    key = saver.hot.keys.workers
     deadline = time.monotonic() + timeout
     while await saver.hot.redis.zcard(key) < n:
         if time.monotonic() > deadline:
@@ -577,7 +576,7 @@ async def kill_storm(lab: Lab, scale: Scale) -> dict[str, Any]:
 async def outbox_snapshot(saver: AsyncHybridSaver) -> list[Any]:
     """Every outbox entry, decoded (readable while writes are paused)."""
     ops = []
-    for stream in saver.hot.outboxes:
+    for stream in saver.hot.keys.outboxes:
         for sid, fields in await saver.hot.redis.xrange(stream):
             ops.append(decode_entry(sid.decode(), fields))
     return ops
@@ -1087,7 +1086,7 @@ async def thread_keys(saver: AsyncHybridSaver, prefix: str) -> list[bytes]:
 async def dead_letter_entries(saver: AsyncHybridSaver) -> list[tuple[str, str]]:
     """(outbox entry id, reason) of every dead letter."""
     out = []
-    for stream in saver.hot.dead:
+    for stream in saver.hot.keys.dead:
         for _id, fields in await saver.hot.redis.xrange(stream):
             out.append((fields[b"outbox_id"].decode(), fields[b"reason"].decode()))
     return out

@@ -251,7 +251,7 @@ async def test_corrupt_outbox_entry(external: AsyncHybridSaver) -> None:
     hot = external.hot
     tids = [t for t in (f"dl-{i}" for i in range(200)) if hot.shard(t) == 0][:2]
     first = await external.aput(generate_config(tids[0]), *one_put())
-    sid = (await hot.redis.xadd(hot.outboxes[0], {"k": "p", "t": "x"})).decode()
+    sid = (await hot.redis.xadd(hot.keys.outboxes[0], {"k": "p", "t": "x"})).decode()
     second = await external.aput(generate_config(tids[1]), *one_put())
     worker = Reconciler(hot, external.backend)
     while await worker.step():
@@ -262,11 +262,11 @@ async def test_corrupt_outbox_entry(external: AsyncHybridSaver) -> None:
         tid = config["configurable"]["thread_id"]
         cid = config["configurable"]["checkpoint_id"]
         assert await external.backend.get(tid, "", cid) is not None
-    [(_, fields)] = await hot.redis.xrange(hot.dead[0])
+    [(_, fields)] = await hot.redis.xrange(hot.keys.dead[0])
     assert fields[b"outbox_id"].decode() == sid
     assert fields[b"entry:k"] == b"p" and fields[b"entry:t"] == b"x"
     assert sid in fields[b"reason"].decode() and b"cannot be decoded" in fields[b"reason"]
-    assert await hot.redis.xlen(hot.outboxes[0]) == 0
+    assert await hot.redis.xlen(hot.keys.outboxes[0]) == 0
     assert (await external.astats())["dead_letters"] == 1
 
 
@@ -294,7 +294,7 @@ async def test_oversize_value(external: AsyncHybridSaver) -> None:
     with pytest.raises(SerializationError, match=r"channel 'messages' is [\d,]+ bytes.*1,048,576"):
         await external.aput(generate_config(tid), *one_put(value=big))
     assert await external.aget_tuple(generate_config(tid)) is None
-    assert await external.hot.backlog() == (0, None)
+    assert await external.outbox.backlog() == (0, None)
     config = await external.aput(generate_config(tid), *one_put())
     with pytest.raises(SerializationError, match="write 0 to channel 'messages'"):
         await external.aput_writes(config, [("messages", big)], "task-1")

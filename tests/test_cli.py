@@ -42,6 +42,7 @@ from langgraph_hybrid_saver import cli as cli_module
 from langgraph_hybrid_saver.cli import cli, main
 from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.stream import Outbox
 from langgraph_hybrid_saver.reducers import rolling_window
 
 from .conftest import free_port, start_reconciler
@@ -571,9 +572,9 @@ def test_reconcile_worker_drains_releases_and_exits_0_on_sigterm(
         client = AsyncRedis.from_url(redis_url)
         hot = HotTier(client, prefix=key_prefix)
         try:
-            assert (await hot.backlog())[0] == 0  # drained before exiting
-            assert await client.exists(*hot.leases) == 0  # leases released at once
-            assert await client.zcard(f"{hot.meta_key}:workers") == 0
+            assert (await Outbox(hot).backlog())[0] == 0  # drained before exiting
+            assert await client.exists(*hot.keys.leases) == 0  # leases released at once
+            assert await client.zcard(hot.keys.workers) == 0
         finally:
             await client.aclose()
 

@@ -84,7 +84,7 @@ async def test_killed_reconciler_leaves_nothing_behind(
             assert worker.wait(timeout=10) == -signal.SIGKILL
             more = [f"rk-late-{i}-{uuid.uuid4()}" for i in range(4)]
             await asyncio.gather(*(put_chain(saver, t, 10) for t in more))
-            backlog, _ = await saver.hot.backlog()
+            backlog, _ = await saver.outbox.backlog()
             assert backlog > 0  # queued while the dead worker still holds the leases
         finally:
             worker.kill()
@@ -115,14 +115,14 @@ async def test_close_drains_the_shards_of_a_dead_reconciler(
         threads = [f"orphan-{i}-{uuid.uuid4()}" for i in range(6)]
         for t in threads:
             await put_chain(writer, t, 2)
-        for lease in writer.hot.leases:  # a reconciler that died holding every shard
+        for lease in writer.hot.keys.leases:  # a reconciler that died holding every shard
             await writer.hot.redis.set(lease, "dead-worker", px=1500)
-        assert (await writer.hot.backlog())[0] == 24
+        assert (await writer.outbox.backlog())[0] == 24
         async with AsyncHybridSaver.from_conn_string(
             redis_url, durable_url, key_prefix=key_prefix
         ) as short_lived:
             pass  # closes at once: its drain waits for the dead leases, then applies
-        assert (await writer.hot.backlog())[0] == 0
+        assert (await writer.outbox.backlog())[0] == 0
         assert short_lived.reconciler is not None and short_lived.reconciler.stats.applied == 24
         for t in threads:
             assert len(await writer.backend.list(ListQuery(t, None, None, None, None, None))) == 2

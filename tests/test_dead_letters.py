@@ -29,6 +29,7 @@ from langgraph_hybrid_saver.cli import cli
 from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
 from langgraph_hybrid_saver.ops import open_target
 from langgraph_hybrid_saver.outbox import deadletters as dl
+from langgraph_hybrid_saver.outbox.stream import Outbox
 
 from .conftest import hybrid_saver
 from .helpers import reconcile
@@ -79,18 +80,18 @@ async def put(saver: AsyncHybridSaver, tid: str, note: str, *, big: bool = False
 async def dead_letter_outbox(saver: AsyncHybridSaver) -> list[str]:
     """Move every outbox entry to the dead-letter streams, as the reconciler
     does with entries the store refuses; returns their outbox ids."""
-    hot = saver.hot
-    entries = await hot.read_outbox(list(range(hot.shards)), 1000, None)
+    outbox = saver.outbox
+    entries = await outbox.read(list(range(outbox.shards)), 1000, None)
     # Stream ids are per stream: past the millisecond of the last outbox
     # entry, no dead letter id equals an outbox entry's id of its shard.
     await asyncio.sleep(0.005)
     for shard, sid, _ in entries:
-        await hot.dead_letter(shard, sid, f"test reason for {sid}")
+        await outbox.dead_letter(shard, sid, f"test reason for {sid}")
     return [sid for _, sid, _ in entries]
 
 
 async def dead_count(saver: AsyncHybridSaver) -> int:
-    return await saver.hot.dead_letters()
+    return await saver.outbox.dead_letters()
 
 
 async def pending(saver: AsyncHybridSaver, tid: str) -> bytes | None:
@@ -195,8 +196,8 @@ async def test_an_id_several_shards_have_needs_its_shard(
         tids = [next(t for t in (f"t{i}" for i in range(999)) if hot.shard(t) == s) for s in (0, 1)]
         try:
             for shard, tid in enumerate(tids):  # undecodable entries: no namespace
-                await hot.redis.xadd(hot.outboxes[shard], {"k": "p", "t": tid}, id="1-1")
-                await hot.dead_letter(shard, "1-1", "cannot be decoded")
+                await hot.redis.xadd(hot.keys.outboxes[shard], {"k": "p", "t": tid}, id="1-1")
+                await Outbox(hot).dead_letter(shard, "1-1", "cannot be decoded")
             with pytest.raises(ConfigError, match="names 2 dead letters"):
                 await dl.show(hot, "1-1")
             ambiguous = await invoke("dead-letters", "retry", "1-1", *conn)
@@ -207,7 +208,7 @@ async def test_an_id_several_shards_have_needs_its_shard(
             refs = [d.ref for d in await dl.list_dead_letters(hot)]
             dropped = await invoke_json("dead-letters", "drop", *refs, "--yes", *conn)
             assert [r["status"] for r in dropped["results"]] == ["dropped", "dropped"]
-            assert await hot.dead_letters() == 0
+            assert await Outbox(hot).dead_letters() == 0
         finally:
             keys = [k async for k in hot.redis.scan_iter(f"{key_prefix}:*")]
             if keys:
@@ -230,7 +231,7 @@ async def test_retry_is_applied_and_releases_the_thread(
     result = await invoke_json("dead-letters", "retry", "--all", "--thread", tid, *conn)
     assert [r["status"] for r in result["results"]] == ["retried", "retried"]
     assert await dead_count(saver) == 0
-    assert await saver.hot.redis.hlen(saver.hot.dead_index[saver.hot.shard(tid)]) == 0
+    assert await saver.hot.redis.hlen(saver.hot.keys.dead_index[saver.hot.shard(tid)]) == 0
     assert await pending(saver, tid) == b"2"  # still pending, now in the outbox
     assert await pttls(saver, tid) == [-1, -1, -1]
 
@@ -296,7 +297,9 @@ async def test_retry_refuses_what_would_undo_a_delete(
     # A delete entry retried after the thread was written again: refused; once
     # nothing was written since, it may go.
     tid2 = f"dl-{uuid.uuid4()}"
-    await saver.adelete_thread(tid2)
+    # A delete whose durable half failed (the store was down): its entry
+    # waits in the outbox for the reconciler.
+    await saver.hot.drop_thread(tid2, queue=True)
     (delete_sid,) = await dead_letter_outbox(saver)
     assert (await dl.show(saver.hot, delete_sid)).operation == {
         "op": "delete",
@@ -310,7 +313,7 @@ async def test_retry_refuses_what_would_undo_a_delete(
     tid3 = f"dl-{uuid.uuid4()}"
     await put(saver, tid3, "before")
     await reconcile(saver)
-    await saver.adelete_thread(tid3)
+    await saver.hot.drop_thread(tid3, queue=True)
     (delete3,) = await dead_letter_outbox(saver)
     (yes,) = await dl.retry(saver.hot, [delete3])  # nothing written since the delete
     assert yes.status == "retried"
@@ -360,7 +363,7 @@ async def test_drop_forgets_the_entry_and_releases_the_thread(
     assert dropped.exit_code == 0, dropped.output
     assert "will never be durable" in dropped.stdout
     assert await dead_count(saver) == 0
-    assert await saver.hot.redis.hlen(saver.hot.dead_index[saver.hot.shard(tid)]) == 0
+    assert await saver.hot.redis.hlen(saver.hot.keys.dead_index[saver.hot.shard(tid)]) == 0
     assert await p_keys(saver, tid) == []
     assert await pending(saver, tid) is None
     assert all(t > 0 for t in await pttls(saver, tid))  # the TTL held back applies

@@ -155,7 +155,7 @@ async def put_one(saver: AsyncHybridSaver, thread_id: str, note: str) -> Runnabl
 
 async def dead_reasons(saver: AsyncHybridSaver) -> list[str]:
     out = []
-    for stream in saver.hot.dead:
+    for stream in saver.hot.keys.dead:
         for _, fields in await saver.hot.redis.xrange(stream):
             out.append(fields[b"reason"].decode())
     return out
@@ -230,7 +230,7 @@ async def test_nul_escape_in_checkpoint_json_is_dead_lettered_on_postgres(
         await saver.aflush(timeout=10)
         stats = await saver.astats()
         assert stats["dead_letters"] == 1 and stats["backlog"] == 0, stats
-        why = await saver.hot.dead_reason(saver.hot.shard(poison), sid)
+        why = await saver.outbox.dead_reason(saver.hot.shard(poison), sid)
         assert why is not None and poison in why and "Untranslatable" in why, why
         state = await graph.aget_state(config(innocent))
         assert (
@@ -403,13 +403,13 @@ async def test_backlog_bound_write_through_with_external_reconciler_no_false_err
         # Sustained overload: the bound is always reached (the backlog the
         # monitor sees is at least 1), so every write waits for the durable
         # store; the outbox and the reconciler are real.
-        real_backlog = saver.hot.backlog
+        real_backlog = saver.outbox.backlog
 
         async def backlog() -> tuple[int, float | None]:
             n, age = await real_backlog()
             return max(n, 1), age
 
-        monkeypatch.setattr(saver.hot, "backlog", backlog)
+        monkeypatch.setattr(saver.outbox, "backlog", backlog)
         await asyncio.sleep(0.3)  # the monitor sees it
         assert saver.overloaded
         graph = build(saver)

@@ -46,7 +46,7 @@ async def test_put_is_one_round_trip_with_its_outbox_entry(
     assert sent == ["EVALSHA"]  # get_tuple: one round trip
     monkeypatch.undo()
     # Each script wrote its outbox entry in the same atomic step.
-    entries = await external.hot.read_outbox(list(range(external.hot.shards)), 10, None)
+    entries = await external.outbox.read(list(range(external.hot.shards)), 10, None)
     kinds = [(op.thread_id, type(op).__name__) for _, _, op in entries]
     assert kinds.count((tid, "PutOp")) == 1 and kinds.count((tid, "WritesOp")) == 1
 
@@ -71,7 +71,7 @@ async def test_read_your_writes_before_reconcile(
 async def test_outbox_entry_applied_twice_changes_nothing(external: AsyncHybridSaver) -> None:
     tid = str(uuid.uuid4())
     await put_chain(external, tid, 3)
-    entries = await external.hot.read_outbox(list(range(external.hot.shards)), 100, None)
+    entries = await external.outbox.read(list(range(external.hot.shards)), 100, None)
     ops = [op for _, _, op in entries]
     assert await external.backend.apply(ops) == 6
     first = await external.backend.list(ListQuery(tid, None, None, None, None, None))
@@ -85,19 +85,19 @@ async def test_outbox_entry_applied_twice_changes_nothing(external: AsyncHybridS
 async def test_delete_is_never_undone_by_inflight_entries(external: AsyncHybridSaver) -> None:
     tid = str(uuid.uuid4())
     await put_chain(external, tid, 3)
-    in_flight = await external.hot.read_outbox(list(range(external.hot.shards)), 100, None)
+    in_flight = await external.outbox.read(list(range(external.hot.shards)), 100, None)
     await external.adelete_thread(tid)
     # A reconciler that read the entries before the delete applies them late:
     assert await external.backend.apply([op for _, _, op in in_flight]) == 0
     assert await durable_ids(external, tid) == []
     # ... and the queued delete entry, drained normally, changes nothing either.
-    reconciler_drain = await external.hot.read_outbox(list(range(external.hot.shards)), 100, None)
+    reconciler_drain = await external.outbox.read(list(range(external.hot.shards)), 100, None)
     await external.backend.apply([op for _, _, op in reconciler_drain])
     assert await durable_ids(external, tid) == []
     assert await external.aget_tuple(generate_config(tid)) is None
     # The thread id can be reused afterwards.
     await put_chain(external, tid, 1)
-    drain = await external.hot.read_outbox(list(range(external.hot.shards)), 100, None)
+    drain = await external.outbox.read(list(range(external.hot.shards)), 100, None)
     assert await external.backend.apply([op for _, _, op in drain]) == 2
     assert len(await durable_ids(external, tid)) == 1
 
@@ -209,9 +209,9 @@ async def test_copy_thread_is_one_atomic_write(
             with pytest.raises(ThreadBusyError):
                 await saver.acopy_thread(src, dst)
     assert [t async for t in saver.alist({"configurable": {"thread_id": dst}})] == []
-    backlog, _ = await saver.hot.backlog()
+    backlog, _ = await saver.outbox.backlog()
     await saver.acopy_thread(src, dst)
-    assert (await saver.hot.backlog())[0] - backlog <= 12  # 6 puts + 6 writes, queued at once
+    assert (await saver.outbox.backlog())[0] - backlog <= 12  # 6 puts + 6 writes, queued at once
     ours = [t async for t in saver.alist({"configurable": {"thread_id": dst}})]
     theirs = [t async for t in saver.alist({"configurable": {"thread_id": src}})]
     assert [(t.checkpoint, t.metadata, t.pending_writes) for t in ours] == [

@@ -456,7 +456,7 @@ async def test_refusals_under_async_durability_leave_the_outbox_draining(
         with pytest.raises(SerializationError, match=r"metadata of checkpoint .*\['k\\x00'\]"):
             await graph(saver, 1).ainvoke({}, cfg(bad_md, metadata={"k\x00": 1}))
         await saver.aflush(timeout=15)
-        assert await saver.hot.backlog() == (0, None)
+        assert await saver.outbox.backlog() == (0, None)
         stored = await saver.backend.get(tid, "", None)
         assert stored is not None and stored.writes == []
         assert "v" not in stored.checkpoint["channel_values"] and "v" not in stored.blobs

@@ -28,11 +28,11 @@ async def test_deferred_deletes_go_with_the_next_read(external: AsyncHybridSaver
 
     assert await worker.step(None, defer_ack=True) == 4
     assert len(await durable_ids(external, "t-acks")) == 2  # committed ...
-    assert (await external.hot.backlog())[0] == 6  # ... and still queued
+    assert (await external.outbox.backlog())[0] == 6  # ... and still queued
     assert await worker.step(None, defer_ack=True) == 2  # read after deleting the 4
-    assert (await external.hot.backlog())[0] == 2
+    assert (await external.outbox.backlog())[0] == 2
     await worker.flush_acks()
-    assert (await external.hot.backlog())[0] == 0
+    assert (await external.outbox.backlog())[0] == 0
     assert [len(batch) for batch in seen] == [4, 2]
     assert len(await durable_ids(external, "t-acks")) == 3
     await worker.release_all()
@@ -42,9 +42,9 @@ async def test_plain_steps_delete_after_each_commit(external: AsyncHybridSaver) 
     await put_chain(external, "t-acks2", 2)
     worker = Reconciler(external.hot, external.backend, batch_size=3)
     assert await worker.step(None) == 3
-    assert (await external.hot.backlog())[0] == 1
+    assert (await external.outbox.backlog())[0] == 1
     assert await worker.step(None) == 1
-    assert (await external.hot.backlog())[0] == 0
+    assert (await external.outbox.backlog())[0] == 0
     await worker.release_all()
 
 
@@ -53,5 +53,5 @@ async def test_release_deletes_what_a_deferred_step_applied(external: AsyncHybri
     worker = Reconciler(external.hot, external.backend)
     assert await worker.step(None, defer_ack=True) == 2
     await worker.release_all()
-    assert (await external.hot.backlog())[0] == 0
+    assert (await external.outbox.backlog())[0] == 0
     assert await durable_ids(external, "t-acks3")

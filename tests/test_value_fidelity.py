@@ -603,7 +603,7 @@ class Rig:
         # The cases of a batch run concurrently (each on its own thread).
         await asyncio.gather(*(self.run(s, c) for c in cases for s in ("hybrid", "official")))
         await self.hybrid.aflush(timeout=60)
-        assert await self.hybrid.hot.backlog() == (0, None)
+        assert await self.hybrid.outbox.backlog() == (0, None)
         redis = self.hybrid.hot.redis
         keys = [k async for k in redis.scan_iter(f"{self.key_prefix}:*")]
         for c in cases:

@@ -1,7 +1,8 @@
 """The hot tier's store: a thread's checkpoints, blobs and writes in plain
 Redis (>= 6) or Valkey, no modules, each read or write one script (keys.py
-names the keys, scripts/ holds the scripts, codec.py packs the values); and
-the outbox's Redis side: shard leases, reads, acks and dead letters.
+names the keys, scripts/ holds the scripts, codec.py packs the values), and
+thread leases. A write also appends its outbox entry (in the same script);
+reading, acking and dead-lettering entries is outbox/stream.py's.
 
 The keys of one (thread, namespace) are written together and expire
 together, so a namespace is either hot as a whole or read from the durable
@@ -31,16 +32,12 @@ from redis.exceptions import NoScriptError, ResponseError
 from langgraph_hybrid_saver.core import (
     BlobRow,
     CheckpointRow,
-    Op,
-    PutOp,
     StoredCheckpoint,
     WriteRow,
-    WritesOp,
     blob_field,
 )
 from langgraph_hybrid_saver.errors import (
     ConfigError,
-    CorruptDataError,
     SerializationError,
     ThreadBusyError,
     ThreadDeletedError,
@@ -59,7 +56,6 @@ from langgraph_hybrid_saver.hot.codec import (
 from langgraph_hybrid_saver.hot.connection import LaneBroken, Lanes
 from langgraph_hybrid_saver.hot.keys import Keys
 from langgraph_hybrid_saver.hot.lua import source
-from langgraph_hybrid_saver.outbox.codec import decode_entry
 
 logger = logging.getLogger("langgraph_hybrid_saver.hot")
 
@@ -89,10 +85,6 @@ def _where(redis: Any) -> str:
         return "redis"
 
 
-# An applied outbox entry: (shard, entry id, thread id).
-Applied = tuple[int, str, str]
-
-
 @dataclass(slots=True)
 class HotRead:
     """What one `get` found: `stored` is None when the record is not hot;
@@ -108,7 +100,7 @@ class HotRead:
 
 
 class HotTier:
-    """All Redis I/O of the saver and the reconciler; one round trip per call."""
+    """A thread's Redis I/O (reads, writes, thread leases); one round trip per call."""
 
     def __init__(
         self,
@@ -149,15 +141,9 @@ class HotTier:
         self.ttl_ms = int(ttl * 1000) if ttl else 0
         self.refresh_ms = self.ttl_ms if refresh_on_read else 0
         self.keys = Keys(prefix, shards)
-        self.meta_key = self.keys.meta
-        self.outboxes = self.keys.outboxes
-        self.leases = self.keys.leases
-        self.dead = self.keys.dead
-        self.dead_index = self.keys.dead_index
         self.max_bulk = DEFAULT_MAX_BULK  # the server's, read by check_layout
         self.pin_min = 0  # PIN_MIN_BYTES once check_layout finds COPY (Redis >= 6.2)
         self._warned: dict[str, float] = {}  # thread -> when its dead letters were reported
-        self._pins: dict[str, list[bytes]] = {}  # entry id -> its `p` keys, read, not yet deleted
         self._put = redis.register_script(source("put"))
         self._put_writes = redis.register_script(source("put_writes"))
         self._copy = redis.register_script(source("copy"))
@@ -167,12 +153,8 @@ class HotTier:
         self._repopulate = redis.register_script(source("repopulate"))
         self._drop = redis.register_script(source("drop_thread"))
         self._namespaces = redis.register_script(source("namespaces"))
-        self._lease = redis.register_script(source("lease"))
         self._thread_lease = redis.register_script(source("thread_lease"))
         self._thread_lease_keep = redis.register_script(source("thread_lease_keep"))
-        self._release = redis.register_script(source("release"))
-        self._dead_letter = redis.register_script(source("dead_letter"))
-        self._ack = redis.register_script(source("ack"))
         self._lanes = Lanes(redis) if not self.cluster and Lanes.usable(redis) else None
 
     async def aclose(self) -> None:
@@ -180,7 +162,7 @@ class HotTier:
         if self._lanes is not None:
             await self._lanes.aclose()
 
-    async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run one registered script (scripts in a pipeline or on a cluster
         go through redis-py): on a lane when there are lanes, else (and when
         the lane fails or the server does not know the script yet) through
@@ -248,7 +230,7 @@ class HotTier:
         return self.keys.base(thread_id)
 
     def outbox(self, thread_id: str) -> str:
-        return self.outboxes[self.shard(thread_id)]
+        return self.keys.outboxes[self.shard(thread_id)]
 
     async def check_layout(self) -> None:
         """Refuse to share a prefix with a process that shards threads differently;
@@ -260,12 +242,12 @@ class HotTier:
             pass
         if not self.cluster:  # large values need COPY (Redis 6.2, Valkey)
             try:
-                await self.redis.copy(f"{self.meta_key}:none", f"{self.meta_key}:none2")
+                await self.redis.copy(f"{self.keys.meta}:none", f"{self.keys.meta}:none2")
                 self.pin_min = PIN_MIN_BYTES
             except ResponseError:
                 self.pin_min = 0
-        await self.redis.hsetnx(self.meta_key, "shards", self.shards)
-        stored = await self.redis.hget(self.meta_key, "shards")
+        await self.redis.hsetnx(self.keys.meta, "shards", self.shards)
+        stored = await self.redis.hget(self.keys.meta, "shards")
         if stored is not None and int(stored) != self.shards:
             raise ConfigError(
                 f"key_prefix {self.prefix!r} is in use with shards={int(stored)}, "
@@ -362,7 +344,7 @@ class HotTier:
             if sets:
                 reply = await self._eval_after(sets, script, keys, args)
             else:
-                reply = await self._eval(script, keys, args)
+                reply = await self.eval(script, keys, args)
             return reply if isinstance(reply, list) else _b(reply)
         except ResponseError as e:
             if not str(e).startswith(("LEASED", "DELETED")):
@@ -382,7 +364,7 @@ class HotTier:
 
     async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
         """Take a thread's lease; returns its fencing token."""
-        ok, value = await self._eval(self._thread_lease, [self.base(thread_id)], [ttl_ms, owner])
+        ok, value = await self.eval(self._thread_lease, [self.base(thread_id)], [ttl_ms, owner])
         if not ok:
             raise ThreadBusyError(
                 f"thread {thread_id!r} is already leased by {_b(value)!r}; another process "
@@ -392,21 +374,21 @@ class HotTier:
 
     async def keep_thread(self, thread_id: str, token: str, ttl_ms: int) -> bool:
         """Renew (ttl_ms > 0) or release (0) our lease; False if we lost it."""
-        kept = await self._eval(self._thread_lease_keep, [self.base(thread_id)], [token, ttl_ms])
+        kept = await self.eval(self._thread_lease_keep, [self.base(thread_id)], [token, ttl_ms])
         return bool(kept)
 
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
         """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
         keys = [self.base(thread_id), self.outbox(thread_id)]
         tombstone = str(uuid6()) if queue else ""
-        sid = await self._eval(self._drop, keys, [thread_id, "1" if queue else "0", tombstone])
+        sid = await self.eval(self._drop, keys, [thread_id, "1" if queue else "0", tombstone])
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
         args = [ns, cid or "", self.refresh_ms]
-        reply = await self._eval(self._get, [self.base(thread_id)], args)
+        reply = await self.eval(self._get, [self.base(thread_id)], args)
         return self._read(thread_id, ns, reply)
 
     def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
@@ -465,7 +447,7 @@ class HotTier:
         return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
     async def namespaces(self, thread_id: str) -> list[str]:
-        return sorted(_b(n) for n in await self._eval(self._namespaces, [self.base(thread_id)], []))
+        return sorted(_b(n) for n in await self.eval(self._namespaces, [self.base(thread_id)], []))
 
     async def list_full(
         self,
@@ -479,7 +461,7 @@ class HotTier:
         is None) with their blobs and writes, in one round trip; and whether
         Redis holds every checkpoint the query can match."""
         args = ["1" if ns is None else "0", ns or "", cid or "", before or "", limit or 0]
-        complete, gen, items, dead = await self._eval(
+        complete, gen, items, dead = await self.eval(
             self._list_full, [self.base(thread_id)], [*args, self.refresh_ms]
         )
         if dead:
@@ -496,7 +478,7 @@ class HotTier:
         """Checkpoints of one namespace newest first, without blobs or writes,
         and whether Redis holds every checkpoint of the namespace."""
         base = self.base(thread_id)
-        ids, recs, complete = await self._eval(self._list, [base], [ns, before or "", limit or 0])
+        ids, recs, complete = await self.eval(self._list, [base], [ns, before or "", limit or 0])
         out = []
         for cid, rec in zip(ids, recs, strict=True):
             if rec is None:  # a record evicted alone is read from the durable store
@@ -522,217 +504,7 @@ class HotTier:
             *blobs,
             *writes,
         ]
-        values = await self._eval(self._repopulate, [self.base(stored.thread_id)], args)
+        values = await self.eval(self._repopulate, [self.base(stored.thread_id)], args)
         if values is None:
             return None
         return [unpack_write(v) for v in values if v is not None]
-
-    # --- outbox ---------------------------------------------------------------
-
-    async def try_leases(self, shards: Sequence[int], owner: str, ttl_ms: int) -> list[int]:
-        """Take (free) or renew (ours) the leases of `shards` in one round trip;
-        returns the shards whose lease `owner` now holds."""
-        held = await self._per_lease(self._lease, shards, [owner, ttl_ms])
-        return [s for s, ok in zip(shards, held, strict=True) if ok]
-
-    async def release(self, shards: Sequence[int], owner: str) -> None:
-        """Let go of the leases of `shards` that `owner` holds, in one round trip."""
-        await self._per_lease(self._release, shards, [owner])
-
-    async def _per_lease(self, script: Any, shards: Sequence[int], args: list[Any]) -> list[Any]:
-        if self.cluster:  # the lease keys live in different slots
-            calls = (script(keys=[self.leases[s]], args=args) for s in shards)
-            return list(await asyncio.gather(*calls))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for s in shards:
-                await script(keys=[self.leases[s]], args=args, client=pipe)
-            return list(await pipe.execute())
-
-    async def read_outbox(
-        self,
-        shards: Sequence[int],
-        count: int,
-        block_ms: int | None,
-        ack: Sequence[Applied] = (),
-    ) -> list[tuple[int, str, Op]]:
-        """The oldest entries of the given shards (applied ones are deleted, so
-        the head of a stream is always the oldest unapplied entry), after
-        deleting the applied entries `ack` in the same round trip."""
-        if not shards:
-            await self.ack(ack)
-            return []
-        index = {self.outboxes[s]: s for s in shards}
-        if self.cluster:
-            await self.ack(ack)
-            replies = await asyncio.gather(
-                *(self.redis.xread({self.outboxes[s]: "0-0"}, count=count) for s in shards)
-            )
-            reply = [r for rs in replies for r in (rs or [])]
-            if not reply and block_ms:
-                await asyncio.sleep(min(block_ms, 20) / 1000)
-        else:
-            streams = {self.outboxes[s]: "0-0" for s in shards}
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self._queue_ack(pipe, ack)
-                pipe.xread(streams, count=count, block=block_ms)
-                *_, reply = await pipe.execute()
-        read = [(index[_b(stream)], _b(sid), f) for stream, es in reply or [] for sid, f in es]
-        large = await self._large_values([(sid, f) for _, sid, f in read])
-        out = []
-        for (shard, sid, fields), values in zip(read, large, strict=True):
-            try:
-                out.append((shard, sid, decode_entry(sid, fields, values)))
-            except CorruptDataError as e:
-                await self.dead_letter(shard, sid, str(e))
-            else:
-                if values:
-                    self._pins[sid] = [key for key, _ in values.values()]
-        return out
-
-    async def _large_values(
-        self, entries: Sequence[tuple[str, dict[bytes, bytes]]]
-    ) -> list[dict[bytes, tuple[bytes, bytes | None]]]:
-        """The large values of outbox entries (field -> (`p` key, value or
-        None when the key is gone)), read in one round trip when any has one."""
-        keys: list[list[tuple[bytes, bytes]]] = []
-        for sid, fields in entries:
-            keys.append([])
-            if b"R" in fields and b"t" in fields:
-                thread_id = fields[b"t"].decode(errors="replace")
-                for f, v in fields.items():
-                    if v == b"" and b"\x00" in f:
-                        keys[-1].append((f, self.keys.pinned(thread_id, sid, f)))
-        flat = [key for ks in keys for _, key in ks]
-        if not flat:
-            return [{} for _ in entries]
-        if self.cluster:
-            values = list(await asyncio.gather(*(self.redis.get(k) for k in flat)))
-        else:
-            values = await self.redis.mget(flat)
-        found = iter(values)
-        return [{f: (key, next(found)) for f, key in ks} for ks in keys]
-
-    async def dead_letter(self, shard: int, sid: str, reason: str) -> None:
-        """Move an outbox entry the durable store cannot take (undecodable, or
-        refused by the store) to the shard's dead-letter stream, whole. Its
-        large values' `p` keys stay for a retry; its thread stays pending, so
-        its hot copy neither expires nor is trimmed."""
-        logger.error(
-            "outbox entry %s of shard %d is not durable; moved to %s: %s",
-            sid, shard, self.dead[shard], reason,
-        )  # fmt: skip
-        self._pins.pop(sid, None)
-        keys = [self.outboxes[shard], self.dead[shard], self.dead_index[shard]]
-        await self._eval(self._dead_letter, keys, [sid, reason, self.keys.shard_root(shard)])
-
-    async def dead_reason(self, shard: int, sid: str) -> str | None:
-        """Why outbox entry `sid` was dead-lettered, or None if it was not."""
-        dead_id = await self.redis.hget(self.dead_index[shard], sid)
-        if dead_id is None:
-            return None
-        entries = await self.redis.xrange(self.dead[shard], dead_id, dead_id)
-        fields = entries[0][1] if entries else {}
-        return _b(fields.get(b"reason", b"dead-lettered, then dropped by an operator"))
-
-    async def dead_letters(self) -> int:
-        """How many entries the dead-letter streams hold."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self.dead:
-                pipe.xlen(stream)
-            return sum(await pipe.execute())
-
-    async def ack(self, applied: Sequence[Applied]) -> None:
-        """Delete applied entries; the durable store has committed them."""
-        if not applied:
-            return
-        if self.cluster:  # one slot per shard: one call each
-            calls = [self._ack(keys=k, args=a) for k, a in self._ack_calls(applied)]
-            await asyncio.gather(*calls, *(self.redis.delete(*p) for p in self._unpin(applied)))
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._queue_ack(pipe, applied)
-            await pipe.execute()
-
-    def _ack_calls(self, applied: Sequence[Applied]) -> list[tuple[list[str], list[str]]]:
-        """(keys, args) of the ack script, one call per shard."""
-        by_shard: dict[int, list[str]] = {}
-        for shard, sid, thread_id in applied:
-            by_shard.setdefault(shard, []).extend((sid, self.base(thread_id)))
-        return [([self.outboxes[shard]], args) for shard, args in by_shard.items()]
-
-    def _unpin(self, applied: Sequence[Applied]) -> list[list[bytes]]:
-        """The `p` keys of applied entries, one list (one slot) per entry."""
-        return [large for _, sid, _ in applied if (large := self._pins.pop(sid, None))]
-
-    async def _queue_ack(self, pipe: Any, applied: Sequence[Applied]) -> None:
-        for keys, args in self._ack_calls(applied):
-            await self._ack(keys=keys, args=args, client=pipe)
-        for large in self._unpin(applied):
-            pipe.delete(*large)
-
-    async def outbox_heads(self) -> list[str | None]:
-        """The newest entry id of every shard's outbox (None when empty)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self.outboxes:
-                pipe.xrevrange(stream, count=1)
-            replies = await pipe.execute()
-        return [_b(r[0][0]) if r else None for r in replies]
-
-    async def pending_upto(self, heads: Sequence[str | None]) -> int:
-        """How many entries at or before `heads` are still in the outbox."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            todo = [(s, h) for s, h in enumerate(heads) if h is not None]
-            for shard, head in todo:
-                pipe.xrange(self.outboxes[shard], "-", head, count=1)
-            replies = await pipe.execute()
-        return sum(1 for r in replies if r)
-
-    async def backlog(self) -> tuple[int, float | None]:
-        """Entries in the outbox and the age in seconds of the oldest one."""
-        total, age, _ = await self.outbox_state()
-        return total, age
-
-    async def outbox_state(self) -> tuple[int, float | None, int]:
-        """Entries in the outbox, the age in seconds of the oldest one, and the
-        entries in the dead-letter streams: one round trip (two on a cluster,
-        where TIME has no slot to go with the streams)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, dead in zip(self.outboxes, self.dead, strict=True):
-                pipe.xlen(stream)
-                pipe.xrange(stream, count=1)
-                pipe.xlen(dead)
-            if not self.cluster:
-                pipe.time()
-            replies = await pipe.execute()
-        now_s, now_us = replies.pop() if not self.cluster else await self.redis.time()
-        now_ms = now_s * 1000 + now_us // 1000
-        total, oldest, dead_letters = 0, None, 0
-        for i in range(0, len(replies), 3):
-            total += replies[i]
-            if replies[i + 1]:
-                ms = int(_b(replies[i + 1][0][0]).split("-")[0])
-                oldest = ms if oldest is None else min(oldest, ms)
-            dead_letters += replies[i + 2]
-        age = None if oldest is None else max(now_ms - oldest, 0) / 1000
-        return total, age, dead_letters
-
-    async def unreconciled(self) -> tuple[list[PutOp], set[tuple[str, str, str]]]:
-        """What the outbox still holds (for `list(None, ...)` across threads):
-        the puts, and the checkpoints with pending writes not yet reconciled."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self.outboxes:
-                pipe.xrange(stream)
-            replies = await pipe.execute()
-        puts, written = [], set()
-        for entries in replies:
-            entries = [(_b(sid), f) for sid, f in entries]
-            for (sid, f), large in zip(entries, await self._large_values(entries), strict=True):
-                try:
-                    op = decode_entry(sid, f, large)
-                except CorruptDataError:
-                    continue  # the reconciler moves it to the dead-letter stream
-                if isinstance(op, PutOp):
-                    puts.append(op)
-                elif isinstance(op, WritesOp):
-                    written.add((op.thread_id, op.checkpoint_ns, op.checkpoint_id))
-        return puts, written

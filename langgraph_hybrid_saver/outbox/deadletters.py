@@ -2,7 +2,7 @@
 show, retry or drop (`langgraph-hybrid-saver dead-letters ...`).
 
 The reconciler moves an outbox entry to its shard's dead-letter stream
-(`HotTier.dead_letter`) when the durable store refuses its data or the entry
+(`Outbox.dead_letter`) when the durable store refuses its data or the entry
 cannot be decoded, so that one bad entry never holds up the others. A dead
 letter keeps every field of the entry (prefixed `entry:`), the entry's id
 (`outbox_id`) and why (`reason`); the large values of a put stay in their
@@ -41,6 +41,7 @@ from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, NotFoun
 from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.hot.lua import source
 from langgraph_hybrid_saver.outbox.codec import decode_entry
+from langgraph_hybrid_saver.outbox.stream import Outbox
 
 ALL: Literal["all"] = "all"
 Selection = Sequence[str] | Literal["all"]
@@ -295,7 +296,7 @@ async def _pages(hot: HotTier, shard: int, upto: str = "+") -> AsyncGenerator[li
     (exclusive starts without '(' ranges, which need Redis 6.2)."""
     start = "-"
     while True:
-        batch = await hot.redis.xrange(hot.dead[shard], start, upto, count=PAGE)
+        batch = await hot.redis.xrange(hot.keys.dead[shard], start, upto, count=PAGE)
         if not batch:
             return
         yield [_Raw(shard, _s(i), f) for i, f in batch]
@@ -421,9 +422,9 @@ async def _resolve(hot: HotTier, ids: Sequence[str]) -> list[_Raw]:
     sids = list(dict.fromkeys(sid for _, _, sid in parsed))
     async with hot.redis.pipeline(transaction=False) as pipe:
         for shard in range(hot.shards):
-            pipe.hmget(hot.dead_index[shard], sids)
+            pipe.hmget(hot.keys.dead_index[shard], sids)
             for sid in sids:
-                pipe.xrange(hot.dead[shard], sid, sid)
+                pipe.xrange(hot.keys.dead[shard], sid, sid)
         replies = await pipe.execute()
     # stream id -> the letters it names: as a dead id, or through the index
     direct: dict[str, dict[int, _Raw]] = {sid: {} for sid in sids}
@@ -441,7 +442,7 @@ async def _resolve(hot: HotTier, ids: Sequence[str]) -> list[_Raw]:
     if lookups:
         async with hot.redis.pipeline(transaction=False) as pipe:
             for (shard, dead_id), _ in lookups:
-                pipe.xrange(hot.dead[shard], dead_id, dead_id)
+                pipe.xrange(hot.keys.dead[shard], dead_id, dead_id)
             entries = await pipe.execute()
         for ((shard, dead_id), sid), found in zip(lookups, entries, strict=True):
             if found:  # else a stale index field: the letter is gone
@@ -501,7 +502,7 @@ async def show(hot: HotTier, dead_or_outbox_id: str) -> DeadLetterDetail:
         views.append(FieldView(shown, len(value), text))
     operation, error = None, None
     try:
-        large = (await hot._large_values([(raw.outbox_id, raw.entry)]))[0]
+        large = (await Outbox(hot).large_values([(raw.outbox_id, raw.entry)]))[0]
         operation = _operation(decode_entry(raw.outbox_id, raw.entry, large))
     except (CorruptDataError, ValueError, TypeError) as e:
         error = str(e)
@@ -567,7 +568,7 @@ async def _selected(hot: HotTier, ids: Selection, thread: str | None) -> AsyncIt
             yield raws[i : i + PAGE]
         return
     for shard in _shards(hot, thread):
-        newest = await hot.redis.xrevrange(hot.dead[shard], count=1)
+        newest = await hot.redis.xrevrange(hot.keys.dead[shard], count=1)
         if not newest:
             continue
         async for page in _pages(hot, shard, _s(newest[0][0])):
@@ -668,9 +669,9 @@ async def retry(hot: HotTier, ids: Selection, *, thread: str | None = None) -> l
             (
                 [
                     hot.base(r.thread_id or ""),
-                    hot.outboxes[r.shard],
-                    hot.dead[r.shard],
-                    hot.dead_index[r.shard],
+                    hot.keys.outboxes[r.shard],
+                    hot.keys.dead[r.shard],
+                    hot.keys.dead_index[r.shard],
                 ],
                 [r.dead_id],
             )
@@ -729,9 +730,9 @@ async def drop(hot: HotTier, ids: Selection, *, thread: str | None = None) -> li
                 continue
             counted = r.thread_id is not None
             keys = [
-                hot.base(r.thread_id or "") if counted else hot.dead[r.shard],
-                hot.dead[r.shard],
-                hot.dead_index[r.shard],
+                hot.base(r.thread_id or "") if counted else hot.keys.dead[r.shard],
+                hot.keys.dead[r.shard],
+                hot.keys.dead_index[r.shard],
             ]
             calls.append((keys, [r.dead_id, "1" if counted else "0"]))
             todo.append(r)

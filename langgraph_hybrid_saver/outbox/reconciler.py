@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 from langgraph_hybrid_saver.backends import DurableBackend, reason, refused
 from langgraph_hybrid_saver.core import DeleteThreadOp, Op, PutOp
-from langgraph_hybrid_saver.hot import Applied, HotTier
+from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.outbox.stream import Applied, Outbox
 
 logger = logging.getLogger("langgraph_hybrid_saver.reconciler")
 
-WORKERS_KEY = "workers"
 # After a partial batch, wait this long for more entries: on a busy thread
 # the durable store then commits one transaction per ~10 ms, not one per put.
 DEFAULT_LINGER_MS = 10
@@ -64,7 +64,7 @@ def describe(op: Op) -> str:
 
 
 async def apply_entries(
-    hot: HotTier, backend: DurableBackend, entries: Sequence[Entry], stats: ReconcilerStats
+    outbox: Outbox, backend: DurableBackend, entries: Sequence[Entry], stats: ReconcilerStats
 ) -> list[Applied]:
     """Apply outbox entries in one transaction; returns those to ack.
 
@@ -86,7 +86,7 @@ async def apply_entries(
             if len(batch) == 1:
                 [(shard, sid, op)] = batch
                 stats.dead_lettered += 1
-                await hot.dead_letter(shard, sid, f"{describe(op)}: {reason(e)}")
+                await outbox.dead_letter(shard, sid, f"{describe(op)}: {reason(e)}")
                 return
             half = len(batch) // 2
             await apply_or_split(batch[:half])
@@ -97,7 +97,7 @@ async def apply_entries(
     try:
         await apply_or_split(entries)
     except Exception:
-        await hot.ack(done)
+        await outbox.ack(done)
         raise
     return done
 
@@ -118,6 +118,7 @@ class Reconciler:
         max_backoff: float = 5.0,
     ) -> None:
         self.hot = hot
+        self.outbox = Outbox(hot)
         self.backend = backend
         host = socket.gethostname()
         self.owner = owner or f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -135,29 +136,22 @@ class Reconciler:
         self._wake: asyncio.Event | None = None
         self._owned: set[int] = set()
         self._renewed_at = 0.0
-        self._workers_key = f"{hot.meta_key}:{WORKERS_KEY}"
 
     async def _refresh_leases(self) -> None:
         """Heartbeat, then hold a fair share of the shards (ceil(shards/workers))."""
-        now_ms = int(time.time() * 1000)
-        redis = self.hot.redis
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._workers_key, {self.owner: now_ms + self.lease_ms})
-            pipe.zremrangebyscore(self._workers_key, "-inf", now_ms)
-            pipe.zcard(self._workers_key)
-            _, _, workers = await pipe.execute()
-        share = math.ceil(self.hot.shards / max(int(workers), 1))
+        workers = await self.outbox.heartbeat(self.owner, self.lease_ms)
+        share = math.ceil(self.hot.shards / max(workers, 1))
         # Renew ours, try every other (a shard held by a live worker stays
         # its), then let go of what exceeds the fair share: three round trips
         # however many shards, so a refresh never stalls reconciling for long.
-        hot, owner = self.hot, self.owner
-        self._owned = set(await hot.try_leases(sorted(self._owned), owner, self.lease_ms))
+        outbox, owner = self.outbox, self.owner
+        self._owned = set(await outbox.try_leases(sorted(self._owned), owner, self.lease_ms))
         if len(self._owned) < share:
-            others = [s for s in range(hot.shards) if s not in self._owned]
-            self._owned |= set(await hot.try_leases(others, owner, self.lease_ms))
+            others = [s for s in range(outbox.shards) if s not in self._owned]
+            self._owned |= set(await outbox.try_leases(others, owner, self.lease_ms))
         surplus = sorted(self._owned)[share:]
         if surplus:
-            await hot.release(surplus, owner)
+            await outbox.release(surplus, owner)
             self._owned -= set(surplus)
         self.stats.owned_shards = sorted(self._owned)
         self._renewed_at = time.monotonic()
@@ -175,7 +169,7 @@ class Reconciler:
             return 0
         acks, self._acks = self._acks, []
         owned = sorted(self._owned)
-        entries = await self.hot.read_outbox(owned, self.batch_size, block_ms, acks)
+        entries = await self.outbox.read(owned, self.batch_size, block_ms, acks)
         if not entries:
             return 0
         self.stats.read += len(entries)
@@ -185,18 +179,18 @@ class Reconciler:
         if defer_ack:
             self._acks = applied
         else:
-            await self.hot.ack(applied)
+            await self.outbox.ack(applied)
         self.stats.batches += 1
         return len(entries)
 
     async def _apply(self, entries: Sequence[Entry]) -> list[Applied]:
-        return await apply_entries(self.hot, self.backend, entries, self.stats)
+        return await apply_entries(self.outbox, self.backend, entries, self.stats)
 
     async def flush_acks(self) -> None:
         """Delete the applied entries a deferred step left in the outbox."""
         acks, self._acks = self._acks, []
         if acks:
-            await self.hot.ack(acks)
+            await self.outbox.ack(acks)
 
     def wake(self) -> None:
         """Cut a linger short: someone waits for the durable store."""
@@ -259,36 +253,15 @@ class Reconciler:
             try:
                 if await self.step(None):
                     continue
-                orphans = await self._orphans()
+                orphans = await self.outbox.orphans(self._owned)
                 if not orphans:
                     return
-                self._owned |= set(await self.hot.try_leases(orphans, self.owner, self.lease_ms))
+                self._owned |= set(await self.outbox.try_leases(orphans, self.owner, self.lease_ms))
                 await asyncio.sleep(0.1)  # a dead owner's lease has not expired yet
             except Exception as e:
                 logger.warning("drain on close failed: %s", e)
                 await asyncio.sleep(0.1)
         logger.warning("outbox not drained within %.1fs; another reconciler will finish", timeout)
-
-    async def _orphans(self) -> list[int]:
-        """Shards with entries that no live reconciler owns."""
-        redis = self.hot.redis
-        now_ms = int(time.time() * 1000)
-        alive = {
-            m.decode() if isinstance(m, bytes) else m
-            for m in await redis.zrangebyscore(self._workers_key, now_ms, "+inf")
-        }
-        async with redis.pipeline(transaction=False) as pipe:
-            for shard in range(self.hot.shards):
-                pipe.xlen(self.hot.outboxes[shard])
-                pipe.get(self.hot.leases[shard])
-            replies = await pipe.execute()
-        out = []
-        for shard in range(self.hot.shards):
-            length, holder = replies[2 * shard], replies[2 * shard + 1]
-            holder = holder.decode() if isinstance(holder, bytes) else holder
-            if length and shard not in self._owned and (holder is None or holder not in alive):
-                out.append(shard)
-        return out
 
     async def _settle_acks(self) -> None:
         try:
@@ -298,6 +271,6 @@ class Reconciler:
 
     async def release_all(self) -> None:
         await self._settle_acks()
-        await self.hot.release(sorted(self._owned), self.owner)
+        await self.outbox.release(sorted(self._owned), self.owner)
         self._owned.clear()
-        await self.hot.redis.zrem(self._workers_key, self.owner)
+        await self.outbox.leave(self.owner)

@@ -1,6 +1,6 @@
 """Pure logic of isolating refused entries in a batch (no servers: a fake
-store that refuses some threads, a fake hot tier that records what the
-reconciler dead-letters and acks)."""
+store that refuses some threads, a fake outbox that records what
+`apply_entries` dead-letters and acks)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from langgraph_hybrid_saver.core import DeleteThreadOp, Op
 from langgraph_hybrid_saver.errors import SerializationError
-from langgraph_hybrid_saver.outbox.reconciler import Reconciler
+from langgraph_hybrid_saver.outbox.reconciler import ReconcilerStats, apply_entries
 
 
 class RefusingStore:
@@ -30,9 +30,7 @@ class RefusingStore:
         return len(ops)
 
 
-class RecordingHot:
-    meta_key = "fake:meta"
-
+class RecordingOutbox:
     def __init__(self) -> None:
         self.dead: list[str] = []
         self.acked: list[str] = []
@@ -55,21 +53,22 @@ def batch(n: int, bad: set[int]) -> list[tuple[int, str, Op]]:
 async def test_refused_entries_are_found_by_halving(bad: set[int]) -> None:
     entries = batch(512, bad)
     store = RefusingStore({f"bad{i}" for i in bad})
-    hot = RecordingHot()
-    worker: Any = Reconciler(hot, store)  # type: ignore[arg-type]
-    done = await worker._apply(entries)
+    hot = RecordingOutbox()
+    stats = ReconcilerStats()
+    outbox: Any = hot
+    done = await apply_entries(outbox, store, entries, stats)  # type: ignore[arg-type]
     assert hot.dead == [f"{i}-0" for i in sorted(bad)]
     assert [sid for _, sid, _ in done] == [f"{i}-0" for i in range(512) if i not in bad]
     assert store.applied == [f"{i:05d}" for i in range(512) if i not in bad]  # in order
     assert store.calls <= 1 + 2 * len(bad) * 9  # log2(512) = 9
-    assert worker.stats.dead_lettered == len(bad)
+    assert stats.dead_lettered == len(bad)
 
 
 async def test_an_outage_while_isolating_acks_what_was_applied() -> None:
     store = RefusingStore({"bad100"}, down_after=3)
-    hot = RecordingHot()
-    worker: Any = Reconciler(hot, store)  # type: ignore[arg-type]
+    hot = RecordingOutbox()
+    outbox: Any = hot
     with pytest.raises(ConnectionError):
-        await worker._apply(batch(512, {100}))
+        await apply_entries(outbox, store, batch(512, {100}), ReconcilerStats())  # type: ignore[arg-type]
     assert hot.dead == [] and hot.acked == [f"{i}-0" for i in range(len(hot.acked))]
     assert store.applied == [f"{i:05d}" for i in range(len(hot.acked))]
