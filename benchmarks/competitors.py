@@ -45,6 +45,13 @@ INMEMORY = "InMemorySaver"
 SQLITE = "AsyncSqliteSaver"
 POSTGRES = "AsyncPostgresSaver"
 REDIS_OFFICIAL = "AsyncRedisSaver"
+VALKEY = "AsyncValkeySaver"
+HYBRID_LAYOUT = "Hybrid (any backend: Redis layout)"  # Redis memory: the same for every store
+
+# AsyncValkeySaver's connection pool. Its aput_writes holds a connection per
+# call for a WATCH/GET/MULTI/EXEC round trip, so 16 concurrent invocations fail
+# with "Too many connections" on its default pool of 10, and on 64 too.
+VALKEY_POOL_SIZE = 1024
 
 
 WORKER = "+worker"
@@ -318,6 +325,36 @@ async def open_redis_official(env: Env) -> AsyncIterator[BaseCheckpointSaver[Any
         yield saver
 
 
+@asynccontextmanager
+async def open_valkey(env: Env) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """`langgraph-checkpoint-aws`'s AsyncValkeySaver on the shared plain Redis.
+
+    Its keys (`checkpoint:{thread}:...`, `thread:{thread}:...`,
+    `writes:{thread}:...`) take no prefix; every thread id of a run starts
+    with the run id, so `drop_threads` deletes exactly this run's keys."""
+    try:
+        from langgraph_checkpoint_aws.checkpoint.valkey.async_saver import AsyncValkeySaver
+    except ImportError as e:
+        raise Unavailable(
+            f"langgraph-checkpoint-aws[valkey] is not installed ({e}); pip install -e '.[bench]'"
+        ) from None
+    async with AsyncValkeySaver.from_conn_string(
+        env.redis_url, pool_size=VALKEY_POOL_SIZE
+    ) as saver:
+        try:
+            yield saver
+        finally:
+            await drop_threads(saver.client, env.run_id)
+
+
+async def drop_threads(redis: Any, run_id: str) -> None:
+    """Delete AsyncValkeySaver's keys of every thread whose id starts with `run_id`."""
+    for kind in ("checkpoint", "writes", "thread"):
+        keys = [k async for k in redis.scan_iter(match=f"{kind}:{{{run_id}-*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await redis.delete(*keys[i : i + 500])
+
+
 # Every competitor, in report order. The baseline runs only at graph level.
 COMPETITORS: dict[str, SaverFactory] = {
     BASELINE: open_baseline,
@@ -325,6 +362,7 @@ COMPETITORS: dict[str, SaverFactory] = {
     SQLITE: open_sqlite,
     POSTGRES: open_postgres,
     REDIS_OFFICIAL: open_redis_official,
+    VALKEY: open_valkey,
     **{hybrid_name(b): hybrid_factory(b) for b in DURABLE_BACKENDS},
     **{hybrid_name(b, worker=True): hybrid_factory(b, worker=True) for b in DURABLE_BACKENDS},
 }

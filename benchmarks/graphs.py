@@ -1,9 +1,10 @@
-"""Graph-level workloads: the support graph invoked through LangGraph.
+"""Graph-level workloads: the support graph and the multi-turn chat, through LangGraph.
 
 Sequential: one invocation at a time. Concurrent: 16 asyncio workers on one
-event loop (the way one API worker process serves requests). Every
-invocation is a new ticket (a new thread), so each starts with a read of a
-thread the saver has never seen. Each LangGraph durability mode is measured.
+event loop (the way one API worker process serves requests). Every support
+graph invocation is a new ticket (a new thread), so each starts with a read
+of a thread the saver has never seen; the multi-turn chat invokes the same
+threads turn after turn. Each LangGraph durability mode is measured.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from benchmarks.chat_graph import build_chat_graph, check_turn, user_turn
 from benchmarks.harness import Batch
 from benchmarks.support_graph import build_support_graph, check_result, ticket
 
 MODES = ("sync", "async", "exit")
 WORKERS = 16
 RETURNING = 20  # threads of the "returning" scenario
+CHAT_WARMUP = 1  # the chat's first turn (new threads) is not the returning case
 
 
 class _CountingSaver(InMemorySaver):
@@ -91,3 +94,63 @@ class GraphRunner:
             return [(time.perf_counter() - start) / (workers * per_worker)]
 
         return run
+
+
+class ChatRunner:
+    """The multi-turn chat scenario on one saver: `threads` conversations; each
+    batch is the next turn of every one of them (a new invocation on each
+    thread), so the message list grows from batch to batch and every batch
+    after the first reads threads this process wrote."""
+
+    def __init__(self, saver: Any, mode: str, tag: str, threads: int) -> None:
+        self.graph = build_chat_graph(saver)
+        self.mode = mode
+        self.tag = tag
+        self.threads = threads
+        self.turns = itertools.count()
+
+    async def invoke(self, thread: int, turn: int) -> None:
+        cfg = {"configurable": {"thread_id": f"{self.tag}-{thread}"}}
+        out = await self.graph.ainvoke(user_turn(thread, turn), cfg, durability=self.mode)
+        check_turn(out, turn)
+
+    def sequential(self) -> Batch:
+        """One turn of every thread, one invocation at a time: one sample,
+        seconds per invocation."""
+
+        async def run() -> list[float]:
+            turn = next(self.turns)
+            start = time.perf_counter()
+            for thread in range(self.threads):
+                await self.invoke(thread, turn)
+            return [(time.perf_counter() - start) / self.threads]
+
+        return run
+
+    def concurrent(self, workers: int = WORKERS) -> Batch:
+        """One turn of every thread, `workers` tasks taking the threads in
+        turn (never two invocations of one thread at once)."""
+
+        async def run() -> list[float]:
+            turn = next(self.turns)
+            todo = iter(range(self.threads))
+
+            async def worker() -> None:
+                for thread in todo:
+                    await self.invoke(thread, turn)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            return [(time.perf_counter() - start) / self.threads]
+
+        return run
+
+
+async def chat_checkpoints_per_invocation(mode: str) -> float:
+    """How many checkpoints one chat turn writes in this mode."""
+    saver = _CountingSaver()
+    runner = ChatRunner(saver, mode, f"count-chat-{mode}", threads=1)
+    n = 4
+    for _ in range(n):
+        await runner.sequential()()
+    return saver.puts / n

@@ -8,6 +8,7 @@ outside the timed region, so only the saver call is measured.
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
 import time
@@ -210,6 +211,9 @@ def make_runner(op: str, saver: Any, tid: str, threads: dict[str, Any]) -> OpRun
     if op == "aget_latest":
         c = cfg(threads["read"].thread_id)
         return OpRunner(lambda i: c, saver.aget_tuple)
+    if op == "aget_new":  # a thread never written: a new id per call
+        fresh = itertools.count()
+        return OpRunner(lambda i: cfg(f"{tid}-new-{next(fresh)}"), saver.aget_tuple)
     if op == "aget_by_id":
         c = cfg(threads["read"].thread_id, threads["read"].ids[4])
         return OpRunner(lambda i: c, saver.aget_tuple)
@@ -233,6 +237,7 @@ OPS: dict[str, str] = {
     "aput_2kb": "aput (2 KB, 10 channels)",
     "aput_writes": "aput_writes (3 writes)",
     "aget_latest": "aget_tuple latest",
+    "aget_new": "aget_tuple of a new thread (never written)",
     "aget_by_id": "aget_tuple by id",
     "alist_10": "alist(limit=10), 200-checkpoint thread",
     "aput_140kb": "aput 140 KB state (200 msgs x 500 chars)",
@@ -242,6 +247,7 @@ OPS: dict[str, str] = {
 # --- the floor: bare redis-py round trips in the same run --------------------------
 
 FLOOR_PING = "floor: PING"
+FLOOR_GET = "floor: GET"  # the bare read round trip of the issue #20 targets
 FLOOR_PIPE = "floor: pipeline(SET+PEXPIRE)"
 FLOOR_BIG = "floor: SET 140 KB"
 FLOOR = FLOOR_PIPE  # the round trip the targets compare against
@@ -259,6 +265,7 @@ def floor_runners(redis: Redis, prefix: str) -> dict[str, OpRunner]:
 
     return {
         FLOOR_PING: OpRunner(lambda i: None, lambda _: redis.ping()),
+        FLOOR_GET: OpRunner(lambda i: None, lambda _: redis.get(key)),
         FLOOR_PIPE: OpRunner(lambda i: None, pipe2),
         FLOOR_BIG: OpRunner(
             lambda i: None, lambda _: redis.set(f"{key}:big", big_value, px=60_000)

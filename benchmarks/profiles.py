@@ -9,14 +9,17 @@ event loop), written to `profiles/<key>.txt` and `profiles/<key>.flat.txt`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.competitors import Env
-from benchmarks.graphs import GraphRunner
+from benchmarks.graphs import WORKERS, ChatRunner, GraphRunner
 from benchmarks.ops import make_runner
 from benchmarks.reconcile import drain, lag_under_load
+
+_chat_runs = itertools.count()  # each chat workload on threads of its own
 
 
 def workload(
@@ -24,7 +27,7 @@ def workload(
 ) -> Callable[[], Awaitable[Any]] | None:
     """A fresh zero-argument coroutine function per call (state advances)."""
     tag = f"{env.run_id}-prof"
-    if key in ("aput_2kb", "aget_latest", "alist_10", "aput_140kb"):
+    if key in ("aput_2kb", "aget_latest", "aget_new", "alist_10", "aput_140kb"):
         runner = make_runner(key, saver, tag, threads)
         count = n // 5 if key in ("alist_10", "aput_140kb") else n
         return lambda: runner.batch(count)
@@ -32,6 +35,15 @@ def workload(
         return GraphRunner(saver, "sync", f"{tag}-gs").sequential(max(n // 10, 10), [], 0)
     if key == "graph_conc":
         return GraphRunner(saver, "async", f"{tag}-gc").concurrent(max(n // 160, 2))
+    if key in ("chat_seq", "chat_conc"):
+        runner = ChatRunner(saver, "async", f"{tag}-chat{next(_chat_runs)}", WORKERS)
+        turn = runner.sequential() if key == "chat_seq" else runner.concurrent()
+
+        async def turns() -> None:
+            for _ in range(max(n // 100, 5)):
+                await turn()
+
+        return turns
     if key == "drain":
         return lambda: drain(env, backend, n * 2)
     if key == "lag":

@@ -7,7 +7,8 @@
   entry's creation (its stream id, Redis clock in ms) to the durable commit
   of its batch (the reconciler's `on_applied` hook) is recorded for every entry;
   `astats()['lag_seconds']` is sampled alongside.
-* Memory: MEMORY USAGE of a thread's keys after 1,000 steps.
+* Memory: MEMORY USAGE of a thread's keys after 1,000 steps, and of the
+  Redis keys that hold one 140 KB state, against its serialized size.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from benchmarks.competitors import Env, hybrid_factory
 from benchmarks.graphs import WORKERS, GraphRunner
 from benchmarks.harness import summarize
-from benchmarks.ops import Chain, small_values, step_update, three_writes
+from benchmarks.ops import BIG, Chain, small_values, step_update, three_writes
 from benchmarks.worker import read_lags
 from langgraph_hybrid_saver import Reconciler
 from langgraph_hybrid_saver.core import ListQuery
@@ -235,3 +236,53 @@ async def official_redis_memory(saver: Any, run_id: str, steps: int) -> dict[str
         "thread_bytes": total,
         "bytes_per_step": total / steps,
     }
+
+
+def big_state_bytes(saver: Any) -> int:
+    """The 140 KB state's size as the saver's serializer writes it, uncompressed."""
+    return len(saver.serde.dumps_typed(BIG)[1])
+
+
+async def hybrid_big_memory(env: Env, backend: str) -> dict[str, Any]:
+    """Redis bytes of every key of a fresh key prefix after one checkpoint of
+    the 140 KB state: before the reconciler has applied it (the hot copy and
+    the outbox entry) and after."""
+    prefix = f"bench{env.run_id}big{backend}"
+    factory = hybrid_factory(backend, reconciler="external", key_prefix=prefix)
+    async with factory(env) as saver:
+        redis = saver.hot.redis
+        await Chain(saver, f"{env.run_id}-big140").put({"messages": BIG, "turn": 1})
+        before, keys = await memory_usage(redis, f"{prefix}:*")
+        worker = Reconciler(saver.hot, saver.backend)
+        while await worker.step(None) > 0:
+            pass
+        await worker.release_all()
+        after, _ = await memory_usage(redis, f"{prefix}:*")
+        return {
+            "state_bytes": big_state_bytes(saver),
+            "keys": keys,
+            "redis_bytes": before,
+            "redis_bytes_after_drain": after,
+        }
+
+
+async def valkey_memory(saver: Any, run_id: str, steps: int) -> dict[str, Any]:
+    """The 1,000-step thread on AsyncValkeySaver (its keys hold the thread id
+    as a `{...}` hash tag, no prefix)."""
+    thread_id = f"{run_id}-vmem"
+    await run_steps(saver, thread_id, steps)
+    total, keys = await memory_usage(saver.client, f"*{{{thread_id}}}*")
+    return {
+        "steps": steps,
+        "thread_keys": keys,
+        "thread_bytes": total,
+        "bytes_per_step": total / steps,
+    }
+
+
+async def valkey_big_memory(saver: Any, run_id: str) -> dict[str, Any]:
+    """The 140 KB state on AsyncValkeySaver."""
+    thread_id = f"{run_id}-vbig140"
+    await Chain(saver, thread_id).put({"messages": BIG, "turn": 1})
+    total, keys = await memory_usage(saver.client, f"*{{{thread_id}}}*")
+    return {"state_bytes": big_state_bytes(saver), "keys": keys, "redis_bytes": total}

@@ -13,15 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.competitors import BASELINE, INMEMORY, POSTGRES, Env
+from benchmarks.competitors import BASELINE, INMEMORY, POSTGRES, VALKEY, VALKEY_POOL_SIZE, Env
 from benchmarks.graphs import RETURNING
-from benchmarks.ops import FLOOR, FLOOR_BIG, FLOOR_PING, OPS
+from benchmarks.ops import FLOOR, FLOOR_BIG, FLOOR_GET, FLOOR_PING, OPS
 
 PACKAGES = [
     "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-postgres",
     "langgraph-checkpoint-sqlite", "langgraph-checkpoint-redis", "redisvl",
     "langchain-core", "redis", "hiredis", "psycopg", "psycopg-binary", "psycopg-pool",
-    "aiosqlite", "ormsgpack", "matplotlib", "tqdm", "pyinstrument",
+    "aiosqlite", "ormsgpack", "matplotlib", "tqdm", "pyinstrument", "langgraph-checkpoint-aws",
+    "valkey", "libvalkey",
 ]  # fmt: skip
 
 
@@ -159,7 +160,7 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
     ops = results["ops"]
     if ops:
         md += ["## Operation latency, µs (p50 / p99)", ""]
-        floors = [FLOOR_PING, FLOOR, FLOOR_BIG]
+        floors = [FLOOR_PING, FLOOR_GET, FLOOR, FLOOR_BIG]
         header = ["operation", *names, *floors]
         rows = []
         for key, label in OPS.items():
@@ -171,7 +172,11 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
                 cells.append(f"{us(s['p50'])} / {us(s['p99'])}" if s and s["n"] else "-")
             rows.append(cells)
         md += [table(header, rows), ""]
-        md += ["## Operation ratios (p50): x AsyncPostgresSaver / x InMemorySaver / x floor", ""]
+        md += [
+            "## Operation ratios (p50): x AsyncPostgresSaver / x InMemorySaver / x floor / "
+            f"x {VALKEY}",
+            "",
+        ]
         rows = []
         for key, label in OPS.items():
             if key not in ops:
@@ -182,7 +187,8 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
                 pg = ops[key].get(POSTGRES, {}).get("p50", float("nan"))
                 im = ops[key].get(INMEMORY, {}).get("p50", float("nan"))
                 fl = ops[key].get(FLOOR, {}).get("p50", float("nan"))
-                cells.append(f"{ratio(v, pg)} / {ratio(v, im)} / {ratio(v, fl)}")
+                vk = ops[key].get(VALKEY, {}).get("p50", float("nan"))
+                cells.append(f"{ratio(v, pg)} / {ratio(v, im)} / {ratio(v, fl)} / {ratio(v, vk)}")
             rows.append(cells)
         md += [table(["operation", *names], rows), ""]
     # --- graph
@@ -212,13 +218,7 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
                     if t is None:
                         cells.append("-")
                         continue
-                    pg, im = tbl.get(POSTGRES), tbl.get(INMEMORY)
-                    extra = []
-                    if pg and n != POSTGRES:
-                        extra.append(f"{t['inv_s'] / pg['inv_s']:.2f}x PG")
-                    if im and n != INMEMORY and n != BASELINE:
-                        extra.append(f"{t['inv_s'] / im['inv_s']:.2f}x IM")
-                    cells.append(f"{t['inv_s']:.0f}" + (f" ({', '.join(extra)})" if extra else ""))
+                    cells.append(_throughput(tbl, n))
                 rows.append(cells)
         md += [table(["mode", *gnames], rows), ""]
         md += ["Overhead per checkpoint against the no-checkpointer baseline, µs "
@@ -242,6 +242,29 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
             return " / ".join("-" if v is None else f"{v:,.0f}" for v in (own, whole))
 
         md += [_mode_table(graph, "conc", gnames, cpu), ""]
+    # --- multi-turn chat
+    chat = results.get("chat", {})
+    if chat.get("modes"):
+        cnames = [n for n in results["available"] if n in _graph_names(chat)]
+        md += [
+            f"## Multi-turn chat, invocations/s ({chat['threads']} threads x {chat['turns']} "
+            "turns; each turn a new invocation on the same thread with one user message, "
+            "one node appending an AI reply, so the message list grows by 2 per turn)", "",
+            "Each round is the next turn of every thread of every saver, the savers in a "
+            f"random order per round; the first {chat['warmup_turns']} turn(s) (new threads) "
+            "are the discarded warm-up, so the figures are the returning-thread case. "
+            "Sequential: one invocation at a time; concurrent: "
+            f"{chat['workers']} workers taking the threads of a turn. Checkpoints per "
+            "invocation: "
+            + ", ".join(f"{m}: {c:g}" for m, c in chat["checkpoints_per_invocation"].items())
+            + ". No baseline: without a checkpointer a thread has no history.", "",
+        ]  # fmt: skip
+        rows = []
+        for mode, sc in chat["modes"].items():
+            for scen, label in (("seq", "sequential"), ("conc", f"{chat['workers']} concurrent")):
+                tbl = sc.get(scen, {})
+                rows.append([f"{mode}, {label}", *(_throughput(tbl, n) for n in cnames)])
+        md += [table(["mode", *cnames], rows), ""]
     # --- reconciler
     if results.get("drain"):
         md += ["## Reconciler drain (N checkpoints written with reconciler='external', "
@@ -295,6 +318,22 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
             ])  # fmt: skip
         md += [table(["saver", "steps", "keys", "KiB", "bytes/step",
                       "outbox KiB before drain"], rows), ""]  # fmt: skip
+    if results.get("memory_140kb"):
+        md += ["## Redis memory of the 140 KB state (one checkpoint of 200 messages x 500 "
+               "characters; MEMORY USAGE of every key that holds it)", "",
+               "Serialized: the state's bytes from the saver's serializer, uncompressed. "
+               "The hybrid saver's keys are those of a fresh key prefix, before and after "
+               "the reconciler applies the checkpoint.", ""]  # fmt: skip
+        rows = []
+        for n, m in results["memory_140kb"].items():
+            after = m.get("redis_bytes_after_drain")
+            rows.append([
+                n, f"{m['state_bytes'] / 1024:,.0f}", str(m["keys"]),
+                f"{m['redis_bytes'] / 1024:,.0f}", ratio(m["redis_bytes"], m["state_bytes"]),
+                "-" if after is None else f"{after / 1024:,.0f}",
+            ])  # fmt: skip
+        md += [table(["saver", "serialized KiB", "keys", "Redis KiB", "x serialized",
+                      "Redis KiB after the reconciler"], rows), ""]  # fmt: skip
     # --- plots, machine
     if plots:
         md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
@@ -313,7 +352,30 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
             "(benchmarks/worker.py: the package's CLI reconciler plus a per-entry lag log).",
             "",
         ]  # fmt: skip
+    if VALKEY in results["available"]:
+        md += [
+            f"{VALKEY}: `AsyncValkeySaver.from_conn_string(redis, pool_size={VALKEY_POOL_SIZE})` "
+            "on the same plain Redis as the hybrid savers, defaults otherwise (no TTL). Its "
+            "default pool of 10 connections, and 64 too, fails at 16 concurrent invocations "
+            'with "Too many connections": its WATCH-based aput_writes holds a connection '
+            "for each call in flight.",
+            "",
+        ]
     return "\n".join(md) + "\n"
+
+
+def _throughput(tbl: dict[str, Any], n: str) -> str:
+    """A saver's invocations/s in one scenario, with its ratio to AsyncValkeySaver,
+    AsyncPostgresSaver and InMemorySaver ("-" where it did not run)."""
+    t = tbl.get(n)
+    if t is None:
+        return "-"
+    extra = []
+    for ref, short in ((VALKEY, "Valkey"), (POSTGRES, "PG"), (INMEMORY, "IM")):
+        r = tbl.get(ref)
+        if r and n not in (ref, BASELINE):
+            extra.append(f"{t['inv_s'] / r['inv_s']:.2f}x {short}")
+    return f"{t['inv_s']:.0f}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _mode_table(

@@ -1,6 +1,7 @@
 """Run the benchmark suite and write the report.
 
-    python -m benchmarks.run [--quick] [--out DIR] [--only NAME ...] [--profile]
+    python -m benchmarks.run [--quick] [--out DIR] [--only NAME ...] [--scenarios NAME ...]
+                             [--profile]
     python benchmarks/run.py ...
 
 `main(argv)` is the importable entry point (for a future `bench` command).
@@ -31,10 +32,13 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: import the repo's p
 
 from benchmarks import competitors as comp
 from benchmarks.graphs import (
+    CHAT_WARMUP,
     MODES,
     RETURNING,
     WORKERS,
+    ChatRunner,
     GraphRunner,
+    chat_checkpoints_per_invocation,
     checkpoints_per_invocation,
 )
 from benchmarks.harness import Progress, interleave, metered, summarize
@@ -48,14 +52,19 @@ from benchmarks.ops import (
 )
 from benchmarks.reconcile import (
     drain,
+    hybrid_big_memory,
     hybrid_memory,
     lag_under_load,
     official_redis_memory,
+    valkey_big_memory,
+    valkey_memory,
 )
 from benchmarks.report import machine_facts, render_markdown, render_plots
 from benchmarks.targets import evaluate
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# The phases of a run, in order; --scenarios runs a subset.
+SCENARIOS = ("ops", "graph", "chat", "reconciler", "memory")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class Scale:
     profile: bool = False
     profile_n: int = 1000
     list_len: int = 200  # checkpoints of the thread alist reads
+    chat_threads: int = 50  # the multi-turn chat: threads x turns, per saver and scenario
+    chat_turns: int = 20
 
 
 FULL = Scale("full", op_rounds=20, op_warmup=2, op_batch=25, big_batch=10, seq_per_round=20,
@@ -88,11 +99,12 @@ FULL = Scale("full", op_rounds=20, op_warmup=2, op_batch=25, big_batch=10, seq_p
              drain_repeats=3)  # fmt: skip
 QUICK = Scale("quick", op_rounds=2, op_warmup=1, op_batch=4, big_batch=2, seq_per_round=3,
               seq_rounds=2, graph_warmup=0, conc_per_worker=1, conc_rounds=1,
-              lag_per_worker=3, drain_n=300, memory_steps=100)  # fmt: skip
+              lag_per_worker=3, drain_n=300, memory_steps=100, chat_threads=8,
+              chat_turns=3)  # fmt: skip
 SMOKE = Scale("smoke", op_rounds=1, op_warmup=0, op_batch=2, big_batch=1, seq_per_round=2,
               seq_rounds=1, graph_warmup=0, conc_per_worker=1, conc_rounds=1,
               lag_per_worker=1, drain_n=50, memory_steps=10, modes=("sync",),
-              list_len=12, drain_repeats=2)  # fmt: skip
+              list_len=12, drain_repeats=2, chat_threads=2, chat_turns=2)  # fmt: skip
 SCALES = {s.name: s for s in (FULL, QUICK, SMOKE)}
 
 
@@ -212,6 +224,45 @@ async def run_graphs(
         graph["modes"][mode] = {"seq": seq, "returning": returning, "conc": conc}
 
 
+async def run_chat(
+    savers: dict[str, Any], env: comp.Env, scale: Scale, rng: random.Random, progress: Progress,
+    results: dict[str, Any],
+) -> None:  # fmt: skip
+    """The multi-turn chat: every saver's threads take turn after turn, one
+    round per turn, the savers in a random order per round; the first turn
+    (new threads) is the warm-up. No baseline: without a checkpointer a
+    thread has no history to return to."""
+    chat_savers = {n: s for n, s in savers.items() if s is not None}
+    chat: dict[str, Any] = {
+        "threads": scale.chat_threads,
+        "turns": scale.chat_turns,
+        "warmup_turns": CHAT_WARMUP,
+        "workers": WORKERS,
+        "checkpoints_per_invocation": {},
+        "modes": {},
+    }
+    results["chat"] = chat
+    for mode in scale.modes:
+        chat["checkpoints_per_invocation"][mode] = await chat_checkpoints_per_invocation(mode)
+        by_scenario = chat["modes"][mode] = {}
+        for scenario in ("seq", "conc"):
+            progress.phase(f"chat {mode} {scenario}")
+            runners = {
+                n: ChatRunner(s, mode, f"{env.run_id}-{slug(n)}-{mode}-chat{scenario}",
+                              scale.chat_threads)
+                for n, s in chat_savers.items()
+            }  # fmt: skip
+            samples = await interleave(
+                {n: r.sequential() if scenario == "seq" else r.concurrent()
+                 for n, r in runners.items()},
+                rounds=scale.chat_turns - CHAT_WARMUP, warmup=CHAT_WARMUP, rng=rng,
+                progress=progress, settle=settlers(savers),
+            )  # fmt: skip
+            by_scenario[scenario] = {
+                n: {"inv_s": 1 / summarize(v)["p50"]} for n, v in samples.items()
+            }
+
+
 async def run(args: argparse.Namespace) -> Path:
     scale = SCALES[args.scale]
     if args.profile is not None:
@@ -229,6 +280,7 @@ async def run(args: argparse.Namespace) -> Path:
             "command": args.command_line,
             "scale": scale.name,
             "scale_settings": asdict(scale),
+            "scenarios": list(args.scenarios),
             "run_id": env.run_id,
             "seed": args.seed,
             "started": datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%d %H:%M"),
@@ -237,8 +289,11 @@ async def run(args: argparse.Namespace) -> Path:
         "ops": {},
     }
     hybrids = [n for n in comp.COMPETITORS if comp.is_hybrid(n)]
-    n_ops = len(OPS) * (scale.op_warmup + scale.op_rounds)
+    scenarios = set(args.scenarios)
+    n_ops = len(OPS) * (scale.op_warmup + scale.op_rounds) if "ops" in scenarios else 0
     n_graph = len(scale.modes) * (2 * scale.seq_rounds + scale.conc_rounds + 3 * scale.graph_warmup)
+    n_graph = n_graph if "graph" in scenarios else 0
+    n_chat = len(scale.modes) * 2 * scale.chat_turns if "chat" in scenarios else 0
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(comp.redis_stack(env))
@@ -252,25 +307,36 @@ async def run(args: argparse.Namespace) -> Path:
             stack.push_async_callback(floor_redis.aclose)
             stack.push_async_callback(comp.drop_prefix, floor_redis, f"bench{env.run_id}")
             op_savers = {n: s for n, s in savers.items() if s is not None}
-            participants = len(op_savers) + 3  # + floors
+            participants = len(op_savers) + len(floor_runners(floor_redis, ""))
             available_hybrids = [h for h in hybrids if h in savers]
+            n_reconciler = 2 * len(available_hybrids) if "reconciler" in scenarios else 0
             progress = Progress(
-                n_ops * participants + n_graph * len(savers) + 2 * len(available_hybrids) + 1,
+                n_ops * participants + n_graph * len(savers) + n_chat * len(op_savers)
+                + n_reconciler + ("memory" in scenarios),
                 enabled=not args.no_progress,
-            )
+            )  # fmt: skip
             phases = results["meta"]["phase_seconds"] = {}
+            threads: dict[str, dict[str, Any]] = {}
+            results["drain"] = {}
+            results["lag"] = {}
+            failed = results["phase_errors"] = {}
             try:
                 t0 = time.perf_counter()
-                threads = await run_ops(op_savers, floor_redis, env, scale, rng, progress, results)
+                if "ops" in scenarios:
+                    threads = await run_ops(
+                        op_savers, floor_redis, env, scale, rng, progress, results
+                    )
                 phases["ops"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                await run_graphs(savers, env, scale, rng, progress, results)
+                if "graph" in scenarios:
+                    await run_graphs(savers, env, scale, rng, progress, results)
                 phases["graph"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                results["drain"] = {}
-                results["lag"] = {}
-                failed = results["phase_errors"] = {}
-                for h in available_hybrids:
+                if "chat" in scenarios:
+                    await run_chat(savers, env, scale, rng, progress, results)
+                phases["chat"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for h in available_hybrids if "reconciler" in scenarios else []:
                     backend = comp.backend_of(h)
                     # A store that cannot keep up fails its own measurement,
                     # reported as such; the run goes on.
@@ -293,18 +359,12 @@ async def run(args: argparse.Namespace) -> Path:
                     progress.update()
                 phases["reconciler"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                progress.phase("memory")
                 results["memory"] = {}
-                if available_hybrids:
-                    backend = comp.backend_of(available_hybrids[0])
-                    results["memory"]["Hybrid (any backend: Redis layout)"] = await hybrid_memory(
-                        env, backend, scale.memory_steps
-                    )
-                if comp.REDIS_OFFICIAL in savers:
-                    results["memory"][comp.REDIS_OFFICIAL] = await official_redis_memory(
-                        savers[comp.REDIS_OFFICIAL], env.run_id, scale.memory_steps
-                    )
-                progress.update()
+                results["memory_140kb"] = {}
+                if "memory" in scenarios:
+                    progress.phase("memory")
+                    await run_memory(savers, env, scale, available_hybrids, results)
+                    progress.update()
                 phases["memory"] = time.perf_counter() - t0
             finally:
                 progress.close()
@@ -320,6 +380,8 @@ async def run(args: argparse.Namespace) -> Path:
                 missed = sorted({r.key for r in rows if r.status == "MISS"})
                 for key in missed:
                     h = next(r.saver for r in rows if r.key == key and r.status == "MISS")
+                    if h not in savers or (key in OPS and h not in threads):
+                        continue  # no workload here (Redis memory; a run without ops)
                     backend = comp.backend_of(h)
                     print(f"profiling {key} on {h}", file=sys.stderr, flush=True)
                     results["profiles"][key] = await profile(
@@ -342,6 +404,27 @@ async def run(args: argparse.Namespace) -> Path:
     (out / "README.md").write_text(render_markdown(results, plots))
     print_summary(results, out)
     return out / "README.md"
+
+
+async def run_memory(
+    savers: dict[str, Any], env: comp.Env, scale: Scale, hybrids: list[str],
+    results: dict[str, Any],
+) -> None:  # fmt: skip
+    """Redis bytes: a thread after `memory_steps` steps, and one 140 KB state."""
+    memory, big = results["memory"], results["memory_140kb"]
+    if hybrids:
+        backend = comp.backend_of(hybrids[0])
+        memory[comp.HYBRID_LAYOUT] = await hybrid_memory(env, backend, scale.memory_steps)
+        big[comp.HYBRID_LAYOUT] = await hybrid_big_memory(env, backend)
+    if comp.REDIS_OFFICIAL in savers:
+        memory[comp.REDIS_OFFICIAL] = await official_redis_memory(
+            savers[comp.REDIS_OFFICIAL], env.run_id, scale.memory_steps
+        )
+    if comp.VALKEY in savers:
+        memory[comp.VALKEY] = await valkey_memory(
+            savers[comp.VALKEY], env.run_id, scale.memory_steps
+        )
+        big[comp.VALKEY] = await valkey_big_memory(savers[comp.VALKEY], env.run_id)
 
 
 def _jsonable(value: Any) -> Any:
@@ -379,6 +462,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", nargs="+", metavar="NAME",
         help=f"savers to run, from: {', '.join(comp.COMPETITORS)}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scenarios", nargs="+", metavar="NAME", choices=SCENARIOS, default=list(SCENARIOS),
+        help=f"phases to run (default all): {', '.join(SCENARIOS)}",
     )  # fmt: skip
     parser.add_argument(
         "--profile",

@@ -1,8 +1,10 @@
-"""The targets of issue #6, evaluated on one run's results.
+"""The targets of issues #6 and #20, evaluated on one run's results.
 
 Every target is a ratio measured in the same run; `evaluate` returns one row
 per (target, hybrid backend[, durability mode]) with PASS/MISS, or n/a when a
-reference saver was unavailable.
+reference saver was unavailable or its phase did not run. The rows of issue
+#20 (against AsyncValkeySaver, the multi-turn chat, the bare GET, Redis
+memory of the 140 KB state) say "#20".
 """
 
 from __future__ import annotations
@@ -11,8 +13,17 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.competitors import BASELINE, INMEMORY, POSTGRES, WORKER, backend_of, is_hybrid
-from benchmarks.ops import FLOOR
+from benchmarks.competitors import (
+    BASELINE,
+    HYBRID_LAYOUT,
+    INMEMORY,
+    POSTGRES,
+    VALKEY,
+    WORKER,
+    backend_of,
+    is_hybrid,
+)
+from benchmarks.ops import FLOOR, FLOOR_GET
 
 
 @dataclass
@@ -117,4 +128,59 @@ def evaluate(results: dict[str, Any]) -> list[TargetRow]:
                 f"p50 {lag['entry_p50_ms']:.1f} ms, p99 {lag['entry_p99_ms']:.1f} ms "
                 f"over {lag['entries']} entries ({lag['reconciler']} reconciler)",
             ))  # fmt: skip
+        rows += _issue20(results, h)
+    big = results.get("memory_140kb", {}).get(HYBRID_LAYOUT)
+    if big is not None:
+        rows.append(TargetRow(
+            "memory_140kb", "#20 Redis memory of the 140 KB state <= 0.5x its uncompressed size",
+            HYBRID_LAYOUT, _div(big["redis_bytes"], big["state_bytes"]), 0.5, "<=",
+            f"{big['redis_bytes'] / 1024:,.0f} KiB in {big['keys']} keys before the reconciler "
+            f"applies it ({big['redis_bytes_after_drain'] / 1024:,.0f} KiB after) vs "
+            f"{big['state_bytes'] / 1024:,.0f} KiB serialized",
+        ))  # fmt: skip
+    return rows
+
+
+def _thr(table: dict[str, Any], name: str) -> float:
+    return float(table[name]["inv_s"]) if name in table else float("nan")
+
+
+def _issue20(results: dict[str, Any], h: str) -> list[TargetRow]:
+    """Issue #20's rows for hybrid saver `h`."""
+    rows: list[TargetRow] = []
+    scenarios = (("seq", "sequential"), ("conc", "16 concurrent"))
+    for mode, by_scenario in results.get("graph", {}).get("modes", {}).items():
+        for scenario, label in scenarios:
+            table = by_scenario.get(scenario, {})
+            for ref, need in ((VALKEY, 1.25), (POSTGRES, 2.5)):
+                rows.append(TargetRow(
+                    f"graph_{scenario}", f"#20 support graph {label} ({mode}) >= {need:g}x {ref}",
+                    h, _div(_thr(table, h), _thr(table, ref)), need, ">=",
+                    f"{_thr(table, h):.0f} vs {_thr(table, ref):.0f} inv/s",
+                ))  # fmt: skip
+    for mode, by_scenario in results.get("chat", {}).get("modes", {}).items():
+        for scenario, label in scenarios:
+            table = by_scenario.get(scenario, {})
+            rows.append(TargetRow(
+                f"chat_{scenario}", f"#20 multi-turn chat {label} ({mode}) >= 1.5x {VALKEY}", h,
+                _div(_thr(table, h), _thr(table, VALKEY)), 1.5, ">=",
+                f"{_thr(table, h):.0f} vs {_thr(table, VALKEY):.0f} inv/s",
+            ))  # fmt: skip
+    floor = _p50(results, "aget_new", FLOOR_GET)
+    v = _p50(results, "aget_new", h)
+    rows.append(TargetRow(
+        "aget_new", "#20 aget_tuple of a new thread p50 <= 1.1x a bare GET", h,
+        _div(v, floor), 1.1, "<=", f"{v * 1e6:.0f} vs {floor * 1e6:.0f} us",
+    ))  # fmt: skip
+    floor = _p50(results, "aget_latest", FLOOR_GET)
+    v = _p50(results, "aget_latest", h)
+    rows.append(TargetRow(
+        "aget_latest", "#20 aget_tuple latest (returning thread) p50 <= 0.3x a bare GET", h,
+        _div(v, floor), 0.3, "<=", f"{v * 1e6:.0f} vs {floor * 1e6:.0f} us",
+    ))  # fmt: skip
+    v, ref = _p50(results, "aput_2kb", h), _p50(results, "aput_2kb", VALKEY)
+    rows.append(TargetRow(
+        "aput_2kb", f"#20 aput 2 KB p50 <= {VALKEY}'s", h, _div(v, ref), 1.0, "<=",
+        f"{v * 1e6:.0f} vs {ref * 1e6:.0f} us",
+    ))  # fmt: skip
     return rows
