@@ -22,7 +22,8 @@ python -m pip install -q -U pip
 # The test extra's requirements, less the package itself (installed below
 # with [all]), langgraph-checkpoint-postgres, which the test extra asks newer
 # (the official aprune, for tests/test_differential.py, not run here), and the
-# tools the subset does not use.
+# tools and servers the subset does not use (langgraph-cli: the Agent Server,
+# whose newest release may need more than the floors).
 python - >"$VENV/test-requirements.txt" <<'EOF'
 import re
 import tomllib
@@ -32,7 +33,7 @@ with open("pyproject.toml", "rb") as f:
 for req in test:
     name = re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower()
     if name not in ("langgraph-hybrid-saver", "langgraph-checkpoint-postgres", "mypy", "ruff",
-                    "build", "twine"):
+                    "build", "twine", "langgraph-cli"):
         print(req)
 EOF
 python -m pip install -q -c "$CONSTRAINTS" -e ".[all]" -r "$VENV/test-requirements.txt"
