@@ -1,0 +1,501 @@
+"""OpenTelemetry traces and metrics (the `[otel]` extra).
+
+Spans: one per saver operation (`hybrid_saver.aput`, `hybrid_saver.aget_tuple`,
+...) and one per reconcile batch (`hybrid_saver.reconcile.batch`). Metrics:
+the outbox backlog, reconcile lag and dead letters (observable gauges read
+from Redis when a reader collects), apply latency, applied entries,
+read-throughs and errors by tier. Names are the module constants below.
+
+Everything goes through the OpenTelemetry API: without an SDK configured it
+is a no-op, and without `opentelemetry-api` installed the decorators return
+the methods unchanged and every hook returns at once, allocating nothing.
+`configure()` sends this package's telemetry to given providers instead of
+the global ones; `serve_prometheus()` serves the metrics for scraping (the
+`reconcile --metrics-port` worker option).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from langgraph_hybrid_saver.errors import ConfigError, MissingExtraError
+
+if TYPE_CHECKING:
+    from langgraph_hybrid_saver.outbox.stream import Outbox
+
+try:
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import trace as otel_trace
+except ImportError:  # the extra is not installed: every hook below is a no-op
+    otel_metrics = None  # type: ignore[assignment]
+    otel_trace = None  # type: ignore[assignment]
+
+ENABLED = otel_trace is not None
+SCOPE = "langgraph_hybrid_saver"
+INSTALL = "pip install 'langgraph-hybrid-saver[otel]'"
+
+# Span names: SPAN_PREFIX + the saver method ("hybrid_saver.aput"), and:
+SPAN_PREFIX = "hybrid_saver."
+RECONCILE_SPAN = "hybrid_saver.reconcile.batch"
+
+# Span attributes
+THREAD_ID = "langgraph.thread_id"
+CHECKPOINT_NS = "langgraph.checkpoint_ns"
+TARGET_THREAD_ID = "hybrid_saver.target_thread_id"  # acopy_thread
+BACKEND = "hybrid_saver.backend"  # postgres | sqlite | cosmos
+KEY_PREFIX = "hybrid_saver.key_prefix"
+BYTES = "hybrid_saver.bytes"  # serialized size written (aput, aput_writes)
+READ = "hybrid_saver.read"  # aget_tuple: hot | read_through | absent
+COUNT = "hybrid_saver.count"  # writes, runs, threads or checkpoints the call handled
+BATCH_SIZE = "hybrid_saver.batch_size"  # entries read for a reconcile batch
+ENTRIES = "hybrid_saver.entries"  # entries of the batch applied (the rest: dead letters)
+TIER = "hybrid_saver.tier"  # errors: redis | durable
+HIT = "hybrid_saver.hit"  # local cache lookups: true | false
+
+# Metric names
+BACKLOG = "hybrid_saver.outbox.backlog"
+LAG = "hybrid_saver.reconcile.lag"
+DEAD_LETTERS = "hybrid_saver.outbox.dead_letters"
+APPLIED = "hybrid_saver.reconcile.applied"
+APPLY_DURATION = "hybrid_saver.reconcile.apply.duration"
+DEAD_LETTERED = "hybrid_saver.reconcile.dead_lettered"
+READ_THROUGHS = "hybrid_saver.read_throughs"
+ERRORS = "hybrid_saver.errors"
+LOCAL_CACHE = "hybrid_saver.local_cache.lookups"
+
+# Seconds: durable applies take from under a millisecond to seconds.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STATE_MAX_AGE = 1.0  # seconds one outbox read serves the three gauges
+STATE_TIMEOUT = 2.0  # seconds a collection waits for the outbox read
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Attributes = Iterable[tuple[str, Any]]
+_NOTHING = contextlib.nullcontext()  # stateless: shared by every disabled call
+
+
+class _Instruments:
+    """The tracer and instruments of one pair of providers (None: global)."""
+
+    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self.tracer = otel_trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        meter = otel_metrics.get_meter(SCOPE, meter_provider=meter_provider)
+        self.applied = meter.create_counter(
+            APPLIED, "{entry}", "Outbox entries applied to the durable store"
+        )
+        self.apply_duration = meter.create_histogram(
+            APPLY_DURATION,
+            "s",
+            "Duration of one durable-store transaction applying outbox entries",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.dead_lettered = meter.create_counter(
+            DEAD_LETTERED, "{entry}", "Outbox entries the durable store refused (dead-lettered)"
+        )
+        self.read_throughs = meter.create_counter(
+            READ_THROUGHS, "{read}", "Reads served by the durable store (not hot in Redis)"
+        )
+        self.errors = meter.create_counter(
+            ERRORS, "{error}", "Failed calls to Redis or the durable store, by tier"
+        )
+        self.local_cache = meter.create_counter(
+            LOCAL_CACHE, "{lookup}", "Local-cache lookups, by hit (hit ratio: hit=true / all)"
+        )
+        meter.create_observable_gauge(
+            BACKLOG, [_observe(0)], "{entry}", "Outbox entries not yet in the durable store"
+        )
+        meter.create_observable_gauge(
+            LAG, [_observe(1)], "s", "Age of the oldest outbox entry (0 when empty)"
+        )
+        meter.create_observable_gauge(
+            DEAD_LETTERS, [_observe(2)], "{entry}", "Entries in the dead-letter streams"
+        )
+
+
+_inst: _Instruments | None = _Instruments() if ENABLED else None
+
+
+def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Send this package's spans and metrics to these providers (None: the
+    global ones, set with opentelemetry's `set_tracer_provider` and
+    `set_meter_provider`, the default)."""
+    global _inst
+    if not ENABLED:
+        raise MissingExtraError(f"telemetry needs opentelemetry-api: {INSTALL}")
+    _inst = _Instruments(tracer_provider, meter_provider)
+
+
+# --- spans -----------------------------------------------------------------------
+
+
+def traced(
+    name: str, describe: Callable[..., Attributes] | None = None
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """A saver method (coroutine or async generator) in a span named
+    SPAN_PREFIX + `name`, with the backend, the key prefix and what
+    `describe(*args, **kwargs)` yields as attributes. Without
+    opentelemetry-api: the method itself."""
+
+    def wrap(method: Callable[P, T]) -> Callable[P, T]:
+        if not ENABLED:
+            return method
+        span_name = SPAN_PREFIX + name
+        if inspect.isasyncgenfunction(method):
+            return _traced_generator(span_name, describe, method)  # type: ignore[return-value]
+
+        async def run(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+            assert _inst is not None
+            with _inst.tracer.start_as_current_span(span_name) as span:
+                if span.is_recording():
+                    _describe(span, self, describe, args, kwargs)
+                return await method(self, *args, **kwargs)  # type: ignore[misc]
+
+        functools.update_wrapper(run, method)
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+def _traced_generator(
+    span_name: str,
+    describe: Callable[..., Attributes] | None,
+    method: Callable[..., AsyncIterator[Any]],
+) -> Callable[..., AsyncIterator[Any]]:
+    """An async generator in a span that is current only while the generator
+    runs (never across a `yield`, where the caller's code runs); COUNT is the
+    number of items it yielded."""
+
+    async def run(self: Any, /, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        assert _inst is not None
+        span = _inst.tracer.start_span(span_name)
+        if span.is_recording():
+            _describe(span, self, describe, args, kwargs)
+        items = method(self, *args, **kwargs)
+        n = 0
+        try:
+            while True:
+                with otel_trace.use_span(span):
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        break
+                n += 1
+                yield item
+        finally:
+            span.set_attribute(COUNT, n)
+            await items.aclose()  # type: ignore[attr-defined]
+            span.end()
+
+    functools.update_wrapper(run, method)
+    return run
+
+
+def _describe(
+    span: Any,
+    saver: Any,
+    describe: Callable[..., Attributes] | None,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+) -> None:
+    backend = getattr(saver, "backend", None)
+    if backend is not None:
+        span.set_attribute(BACKEND, backend_name(backend))
+    hot = getattr(saver, "hot", None)
+    if hot is not None:
+        span.set_attribute(KEY_PREFIX, hot.prefix)
+    if describe is not None:
+        try:
+            for key, value in describe(*args, **kwargs):
+                if value is not None:
+                    span.set_attribute(key, value)
+        except Exception:  # bad input: the method itself raises the typed error
+            pass
+
+
+_backend_names: dict[type, str] = {}
+
+
+def backend_name(backend: object) -> str:
+    """"postgres", "sqlite", "cosmos" (the class name less `Backend`)."""
+    cls = type(backend)
+    name = _backend_names.get(cls)
+    if name is None:
+        name = cls.__name__.removesuffix("Backend").lower()
+        _backend_names[cls] = name
+    return name
+
+
+def recording() -> bool:
+    """Whether the current span records (compute costly attributes only then)."""
+    return ENABLED and otel_trace.get_current_span().is_recording()
+
+
+def note(key: str, value: Any) -> None:
+    """Set an attribute on the current span (nothing when it does not record)."""
+    if ENABLED:
+        otel_trace.get_current_span().set_attribute(key, value)
+
+
+def reconcile_batch(backend: object, size: int) -> contextlib.AbstractContextManager[Any]:
+    """The span of one reconcile batch of `size` entries read."""
+    if not ENABLED:
+        return _NOTHING
+    assert _inst is not None
+    return _inst.tracer.start_as_current_span(
+        RECONCILE_SPAN, attributes={BACKEND: backend_name(backend), BATCH_SIZE: size}
+    )
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+def clock() -> float:
+    """A start time for `applied` (0.0 without opentelemetry-api)."""
+    return time.perf_counter() if ENABLED else 0.0
+
+
+def applied(backend: object, entries: int, started: float) -> None:
+    """A durable transaction that applied `entries` entries, begun at `clock()`."""
+    if _inst is not None:
+        attributes = {BACKEND: backend_name(backend)}
+        _inst.applied.add(entries, attributes)
+        _inst.apply_duration.record(time.perf_counter() - started, attributes)
+
+
+def dead_lettered(backend: object) -> None:
+    """An entry the durable store refused, moved to the dead-letter stream."""
+    if _inst is not None:
+        _inst.dead_lettered.add(1, {BACKEND: backend_name(backend)})
+
+
+def read(source: str) -> None:
+    """Where a checkpoint read was served from: "hot", "read_through" (the
+    durable store, then copied back to Redis; counted) or "absent"."""
+    if _inst is not None:
+        otel_trace.get_current_span().set_attribute(READ, source)
+        if source != "hot":
+            _inst.read_throughs.add(1)
+
+
+def error(tier: str) -> None:
+    """A failed call to "redis" or to the "durable" store."""
+    if _inst is not None:
+        _inst.errors.add(1, {TIER: tier})
+
+
+def local_cache(hit: bool) -> None:
+    """A lookup in a process-local cache of checkpoints (the hook for one:
+    the package has no such cache yet)."""
+    if _inst is not None:
+        _inst.local_cache.add(1, {HIT: hit})
+
+
+# --- outbox gauges ---------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Source:
+    """An outbox whose state the gauges report, read on its own loop."""
+
+    outbox: weakref.ref[Outbox]
+    loop: asyncio.AbstractEventLoop
+    prefix: str
+    state: tuple[int, float | None, int] | None = None
+    read_at: float = -STATE_MAX_AGE
+
+
+_sources: list[_Source] = []
+
+
+def watch(outbox: Outbox) -> Callable[[], None]:
+    """Report `outbox`'s backlog, lag and dead letters in the gauges (read
+    on the running loop when a reader collects); returns the function that
+    stops it. Sources of one key prefix report once."""
+    if not ENABLED:
+        return _unwatched
+    source = _Source(weakref.ref(outbox), asyncio.get_running_loop(), outbox.hot.prefix)
+    _sources.append(source)
+    return functools.partial(_unwatch, source)
+
+
+def _unwatched() -> None:
+    pass
+
+
+def _unwatch(source: _Source) -> None:
+    if source in _sources:
+        _sources.remove(source)
+
+
+def _observe(index: int) -> Callable[[Any], Iterator[Any]]:
+    def callback(options: Any) -> Iterator[Any]:
+        seen: set[str] = set()
+        for source in list(_sources):
+            if source.prefix in seen:
+                continue
+            state = _state(source)
+            if state is not None:
+                seen.add(source.prefix)
+                value = state[index]
+                yield otel_metrics.Observation(value or 0, {KEY_PREFIX: source.prefix})
+
+    return callback
+
+
+def _state(source: _Source) -> tuple[int, float | None, int] | None:
+    """The outbox state, read at most every STATE_MAX_AGE seconds. From the
+    outbox's own loop thread (which cannot wait for itself) or once its loop
+    has stopped: the last value read, if any."""
+    outbox = source.outbox()
+    if outbox is None or source.loop.is_closed():
+        _unwatch(source)
+        return None
+    if time.monotonic() - source.read_at < STATE_MAX_AGE:
+        return source.state
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is source.loop or not source.loop.is_running():
+        return source.state
+    future = asyncio.run_coroutine_threadsafe(outbox.state(), source.loop)
+    try:
+        source.state = future.result(STATE_TIMEOUT)
+    except Exception:
+        future.cancel()
+        error("redis")
+        return None
+    source.read_at = time.monotonic()
+    return source.state
+
+
+# --- Prometheus ------------------------------------------------------------------
+
+
+class MetricsServer:
+    """A Prometheus endpoint serving this package's metrics at /metrics."""
+
+    def __init__(self, server: Any, thread: Any, provider: Any) -> None:
+        self._server = server
+        self._thread = thread
+        self._provider = provider
+        self.host: str = server.server_address[0]
+        self.port: int = server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        configure()  # back to the global providers
+        self._provider.shutdown()
+
+
+def serve_prometheus(port: int, host: str = "127.0.0.1") -> MetricsServer:
+    """Serve this package's metrics (and the process's, from
+    prometheus_client) on http://host:port/metrics; port 0 picks a free one.
+
+    The metrics go to an SDK `MeterProvider` with a `PrometheusMetricReader`
+    (opentelemetry-exporter-prometheus), so one set of instruments serves
+    both OTLP and Prometheus; the HTTP server is prometheus_client's.
+
+    Raises:
+        MissingExtraError: the `[otel]` extra is not installed.
+        ConfigError: the port cannot be bound (in use, not allowed).
+    """
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import start_http_server
+    except ImportError as e:
+        raise MissingExtraError(
+            f"the Prometheus endpoint needs opentelemetry-sdk, "
+            f"opentelemetry-exporter-prometheus and prometheus_client: {INSTALL}"
+        ) from e
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError(f"metrics port {port!r}: use an int from 0 (any free port) to 65535")
+    reader = PrometheusMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as e:
+        provider.shutdown()
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port} ({e.strerror or e}): choose a free "
+            "--metrics-port or another --metrics-host"
+        ) from None
+    configure(meter_provider=provider)
+    return MetricsServer(server, thread, provider)
+
+
+# --- what each saver method's span describes ---------------------------------------
+
+
+def _configurable(config: Any) -> dict[str, Any]:
+    if isinstance(config, dict):
+        conf = config.get("configurable")
+        if isinstance(conf, dict):
+            return conf
+    return {}
+
+
+def of_config(config: Any = None, *args: Any, **kwargs: Any) -> Attributes:
+    """aput, aget_tuple, alist: the config's thread and namespace."""
+    conf = _configurable(config)
+    return ((THREAD_ID, _text(conf.get("thread_id"))), (CHECKPOINT_NS, conf.get("checkpoint_ns")))
+
+
+def of_writes(config: Any = None, writes: Any = (), *args: Any, **kwargs: Any) -> Attributes:
+    """aput_writes: the config's thread and namespace, the number of writes."""
+    return (*of_config(config), (COUNT, len(writes) if isinstance(writes, Sequence) else None))
+
+
+def of_thread(thread_id: Any = None, *args: Any, **kwargs: Any) -> Attributes:
+    """adelete_thread."""
+    return ((THREAD_ID, _text(thread_id)),)
+
+
+def of_ids(ids: Any = (), *args: Any, **kwargs: Any) -> Attributes:
+    """adelete_for_runs, aprune: how many runs or threads."""
+    return ((COUNT, len(ids) if isinstance(ids, Sequence) else None),)
+
+
+def of_copy(source: Any = None, target: Any = None, *args: Any, **kwargs: Any) -> Attributes:
+    """acopy_thread: the source thread and the target."""
+    return ((THREAD_ID, _text(source)), (TARGET_THREAD_ID, _text(target)))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def put_size(row: Any, blobs: Sequence[Any]) -> int:
+    """Serialized bytes of a put: the checkpoint and metadata JSON and the blobs."""
+    return len(row.checkpoint) + len(row.metadata) + sum(len(b.blob or b"") for b in blobs)
+
+
+def writes_size(rows: Sequence[Any]) -> int:
+    """Serialized bytes of pending writes."""
+    return sum(len(r.blob) for r in rows)
+
+
+__all__ = [
+    "ENABLED",
+    "MetricsServer",
+    "configure",
+    "serve_prometheus",
+    "traced",
+    "watch",
+]
