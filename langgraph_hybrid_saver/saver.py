@@ -52,6 +52,7 @@ from langgraph_hybrid_saver.errors import ConfigError
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
 from langgraph_hybrid_saver.hot.client import connect_redis
 from langgraph_hybrid_saver.outbox.reconciler import (
+from langgraph_hybrid_saver.hot.index import IndexBuilder
     DEFAULT_LINGER_MS,
     Reconciler,
 )
@@ -97,6 +98,13 @@ class AsyncHybridSaver(SyncBridge):
             thread, one past its TTL or window) may take before it fails with
             `ServerUnreachableError`; threads hot in Redis never wait for it.
         loop: The event loop that owns the clients (default: the running one).
+        thread_index: Keep the set of known threads in Redis (loaded from the
+            durable store in the background, then kept by every write), so a
+            read of a thread in neither tier costs one Redis round trip and
+            no durable read. Off: such reads ask the durable store. Turn it
+            off when something else than these savers writes threads into
+            the durable store (e.g. the official saver, or a second key
+            prefix on the same store).
 
     Its connections belong to the loop it was created on: async calls from
     another loop run there (while it runs), sync calls from other threads too.
@@ -122,6 +130,7 @@ class AsyncHybridSaver(SyncBridge):
         flush_timeout: float = 30.0,
         durable_timeout: float = 5.0,
         loop: asyncio.AbstractEventLoop | None = None,
+        thread_index: bool = True,
     ) -> None:
         super().__init__(serde=serde)
         if reconciler not in ("in_process", "external"):
@@ -152,7 +161,9 @@ class AsyncHybridSaver(SyncBridge):
         self.placement = reconciler
         self.durable_timeout = durable_timeout
         self.outbox = Outbox(self.hot)
-        self.tiers = Tiers(self.hot, self.outbox, backend, durable_timeout)
+        pages = partial(durable_threads, backend)
+        self.index = IndexBuilder(self.hot, pages) if thread_index else None
+        self.tiers = Tiers(self.hot, self.outbox, backend, durable_timeout, self.index)
         self.reconciler: Reconciler | None = (
             Reconciler(self.hot, backend, linger_ms=reconcile_linger_ms)
             if reconciler == "in_process"
@@ -218,6 +229,8 @@ class AsyncHybridSaver(SyncBridge):
         await self.backend.setup()
         self._start()
 
+        if self.index is not None:
+            self.index.request()
     def _start(self) -> None:
         self._check_open()
         if self.reconciler is not None and self._task is None:
@@ -261,6 +274,8 @@ class AsyncHybridSaver(SyncBridge):
             except asyncio.TimeoutError:
                 logger.warning("reconciler did not stop in time; cancelled it")
         await self.hot.aclose()
+        if self.index is not None:
+            await self.index.aclose()
         for close in self._on_close:
             await close()
 
@@ -626,3 +641,11 @@ async def open_clients(
         await redis.aclose()
         raise
     return redis, backend
+async def durable_threads(backend: DurableBackend, page: int = 1000) -> AsyncIterator[list[str]]:
+    """Every thread id of the durable store, in pages (for the thread index)."""
+    after = ""
+    while batch := await backend.thread_ids(after, page):
+        yield batch
+        after = batch[-1]
+
+

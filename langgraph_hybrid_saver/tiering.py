@@ -26,6 +26,7 @@ from langgraph_hybrid_saver.core import (
 from langgraph_hybrid_saver.errors import HybridSaverError, ServerUnreachableError
 from langgraph_hybrid_saver.hot import HotRead, HotTier
 from langgraph_hybrid_saver.outbox.stream import Outbox
+from langgraph_hybrid_saver.hot.index import IndexBuilder
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
@@ -37,11 +38,20 @@ class Tiers:
     """The hot tier and the durable store, read as one."""
 
     def __init__(
-        self, hot: HotTier, outbox: Outbox, backend: DurableBackend, durable_timeout: float
+        self,
+        hot: HotTier,
+        outbox: Outbox,
+        backend: DurableBackend,
+        durable_timeout: float,
+        index: IndexBuilder | None = None,
     ) -> None:
         self.hot = hot
         self.outbox = outbox
         self.backend = backend
+        # With an index builder, a thread the complete thread index lacks is
+        # absent without a durable read; a read that finds the index
+        # incomplete asks the builder for a build.
+        self.index = index
         self.durable_timeout = durable_timeout
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> StoredCheckpoint | None:
@@ -59,6 +69,11 @@ class Tiers:
             return read.stored
         stored = await self.durable(self.backend.get(thread_id, ns, read.checkpoint_id or cid))
         if stored is None:
+        if self.index is not None:
+            if read.index == 2:
+                return None
+            if read.index == 0:
+                self.index.request()
             return None
         writes = await self.hot.repopulate(stored, read.generation, latest=cid is None)
         if writes is None:  # deleted while we read it
@@ -87,7 +102,12 @@ class Tiers:
             ]
         elif query.filter is None:  # the newest `limit`, whole, in one round trip
             hot_reads, complete = await self.hot.list_full(
-                query.thread_id, query.checkpoint_ns, query.checkpoint_id, query.before, query.limit
+                query.thread_id,
+                query.checkpoint_ns,
+                query.checkpoint_id,
+                query.before,
+                query.limit,
+                indexed=self.index is not None,
             )
             whole = {id(r.stored): r for r in hot_reads if r.stored is not None}
             hot = [r.stored for r in hot_reads if r.stored is not None]

@@ -181,10 +181,13 @@ def durable_url(request: pytest.FixtureRequest) -> Iterator[str]:
 async def hybrid_saver(
     redis_url: str, durable_url: str, key_prefix: str, **options: Any
 ) -> AsyncIterator[AsyncHybridSaver]:
-    """A saver whose Redis keys are deleted when it closes."""
+    """A saver whose Redis keys are deleted when it closes; its thread index
+    is built before the test begins (no background work in what it counts)."""
     async with AsyncHybridSaver.from_conn_string(
         redis_url, durable_url, key_prefix=key_prefix, **options
     ) as s:
+        if s.index is not None and s.index.task is not None:
+            await s.index.task
         yield s
         keys = [k async for k in s.hot.redis.scan_iter(f"{key_prefix}:*")]
         if keys:

@@ -25,9 +25,12 @@ so each Lua script touches one slot and works on Redis Cluster.
     {prefix}:v1:{<shard>}:outbox    stream  entries not yet in the durable store
     {prefix}:v1:{<shard>}:dead      stream  entries the durable store refused
     {prefix}:v1:{<shard>}:dead:idx  hash    outbox entry id -> its dead letter's id
+    {prefix}:v1:{<shard>}:threads   set     thread index: the shard's threads, and
+                                      '\0complete' once the durable store's are in
     {prefix}:v1:lease:<shard>       string  the reconciler that owns the shard
     {prefix}:v1:meta                hash    layout facts every process must share
     {prefix}:v1:meta:workers        zset    live reconcilers, by heartbeat deadline
+    {prefix}:v1:meta:index-build    string  the thread index build lease
 
 The Lua scripts build a thread's keys from its base with the same rules
 (`nk` in scripts/prelude.lua). Lengths are UTF-8 byte lengths (Lua's `#`).
@@ -53,6 +56,8 @@ class Keys:
         self.dead = [f"{self.shard_root(s)}dead" for s in range(shards)]
         self.dead_index = [f"{self.shard_root(s)}dead:idx" for s in range(shards)]
         self.leases = [f"{self.root}:lease:{s}" for s in range(shards)]
+        self.thread_index = [f"{self.shard_root(s)}threads" for s in range(shards)]
+        self.index_build = f"{self.meta}:index-build"
 
     def shard(self, thread_id: str) -> int:
         return zlib.crc32(thread_id.encode()) % self.shards

@@ -55,6 +55,7 @@ from langgraph_hybrid_saver.hot.codec import (
 )
 from langgraph_hybrid_saver.hot.connection import LaneBroken, Lanes
 from langgraph_hybrid_saver.hot.keys import Keys
+from langgraph_hybrid_saver.hot.replicas import ReplicaAck
 from langgraph_hybrid_saver.hot.lua import source
 
 logger = logging.getLogger("langgraph_hybrid_saver.hot")
@@ -79,6 +80,8 @@ def _where(redis: Any) -> str:
         if isinstance(redis, RedisCluster):
             node = redis.get_default_node() or redis.get_nodes()[0]
             return f"{node.host}:{node.port}"
+        if service := getattr(redis.connection_pool, "service_name", None):
+            return f"the primary of Sentinel service {service!r}"
         kw = redis.connection_pool.connection_kwargs
         return str(kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}")
     except Exception:
@@ -97,6 +100,9 @@ class HotRead:
     writes: list[WriteRow]
     generation: bytes
     missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, version)
+    # When not hot: 2 the thread is certainly in neither tier, 1 the thread
+    # index is complete and holds it, 0 the index is not complete.
+    index: int = 1
 
 
 class HotTier:
@@ -156,6 +162,7 @@ class HotTier:
         self._thread_lease = redis.register_script(source("thread_lease"))
         self._thread_lease_keep = redis.register_script(source("thread_lease_keep"))
         self._lanes = Lanes(redis) if not self.cluster and Lanes.usable(redis) else None
+        self.ack: ReplicaAck | None = None  # replicas_ack: every write waits for replicas
 
     async def aclose(self) -> None:
         """Close the hot path's own connections (not the client)."""
@@ -235,6 +242,8 @@ class HotTier:
     async def check_layout(self) -> None:
         """Refuse to share a prefix with a process that shards threads differently;
         learn the largest value the server accepts."""
+        if self.ack is not None:
+            await self.ack.check_server(self.redis, self.where)
         try:  # managed services may refuse CONFIG: keep the default then
             reply = await self.redis.config_get("proto-max-bulk-len")
             self.max_bulk = int(reply.get(b"proto-max-bulk-len") or reply["proto-max-bulk-len"])
@@ -341,7 +350,9 @@ class HotTier:
     ) -> Any:
         keys = [self.base(thread_id), self.outbox(thread_id)]
         try:
-            if sets:
+            if self.ack is not None:
+                reply = await self._acked(script, keys, args, sets, f"a write to thread {thread_id!r}")
+            elif sets:
                 reply = await self._eval_after(sets, script, keys, args)
             else:
                 reply = await self.eval(script, keys, args)
@@ -362,9 +373,38 @@ class HotTier:
                 "the holder is done, or take the lease with saver.alease(thread_id)"
             ) from None
 
+    async def _acked(
+        self,
+        script: Any,
+        keys: list[str],
+        args: list[Any],
+        sets: Sequence[tuple[str, bytes]] = (),
+        what: str = "a write",
+    ) -> Any:
+        """A write under `replicas_ack` (hot/replicas.py): `script` after the
+        SETs of `sets`, then WAIT, on one connection."""
+        assert self.ack is not None
+        try:
+            return await self.ack.run(self, script, keys, args, sets, _TEMP_TTL_MS, what)
+        except Exception:
+            if sets:
+                try:
+                    await self.redis.delete(*(k for k, _ in sets))
+                except Exception:  # the TTL deletes them
+                    logger.warning("could not delete the temporary keys of a failed put")
+            raise
+
+    async def _write(self, script: Any, keys: list[str], args: list[Any], what: str) -> Any:
+        """`eval` of a write script, acknowledged by replicas under `replicas_ack`."""
+        if self.ack is None:
+            return await self.eval(script, keys, args)
+        return await self._acked(script, keys, args, (), what)
+
     async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
         """Take a thread's lease; returns its fencing token."""
-        ok, value = await self.eval(self._thread_lease, [self.base(thread_id)], [ttl_ms, owner])
+        ok, value = await self._write(
+            self._thread_lease, [self.base(thread_id)], [ttl_ms, owner], f"the lease of {thread_id!r}"
+        )
         if not ok:
             raise ThreadBusyError(
                 f"thread {thread_id!r} is already leased by {_b(value)!r}; another process "
@@ -374,31 +414,34 @@ class HotTier:
 
     async def keep_thread(self, thread_id: str, token: str, ttl_ms: int) -> bool:
         """Renew (ttl_ms > 0) or release (0) our lease; False if we lost it."""
-        kept = await self.eval(self._thread_lease_keep, [self.base(thread_id)], [token, ttl_ms])
+        kept = await self._write(
+            self._thread_lease_keep, [self.base(thread_id)], [token, ttl_ms], f"the lease of {thread_id!r}"
+        )
         return bool(kept)
 
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
         """Remove the thread from Redis; with `queue`, also enqueue its deletion."""
         keys = [self.base(thread_id), self.outbox(thread_id)]
         tombstone = str(uuid6()) if queue else ""
-        sid = await self.eval(self._drop, keys, [thread_id, "1" if queue else "0", tombstone])
+        args = [thread_id, "1" if queue else "0", tombstone]
+        sid = await self._write(self._drop, keys, args, f"the deletion of thread {thread_id!r}")
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
-        args = [ns, cid or "", self.refresh_ms]
+        args = [ns, cid or "", self.refresh_ms, thread_id]
         reply = await self.eval(self._get, [self.base(thread_id)], args)
         return self._read(thread_id, ns, reply)
 
     def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
-        found, rec, blob_values, write_values, gen, *dead = reply
-        if dead and dead[0]:
-            self._report_dead(thread_id, int(dead[0]))
+        found, rec, blob_values, write_values, gen, *rest = reply
+        if rest and rest[0]:
+            self._report_dead(thread_id, int(rest[0]))
         found_id = _b(found) if found else None
         writes = [unpack_write(v) for v in write_values if v is not None]
         if found_id is None or rec is None:
-            return HotRead(found_id, None, writes, gen)
+            return HotRead(found_id, None, writes, gen, index=int(rest[1]) if rest else 1)
         stored, refs = decode_record(thread_id, ns, found_id, rec, self.base(thread_id))
         missing = []
         for ref, value in zip(refs, blob_values, strict=True):
@@ -433,7 +476,7 @@ class HotTier:
         if self.cluster:
             replies = await asyncio.gather(
                 *(
-                    self._get(keys=[self.base(t)], args=[ns, cid, self.refresh_ms])
+                    self._get(keys=[self.base(t)], args=[ns, cid, self.refresh_ms, t])
                     for t, ns, cid in keys
                 )
             )
@@ -441,7 +484,7 @@ class HotTier:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for t, ns, cid in keys:
                     await self._get(
-                        keys=[self.base(t)], args=[ns, cid, self.refresh_ms], client=pipe
+                        keys=[self.base(t)], args=[ns, cid, self.refresh_ms, t], client=pipe
                     )
                 replies = await pipe.execute()
         return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
@@ -456,14 +499,16 @@ class HotTier:
         cid: str | None,
         before: str | None,
         limit: int | None,
+        *,
+        indexed: bool = False,
     ) -> tuple[list[HotRead], bool]:
         """The newest `limit` checkpoints of a thread (every namespace when `ns`
         is None) with their blobs and writes, in one round trip; and whether
-        Redis holds every checkpoint the query can match."""
+        Redis holds every checkpoint the query can match (with `indexed`, also
+        when the complete thread index lacks the thread)."""
         args = ["1" if ns is None else "0", ns or "", cid or "", before or "", limit or 0]
-        complete, gen, items, dead = await self.eval(
-            self._list_full, [self.base(thread_id)], [*args, self.refresh_ms]
-        )
+        args += [self.refresh_ms, thread_id if indexed else ""]
+        complete, gen, items, dead = await self.eval(self._list_full, [self.base(thread_id)], args)
         if dead:
             self._report_dead(thread_id, int(dead))
         reads = [

@@ -5,6 +5,7 @@ local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local denied = check_lease(ARGV[3])
 if denied then return denied end
 local tid, last = ARGV[4], false
+index_thread(tid)
 for _, it in ipairs(cmsgpack.unpack(ARGV[5])) do
   local ns, cid, rec, bp, wp = it[1], it[2], it[3], it[4], it[5]
   redis.call('ZADD', nk('i', ns), 0, cid)

@@ -18,6 +18,7 @@ redis.call('INCR', base .. ':g')
 redis.call('PEXPIRE', base .. ':g', 604800000)
 if tomb ~= '' then redis.call('SET', base .. ':x', tomb, 'PX', 604800000) end
 if ARGV[2] == '1' then
+  redis.call('SREM', index_key(), ARGV[1])
   enqueue()
   return redis.call('XADD', KEYS[2], '*', 'k', 'd', 't', ARGV[1])
 end

@@ -59,6 +59,20 @@ local function check_tombstone(ns, ref)
     return redis.error_reply('DELETED ' .. t)
   end
 end
+-- The shard's thread index (a set, no TTL): every thread written through
+-- this key prefix, plus the member '\0complete' once a build loaded every
+-- thread of the durable store. A thread missing from a complete index is in
+-- neither tier. Lost with Redis (a restart, an eviction of the set): the
+-- member goes with it, and reads ask the durable store until a new build.
+local function index_key() return string.match(base, '^[^}]*}:') .. 'threads' end
+local function index_thread(tid) redis.call('SADD', index_key(), tid) end
+-- 2: the thread is certainly in neither tier; 1: the index is complete (the
+-- thread is in it); 0: the index is not complete.
+local function index_state(tid)
+  local k = index_key()
+  if redis.call('SISMEMBER', k, '\0complete') == 0 then return 0 end
+  return redis.call('SISMEMBER', k, tid) == 1 and 1 or 2
+end
 local function large_key(ns, f) return nk('v', ns) .. ':' .. f end
 -- The blob values a record refers to (a corrupt record: none; the client
 -- names the key in its error); a large value from its own key.

@@ -46,6 +46,7 @@ if parent == '' and redis.call('EXISTS', ik) == 0 then redis.call('SET', nk('f',
 redis.call('ZADD', ik, 0, cid)
 redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
+index_thread(tid)
 if #ARGV >= first then call_chunked('HSET', bk, ARGV, first, #ARGV, 4000) end
 -- A put with large values names its record 'R': a reconciler that predates
 -- them cannot decode it and dead-letters it instead of applying it without them.

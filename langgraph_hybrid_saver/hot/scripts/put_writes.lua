@@ -14,6 +14,7 @@ for i = 8, #ARGV, 2 do
   redis.call('ZADD', zk, 0, ARGV[i])
 end
 redis.call('SADD', base .. ':n', ns)
+index_thread(tid)
 enqueue(ttl, window)
 local entry = {'k', 'w', 't', tid, 'n', ns, 'c', cid, 'u', upsert}
 for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
