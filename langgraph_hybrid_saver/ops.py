@@ -21,8 +21,8 @@ Costs, so an operator knows what a refresh does to Redis:
 * durable rows: the backend's `count_rows()` (PostgreSQL: `count(*)` per
   table), only when a durable URL is given.
 
-Optional backend methods (a backend without them reports "unknown"):
-`server_version() -> str` and `count_rows() -> dict[str, int]`.
+The durable server's version comes from the backend's `server_version()`;
+a backend that reports none (None) shows as "version unknown".
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import statistics
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
@@ -68,20 +68,6 @@ return out
 # Policies that may evict keys without a TTL, i.e. outbox streams: lost
 # entries never reach the durable store.
 _UNSAFE_EVICTION = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
-
-
-@runtime_checkable
-class VersionedBackend(Protocol):
-    """Optional: a durable backend that can name its server's version."""
-
-    async def server_version(self) -> str: ...
-
-
-@runtime_checkable
-class CountingBackend(Protocol):
-    """Optional: a durable backend that can count its rows per table."""
-
-    async def count_rows(self) -> dict[str, int]: ...
 
 
 def package_version() -> str:
@@ -202,9 +188,8 @@ async def redis_server(redis: Redis | RedisCluster) -> tuple[str, str]:
 async def durable_server(backend: DurableBackend | None) -> str:
     if backend is None:
         return "not configured"
-    if isinstance(backend, VersionedBackend):
-        return await backend.server_version()
-    return f"{type(backend).__name__} (version unknown)"
+    version = await backend.server_version()
+    return version or f"{type(backend).__name__} (version unknown)"
 
 
 async def memory_infos(redis: Redis | RedisCluster) -> list[dict[str, Any]]:
@@ -451,7 +436,7 @@ async def collect_status(
     durable_rows = None
     if target.durable_error is not None:
         warnings.append(f"durable store not read: {target.durable_error}")
-    elif isinstance(target.backend, CountingBackend):
+    elif target.backend is not None:
         # A failing durable store must not hide what Redis can tell.
         try:
             durable_rows = await target.backend.count_rows()

@@ -520,7 +520,7 @@ class AsyncHybridSaver(SyncBridge):
             "overloaded": self.overloaded,
             "durability": self.durability,
         }
-        if (durable := getattr(self.backend, "stats", None)) is not None:
+        if (durable := self.backend.stats) is not None:
             out["durable"] = durable
         if self.reconciler is not None:
             st = self.reconciler.stats

@@ -1,72 +1,24 @@
-"""Durable stores behind the hot tier: one small async protocol.
+"""Durable stores behind the hot tier: `open_backend` picks one by URL, and
+the helpers every backend and the reconciler share tell a refused entry
+from an outage (`refused`, `unavailable`, `reason`) and keep passwords out
+of messages (`redact`).
 
 A backend stores and fetches rows; the LangGraph contract lives in
-`langgraph_hybrid_saver.core`. Every backend keeps, per thread, the outbox
-sequence number up to which it has applied entries (its *watermark*), inside
-the same transaction as the rows, which makes `apply` idempotent and keeps a
-deleted thread deleted: an entry at or below the watermark is skipped.
+`langgraph_hybrid_saver.core`, the protocol in `backends/protocol.py`.
 """
 
 from __future__ import annotations
 
-import builtins
 import re
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import urlsplit
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from langgraph_hybrid_saver.core import ListQuery, Op, StoredCheckpoint
+from langgraph_hybrid_saver.backends.protocol import DurableBackend
 from langgraph_hybrid_saver.errors import ConfigError, MissingExtraError
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
-
-
-@runtime_checkable
-class DurableBackend(Protocol):
-    """What the saver and the reconciler need from a durable store."""
-
-    where: str  # host:port (or file) for error messages, never a password
-
-    async def open(self) -> None:
-        """Connect; raise `ServerUnreachableError` (naming host:port) if it can't."""
-
-    async def setup(self) -> None:
-        """Create or migrate the schema; idempotent, safe to run concurrently."""
-
-    async def apply(self, ops: Sequence[Op]) -> int:
-        """Apply outbox entries in order, in one transaction.
-
-        Entries at or below their thread's watermark are skipped; the watermark
-        then moves to the last applied entry. Returns how many were applied.
-        """
-
-    async def watermark(self, thread_id: str) -> str:
-        """The thread's watermark: the `seq` of the last entry applied ('' if none)."""
-
-    async def get(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
-    ) -> StoredCheckpoint | None:
-        """One checkpoint with blobs and writes; the latest when no id is given."""
-
-    async def get_blobs(
-        self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]
-    ) -> dict[str, tuple[str, bytes | None]]:
-        """Blobs by (channel, version), keyed by channel; absent ones are left out."""
-
-    async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
-        """Checkpoints newest first, with blobs and writes."""
-
-    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
-        """Delete checkpoints (and their writes) created by the runs; returns
-        the thread ids touched."""
-
-    async def prune_keep_latest(self, thread_ids: Sequence[str]) -> None:
-        """Keep only the newest checkpoint of every namespace of the threads."""
-
-    async def close(self) -> None:
-        """Release connections."""
 
 
 # Driver errors that mean "this data cannot be stored" rather than "the store
@@ -193,3 +145,14 @@ def open_backend(
         "postgresql://user@host:5432/dbname, sqlite:///path/to/file.db or "
         "cosmos+https://HOST:PORT/?database=NAME"
     )
+
+
+__all__ = [
+    "PRUNE_STRATEGIES",
+    "DurableBackend",
+    "open_backend",
+    "reason",
+    "redact",
+    "refused",
+    "unavailable",
+]

@@ -1018,6 +1018,10 @@ class CosmosBackend:
 
         await self._per_thread(threads, thread)
 
+    async def server_version(self) -> None:
+        """None: Cosmos DB is a service and reports no server version."""
+        return None
+
     async def count_rows(self, thread_id: str | None = None) -> dict[str, int]:
         """Documents per kind (`checkpoints`, `blobs`, `writes`, `chunks`), of
         one thread or, cross-partition, of all; for the operations CLI's

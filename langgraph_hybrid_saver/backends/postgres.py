@@ -244,6 +244,8 @@ def _stored(row: DictRow) -> StoredCheckpoint:
 class PostgresBackend:
     """Durable store on PostgreSQL (psycopg 3 async, psycopg_pool)."""
 
+    stats = None  # no usage counters: PostgreSQL does not bill per request
+
     def __init__(
         self, pool: AsyncConnectionPool[Any], *, owns_pool: bool = False, where: str = ""
     ) -> None:
@@ -400,12 +402,13 @@ class PostgresBackend:
             cur = await conn.execute(SERVER_VERSION_SQL)
             return f"PostgreSQL {cast(DictRow, await cur.fetchone())['server_version']}"
 
-    async def count_rows(self) -> dict[str, int]:
-        """Row counts per table (for status reports and tests)."""
+    async def count_rows(self, thread_id: str | None = None) -> dict[str, int]:
+        """Rows per table, of one thread or of all (for `status` and tests)."""
+        where, args = ("", ()) if thread_id is None else (" WHERE thread_id = %s", (thread_id,))
         out = {}
         async with self.pool.connection() as conn:
             for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
-                cur = await conn.execute(f"SELECT count(*) AS n FROM {table}")
+                cur = await conn.execute(f"SELECT count(*) AS n FROM {table}{where}", args)
                 out[table] = cast(DictRow, await cur.fetchone())["n"]
         return out
 

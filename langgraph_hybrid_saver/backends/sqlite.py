@@ -327,6 +327,8 @@ class SqliteBackend:
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
 
+    stats = None  # no usage counters: a local file costs nothing per request
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteBackend:
         """A backend for `sqlite:///relative.db` or `sqlite:////absolute.db`."""
@@ -639,11 +641,12 @@ class SqliteBackend:
         """The library's version, e.g. "SQLite 3.40.1" (for `setup` and `status`)."""
         return f"SQLite {sqlite3.sqlite_version}"
 
-    async def count_rows(self) -> dict[str, int]:
-        """Row counts per table (for status reports and tests)."""
+    async def count_rows(self, thread_id: str | None = None) -> dict[str, int]:
+        """Rows per table, of one thread or of all (for `status` and tests)."""
+        where, args = ("", ()) if thread_id is None else (" WHERE thread_id = ?", (thread_id,))
         async with self._reading() as conn:
             return {
-                table: int(await _one(conn, f"SELECT count(*) FROM {table}"))
+                table: int(await _one(conn, f"SELECT count(*) FROM {table}{where}", args))
                 for table in ("checkpoints", "hybrid_saver_blobs", "writes")
             }
 
@@ -688,8 +691,8 @@ class SqliteBackend:
         return conn
 
 
-async def _one(conn: aiosqlite.Connection, sql: str) -> Any:
-    rows = list(await conn.execute_fetchall(sql))
+async def _one(conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> Any:
+    rows = list(await conn.execute_fetchall(sql, args))
     return rows[0][0]
 
 

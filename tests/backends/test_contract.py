@@ -298,6 +298,30 @@ async def test_prune_keep_latest_refuses_a_delta_channel_thread(backend: Durable
     assert await ids(backend, "t") == ["c2", "c1"]  # nor pruned
 
 
+# --- optional capabilities (declared on every backend, None where absent) ------------------
+
+
+async def test_count_rows_of_one_thread_and_of_all(backend: DurableBackend) -> None:
+    await backend.apply(chain("t"))
+    await backend.apply([put_op(1, "u", "c1", {"a": b"u1"})])
+    of_t, of_u, every = (
+        await backend.count_rows("t"),
+        await backend.count_rows("u"),
+        await backend.count_rows(),
+    )
+    assert of_t.keys() == of_u.keys() == every.keys()
+    assert {k: of_t[k] + of_u[k] for k in every} == every
+    assert sum(of_t.values()) > sum(of_u.values()) > 0  # t: 2 checkpoints, a write
+    assert set((await backend.count_rows("nobody")).values()) == {0}
+
+
+async def test_server_version_and_stats_are_declared(backend: DurableBackend) -> None:
+    version = await backend.server_version()
+    assert version is None or (isinstance(version, str) and version)
+    await backend.get("t", "", None)
+    assert backend.stats is None or backend.stats["requests"] > 0
+
+
 # --- setup and close -------------------------------------------------------------------------
 
 
