@@ -122,6 +122,7 @@ VARIABLES: dict[str, tuple[str, Parser]] = {
     "HYBRID_SAVER_ON_BACKLOG": ("on_backlog", _choice("write_through", "raise")),
     "HYBRID_SAVER_FLUSH_TIMEOUT": ("flush_timeout", _seconds(nullable=False)),
     "HYBRID_SAVER_DURABLE_TIMEOUT": ("durable_timeout", _seconds(nullable=False)),
+    "HYBRID_SAVER_THREAD_INDEX": ("thread_index", _bool),
 }
 
 
