@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -26,13 +27,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import NotFoundError
 from langgraph_sdk.schema import Command
 
 from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError
-from langgraph_hybrid_saver.agent_server import VARIABLES, options_from_env
+from langgraph_hybrid_saver.agent_server import VARIABLES, checkpointer, options_from_env
 from tests.conftest import free_port
 
 GRAPH = Path(__file__).parent / "agent_server" / "graph.py"
@@ -400,3 +402,39 @@ async def test_agent_server_runs_on_the_saver_and_recovers_from_the_durable_stor
             assert out["log"] == ["draft:e", "review:later", "publish:later"]
 
     assert CAPABILITY_WARNING not in server.text()
+
+
+async def test_the_factory_opens_a_saver_with_the_servers_serializer(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, pg_url: str, key_prefix: str
+) -> None:
+    # langgraph_api's own modules read the server's settings at import, so a
+    # module of that name stands in for it here; the server test above runs
+    # the saver with the real one.
+    class Serializer(JsonPlusSerializer):
+        pass
+
+    server_serde = types.ModuleType("langgraph_api.serde")
+    server_serde.Serializer = Serializer  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "langgraph_api", types.ModuleType("langgraph_api"))
+    monkeypatch.setitem(sys.modules, "langgraph_api.serde", server_serde)
+    monkeypatch.setenv("HYBRID_SAVER_REDIS_URL", redis_url)
+    monkeypatch.setenv("HYBRID_SAVER_DURABLE_URL", pg_url)
+    monkeypatch.setenv("HYBRID_SAVER_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("HYBRID_SAVER_RECONCILER", "external")
+    async with checkpointer() as saver:
+        assert isinstance(saver, AsyncHybridSaver)
+        assert isinstance(saver.serde, Serializer)
+        assert saver.placement == "external"
+        assert saver.hot.prefix == key_prefix
+
+
+async def test_outside_the_server_the_factory_keeps_the_default_serializer(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, pg_url: str, key_prefix: str
+) -> None:
+    monkeypatch.delitem(sys.modules, "langgraph_api", raising=False)
+    monkeypatch.setenv("HYBRID_SAVER_REDIS_URL", redis_url)
+    monkeypatch.setenv("HYBRID_SAVER_DURABLE_URL", pg_url)
+    monkeypatch.setenv("HYBRID_SAVER_KEY_PREFIX", key_prefix)
+    async with checkpointer() as saver:
+        assert type(saver.serde) is JsonPlusSerializer
+        assert saver.placement == "in_process"
