@@ -85,8 +85,8 @@ from azure.cosmos import PartitionKey, exceptions
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 
 from langgraph_hybrid_saver.backends import redact
+from langgraph_hybrid_saver.backends._apply import plan_apply, refuse_delta_threads
 from langgraph_hybrid_saver.core import (
-    DeleteThreadOp,
     ListQuery,
     Op,
     PutOp,
@@ -823,7 +823,7 @@ class CosmosBackend:
     async def _apply_plan(
         self, thread_id: str, ops: Sequence[Op], mark: _Watermark
     ) -> tuple[dict[str, Change], str, int]:
-        seq, applied = mark.seq, 0
+        batch = plan_apply(ops, {thread_id: mark.seq})
         plan: dict[str, Change] = {}
         wiped = False  # a delete came first: stored documents no longer count
         # Insert-once writes must not replace stored ones: the ids already
@@ -837,30 +837,30 @@ class CosmosBackend:
             and mark.etag is not None
         }  # fmt: skip
         stored = set(await self._query_ids(WRITE_IDS_OF_SQL, list(once), thread_id))
-        for op in ops:
-            if op.seq <= seq:
-                continue
-            seq, applied = op.seq, applied + 1
-            if isinstance(op, DeleteThreadOp):
+        for run, delete in batch.runs:
+            for op in run:
+                if isinstance(op, PutOp):
+                    for doc in put_docs(op):
+                        plan[doc["id"]] = Change(doc["kind"], doc)
+                elif isinstance(op, WritesOp):
+                    existing = stored if not op.upsert and not wiped else set()
+                    for w in op.writes:
+                        docs = write_docs(thread_id, op.checkpoint_ns, op.checkpoint_id, w)
+                        doc_id = docs[0]["id"]
+                        planned = plan.get(doc_id)
+                        present = (
+                            planned.doc is not None if planned is not None else doc_id in existing
+                        )
+                        if op.upsert or not present:
+                            for doc in docs:
+                                plan[doc["id"]] = Change(doc["kind"], doc)
+            if delete is not None:
                 wiped = True
                 plan = {
                     d["id"]: Change(d["kind"], None)
                     for d in await self._query(INDEX_SQL, [], thread_id)
                 }
-            elif isinstance(op, PutOp):
-                for doc in put_docs(op):
-                    plan[doc["id"]] = Change(doc["kind"], doc)
-            else:
-                existing = stored if not op.upsert and not wiped else set()
-                for w in op.writes:
-                    docs = write_docs(thread_id, op.checkpoint_ns, op.checkpoint_id, w)
-                    doc_id = docs[0]["id"]
-                    planned = plan.get(doc_id)
-                    present = planned.doc is not None if planned is not None else doc_id in existing
-                    if op.upsert or not present:
-                        for doc in docs:
-                            plan[doc["id"]] = Change(doc["kind"], doc)
-        return plan, seq, applied
+        return plan, batch.watermarks.get(thread_id, mark.seq), batch.applied
 
     @_metered
     async def get(
@@ -984,11 +984,7 @@ class CosmosBackend:
             return
         param = [{"name": "@threads", "value": threads}]
         scope = threads[0] if len(threads) == 1 else None
-        if delta := sorted(set(await self._query(DELTA_THREADS_SQL, param, scope))):
-            raise NotImplementedError(
-                "keep_latest would sever the DeltaChannel history of threads "
-                f"{', '.join(delta)}; prune them with strategy='delete' or not at all"
-            )
+        refuse_delta_threads(set(await self._query(DELTA_THREADS_SQL, param, scope)))
 
         async def thread(thread_id: str) -> int:
             async def plan_for(mark: _Watermark) -> tuple[dict[str, Change], str, int]:

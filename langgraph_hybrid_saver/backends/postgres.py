@@ -21,6 +21,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from langgraph_hybrid_saver.backends import redact
+from langgraph_hybrid_saver.backends._apply import (
+    batch_threads,
+    plan_apply,
+    refuse_delta_threads,
+)
 from langgraph_hybrid_saver.core import (
     DeleteThreadOp,
     ListQuery,
@@ -28,7 +33,6 @@ from langgraph_hybrid_saver.core import (
     PutOp,
     StoredCheckpoint,
     WriteRow,
-    apply_order,
     list_conditions,
 )
 from langgraph_hybrid_saver.errors import (
@@ -305,7 +309,6 @@ class PostgresBackend:
     async def apply(self, ops: Sequence[Op]) -> int:
         if not ops:
             return 0
-        threads = sorted({op.thread_id for op in ops})
         # Four round trips: BEGIN and the lock (whose watermarks decide what
         # is written; one more where the session lacks the staging table);
         # the COPY (two); then, in a pipeline, each run's statement and
@@ -313,7 +316,7 @@ class PostgresBackend:
         # batch: what was queued before it lands first. On an error the
         # pool's connection context rolls back.
         async with self.pool.connection() as conn:
-            return await _apply_staged(conn, ops, threads)
+            return await _apply_staged(conn, ops)
 
     async def get(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
@@ -386,11 +389,7 @@ class PostgresBackend:
             # Lock the threads against a concurrent reconcile, like `apply`.
             cur = await conn.execute(LOCK_THREADS_SQL, (threads,))
             await cur.execute(DELTA_THREADS_SQL, (threads,))
-            if delta := sorted(cast(DictRow, r)["thread_id"] for r in await cur.fetchall()):
-                raise NotImplementedError(
-                    "keep_latest would sever the DeltaChannel history of threads "
-                    f"{', '.join(delta)}; prune them with strategy='delete' or not at all"
-                )
+            refuse_delta_threads(cast(DictRow, r)["thread_id"] for r in await cur.fetchall())
             await cur.execute(PRUNE_OLDER_SQL, (threads,))
             await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
             await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
@@ -504,35 +503,33 @@ async def _migrate(conn: AsyncConnection[Any], migrations: Sequence[str], table:
         await conn.execute(f"INSERT INTO {table} (v) VALUES (%s)", (v,))
 
 
-async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op], threads: list[str]) -> int:
+async def _apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op]) -> int:
     cur: AsyncCursor[Any] = conn.cursor()
     async with conn.pipeline():
         await cur.execute("BEGIN")
-        await cur.execute(LOCK_THREADS_SQL, (threads,))
+        await cur.execute(LOCK_THREADS_SQL, (batch_threads(ops),))
         rows = cast(builtins.list[DictRow], await cur.fetchall())
     if not rows[0]["staged"]:
         await cur.execute(STAGE_SQL)
-    marks = {r["thread_id"]: r["applied_seq"] for r in rows}
-    start = dict(marks)
-    parts = apply_order(ops, marks)
-    staged = [row for seg, (segment, _) in enumerate(parts) for row in _staged_rows(seg, segment)]
+    plan = plan_apply(ops, {r["thread_id"]: r["applied_seq"] for r in rows})
+    staged = [row for seg, (run, _) in enumerate(plan.runs) for row in _staged_rows(seg, run)]
     if staged:
         async with cur.copy(COPY_STAGE_SQL) as copy:
             copy.set_types(STAGE_TYPES)
             for row in staged:
                 await copy.write_row(row)
     async with conn.pipeline():
-        for seg, (segment, delete) in enumerate(parts):
-            if segment:
+        for seg, (run, delete) in enumerate(plan.runs):
+            if run:
                 await cur.execute(STAGED_SQL, {"seg": seg})
             if delete is not None:
                 for sql in DELETE_THREAD_SQL:
                     await cur.execute(sql, (delete.thread_id,))
-        moved = [t for t in threads if marks[t] != start[t]]
-        if moved:
-            await cur.execute(SET_WATERMARKS_SQL, (moved, [marks[t] for t in moved]))
+        if plan.watermarks:
+            moved = plan.watermarks
+            await cur.execute(SET_WATERMARKS_SQL, (list(moved), list(moved.values())))
         await cur.execute("COMMIT")
-    return sum(len(segment) + (delete is not None) for segment, delete in parts)
+    return plan.applied
 
 
 def _staged_rows(seg: int, ops: Sequence[Op]) -> list[tuple[Any, ...]]:

@@ -64,6 +64,11 @@ from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_hybrid_saver.backends import redact
+from langgraph_hybrid_saver.backends._apply import (
+    batch_threads,
+    plan_apply,
+    refuse_delta_threads,
+)
 from langgraph_hybrid_saver.core import (
     BlobRow,
     ListQuery,
@@ -72,7 +77,6 @@ from langgraph_hybrid_saver.core import (
     StoredCheckpoint,
     WriteRow,
     WritesOp,
-    apply_order,
     encode_put,
     json_contains,
     list_conditions,
@@ -379,21 +383,18 @@ class SqliteBackend:
     async def apply(self, ops: Sequence[Op]) -> int:
         if not ops:
             return 0
-        threads = sorted({op.thread_id for op in ops})
+        threads = json.dumps(batch_threads(ops))
         async with self._writing() as conn:
-            rows = await conn.execute_fetchall(SELECT_WATERMARKS_SQL, (json.dumps(threads),))
-            marks: dict[str, str] = {t: "" for t in threads} | dict(cast(Any, rows))
-            start = dict(marks)
-            parts = apply_order(ops, marks)
-            for segment, delete in parts:
-                await self._write_segment(conn, segment)
+            rows = await conn.execute_fetchall(SELECT_WATERMARKS_SQL, (threads,))
+            plan = plan_apply(ops, dict(cast(Any, rows)))
+            for run, delete in plan.runs:
+                await self._write_segment(conn, run)
                 if delete is not None:
                     for sql in DELETE_THREAD_SQL:
                         await conn.execute(sql, (delete.thread_id,))
-            moved = [(t, marks[t]) for t in threads if marks[t] != start[t]]
-            if moved:
-                await conn.executemany(SET_WATERMARK_SQL, moved)
-        return sum(len(segment) + (delete is not None) for segment, delete in parts)
+            if plan.watermarks:
+                await conn.executemany(SET_WATERMARK_SQL, list(plan.watermarks.items()))
+        return plan.applied
 
     async def _write_segment(self, conn: aiosqlite.Connection, ops: Sequence[Op]) -> None:
         """Rows of consecutive puts and writes, one statement per table (each
@@ -627,11 +628,7 @@ class SqliteBackend:
         # BEGIN IMMEDIATE holds off a concurrent reconcile, as in `apply`.
         async with self._writing() as conn:
             delta = await conn.execute_fetchall(DELTA_THREADS_SQL, (threads,))
-            if delta := sorted(r[0] for r in delta):
-                raise NotImplementedError(
-                    "keep_latest would sever the DeltaChannel history of threads "
-                    f"{', '.join(delta)}; prune them with strategy='delete' or not at all"
-                )
+            refuse_delta_threads(r[0] for r in delta)
             gone = await conn.execute_fetchall(PRUNE_OLDER_SQL, (threads,))
             await conn.executemany(DELETE_WRITES_OF_SQL, gone)
             await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
