@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from langgraph_hybrid_saver.backends.postgres import PostgresBackend, _staged_rows
+from langgraph_hybrid_saver.backends.postgres import PostgresBackend
+from langgraph_hybrid_saver.backends.postgres.apply import staged_rows
 from langgraph_hybrid_saver.core import (
     CheckpointRow,
     DeleteThreadOp,
@@ -203,7 +204,7 @@ def test_staged_rows_hold_each_key_once() -> None:
         (replace(first.blobs[0], blob=b"2"),),
     )
     ops += [first, again]
-    rows = _staged_rows(0, ops)
+    rows = staged_rows(0, ops)
     keys = [(r[1], r[4], r[10], r[12], r[8], r[9]) for r in rows]  # kind, cid, task, idx, ch, ver
     assert len(keys) == len(set(keys))
     by_kind = {(r[1], r[10] or r[8]): r for r in rows}

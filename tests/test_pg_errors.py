@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError, ServerUnreachableError
-from langgraph_hybrid_saver.backends.postgres import PostgresBackend, _refusal
+from langgraph_hybrid_saver.backends.postgres import PostgresBackend
+from langgraph_hybrid_saver.backends.postgres.refusals import refusal
 from tests.conftest import ROOT, free_port
 
 SECRET = "pw-never-shown-5f1c"
@@ -181,7 +182,7 @@ def _err(message: str, sqlstate: str | None = None) -> Exception:
 def test_refusals_by_message_or_sqlstate(
     server_says: str, sqlstate: str | None, error: type[Exception], expected: str
 ) -> None:
-    refused = _refusal(_err(server_says, sqlstate), "postgresql://db:5432/x")
+    refused = refusal(_err(server_says, sqlstate), "postgresql://db:5432/x")
     assert refused is not None
     cls, message = refused
     assert cls is error
@@ -190,5 +191,5 @@ def test_refusals_by_message_or_sqlstate(
 
 
 def test_an_outage_is_no_refusal() -> None:
-    assert _refusal(_err("connection failed: Connection refused"), "postgresql://db/x") is None
-    assert _refusal(TimeoutError("timed out"), "postgresql://db/x") is None
+    assert refusal(_err("connection failed: Connection refused"), "postgresql://db/x") is None
+    assert refusal(TimeoutError("timed out"), "postgresql://db/x") is None

@@ -1,0 +1,12 @@
+"""PostgreSQL durable store, in the tables of `langgraph-checkpoint-postgres`.
+
+The official MIGRATIONS are applied as they are (same `checkpoint_migrations`
+versions), so `PostgresSaver` reads what we reconcile and we read what it
+wrote. Our one extra table holds the per-thread watermark.
+"""
+
+from psycopg import OperationalError
+
+from langgraph_hybrid_saver.backends.postgres.backend import PostgresBackend
+
+__all__ = ["OperationalError", "PostgresBackend"]

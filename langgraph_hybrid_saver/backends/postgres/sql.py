@@ -1,0 +1,191 @@
+"""The SQL of the PostgreSQL backend: our migrations and every statement.
+
+Statements name the official tables of `langgraph-checkpoint-postgres`
+(`checkpoints`, `checkpoint_blobs`, `checkpoint_writes`) and ours
+(`hybrid_saver_threads`: the per-thread watermark; the session's temporary
+`hybrid_saver_stage`).
+"""
+
+# Append-only; the index is the version (as in checkpoint-postgres).
+MIGRATIONS = [
+    "CREATE TABLE IF NOT EXISTS hybrid_saver_migrations (v INTEGER PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS hybrid_saver_threads (
+    thread_id TEXT PRIMARY KEY,
+    applied_seq TEXT NOT NULL DEFAULT ''
+)""",
+    # Values over ~2 KB are compressed by TOAST: inserting the 140 KB state's
+    # 132 KB blob takes 2.8 ms with pglz (the default, which then stores it
+    # uncompressed), 0.9 ms with lz4, 0.78x the size
+    # (benchmarks/results/experiments/toast.md). New values only, no
+    # rewrite; readers (PostgresSaver too) see no difference. A server older
+    # than 14 or built without lz4 keeps pglz.
+    """DO $$ BEGIN
+    IF current_setting('server_version_num')::int >= 140000 THEN
+        ALTER TABLE checkpoint_blobs ALTER COLUMN blob SET COMPRESSION lz4;
+        ALTER TABLE checkpoint_writes ALTER COLUMN blob SET COMPRESSION lz4;
+    END IF;
+EXCEPTION WHEN feature_not_supported THEN NULL;
+END $$""",
+]
+
+# One setup at a time per schema. Taken with try-and-sleep, never a blocking
+# wait: the official migrations run CREATE INDEX CONCURRENTLY, which waits for
+# every open transaction, including a session blocked on the lock.
+SETUP_LOCK_SQL = "SELECT pg_try_advisory_lock(8842001, hashtext(current_schema())) AS ok"
+SETUP_UNLOCK_SQL = "SELECT pg_advisory_unlock(8842001, hashtext(current_schema()))"
+
+SELECT_SQL = """
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata,
+    (
+        SELECT array_agg(array[bl.channel::bytea, bl.type::bytea, bl.blob])
+        FROM jsonb_each_text(checkpoint -> 'channel_versions')
+        INNER JOIN checkpoint_blobs bl
+            ON bl.thread_id = checkpoints.thread_id
+            AND bl.checkpoint_ns = checkpoints.checkpoint_ns
+            AND bl.channel = jsonb_each_text.key
+            AND bl.version = jsonb_each_text.value
+    ) AS channel_values,
+    (
+        SELECT array_agg(array[cw.task_id::bytea, cw.channel::bytea, cw.type::bytea,
+            cw.blob, convert_to(cw.task_path, 'UTF8'), cw.idx::text::bytea])
+        FROM checkpoint_writes cw
+        WHERE cw.thread_id = checkpoints.thread_id
+            AND cw.checkpoint_ns = checkpoints.checkpoint_ns
+            AND cw.checkpoint_id = checkpoints.checkpoint_id
+    ) AS pending_writes
+FROM checkpoints
+"""
+
+SELECT_BLOBS_SQL = """
+SELECT channel, type, blob FROM checkpoint_blobs
+WHERE thread_id = %s AND checkpoint_ns = %s
+  AND (channel, version) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+
+# Taken in thread order by every writer, so concurrent batches cannot deadlock.
+# Creates the threads' watermark rows if needed and locks them (in thread_id
+# order, so concurrent appliers cannot deadlock), returning the watermarks:
+# one round trip. The no-op update is what takes the lock on existing rows.
+LOCK_THREADS_SQL = """
+INSERT INTO hybrid_saver_threads (thread_id)
+SELECT unnest(%s::text[]) ORDER BY 1
+ON CONFLICT (thread_id) DO UPDATE SET thread_id = EXCLUDED.thread_id
+RETURNING thread_id, applied_seq,
+    to_regclass('pg_temp.hybrid_saver_stage') IS NOT NULL AS staged
+"""
+SELECT_WATERMARK_SQL = "SELECT applied_seq FROM hybrid_saver_threads WHERE thread_id = %s"
+
+SET_WATERMARKS_SQL = """
+UPDATE hybrid_saver_threads t SET applied_seq = v.seq
+FROM unnest(%s::text[], %s::text[]) AS v(thread_id, seq)
+WHERE t.thread_id = v.thread_id
+"""
+
+# A batch's rows reach the official tables through one binary COPY into a
+# temporary staging table and one statement per run (STAGED_SQL): psycopg's
+# executemany spends ~11 us of client CPU per row, a binary COPY under 1 us
+# (benchmarks/results/experiments/bulk.md), CPU an in-process reconciler
+# takes from the application's event loop. The table is created by the first
+# batch of a session that lacks it (the watermark lock says whether it
+# exists: a pooler or DISCARD may hand us a session without it); ON COMMIT
+# DELETE ROWS empties it with the transaction. Named with its schema
+# (pg_temp) wherever used, so no table of the search path can stand in.
+# `seg` is the run of `apply_order` a row belongs to, `kind` its table:
+# b(lob), c(heckpoint), w(rite, insert-once), u(pserted write).
+STAGE_SQL = """
+CREATE TEMP TABLE hybrid_saver_stage (
+    seg int, kind text, thread_id text, checkpoint_ns text, checkpoint_id text,
+    parent_checkpoint_id text, checkpoint text, metadata text, channel text, version text,
+    task_id text, task_path text, idx int, type text, blob bytea
+) ON COMMIT DELETE ROWS
+"""
+STAGE_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+               "text", "text", "int4", "text", "bytea"]  # fmt: skip
+TEMP_PRIVILEGE_SQL = """
+SELECT has_database_privilege(current_database(), 'TEMP') AS ok, current_database() AS db,
+    current_user AS usr
+"""
+COPY_STAGE_SQL = "COPY pg_temp.hybrid_saver_stage FROM STDIN (FORMAT BINARY)"
+
+# One segment's rows into the three tables, one statement (one statement
+# per kind cost a round of psycopg's pipeline machinery each). The kinds
+# write disjoint rows (`staged_rows` drops an insert-once write whose key an
+# upsert of the same run overwrites), so the sub-statements, which run on one
+# snapshot, cannot meet.
+STAGED_SQL = """
+WITH b AS (
+    INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM pg_temp.hybrid_saver_stage
+    WHERE seg = %(seg)s AND kind = 'b'
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+), c AS (
+    INSERT INTO checkpoints
+        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+    SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint::jsonb,
+        metadata::jsonb
+    FROM pg_temp.hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'c'
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
+    DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+), w AS (
+    INSERT INTO checkpoint_writes
+        (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+    SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+    FROM pg_temp.hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'w'
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
+)
+INSERT INTO checkpoint_writes
+    (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+FROM pg_temp.hybrid_saver_stage WHERE seg = %(seg)s AND kind = 'u'
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob
+"""
+
+SERVER_VERSION_SQL = "SHOW server_version"
+
+DELETE_THREAD_SQL = (
+    "DELETE FROM checkpoints WHERE thread_id = %s",
+    "DELETE FROM checkpoint_blobs WHERE thread_id = %s",
+    "DELETE FROM checkpoint_writes WHERE thread_id = %s",
+)
+
+DELETE_RUNS_SQL = """
+DELETE FROM checkpoints WHERE metadata ->> 'run_id' = ANY(%s)
+RETURNING thread_id, checkpoint_ns, checkpoint_id
+"""
+DELETE_WRITES_OF_SQL = """
+DELETE FROM checkpoint_writes w
+USING unnest(%s::text[], %s::text[], %s::text[]) AS d(thread_id, checkpoint_ns, checkpoint_id)
+WHERE w.thread_id = d.thread_id AND w.checkpoint_ns = d.checkpoint_ns
+  AND w.checkpoint_id = d.checkpoint_id
+"""
+# Blobs no remaining checkpoint of the thread refers to.
+DELETE_ORPHAN_BLOBS_SQL = """
+DELETE FROM checkpoint_blobs b
+WHERE b.thread_id = ANY(%s) AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c
+    WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns
+      AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version
+)
+"""
+DELTA_THREADS_SQL = """
+SELECT DISTINCT thread_id FROM checkpoints
+WHERE thread_id = ANY(%s) AND metadata ? 'counters_since_delta_snapshot'
+"""
+PRUNE_OLDER_SQL = """
+DELETE FROM checkpoints c
+WHERE c.thread_id = ANY(%s) AND c.checkpoint_id <> (
+    SELECT max(k.checkpoint_id) FROM checkpoints k
+    WHERE k.thread_id = c.thread_id AND k.checkpoint_ns = c.checkpoint_ns
+)
+RETURNING thread_id, checkpoint_ns, checkpoint_id
+"""
+# A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
+UNLINK_PRUNED_PARENTS_SQL = """
+UPDATE checkpoints c SET parent_checkpoint_id = NULL
+WHERE c.thread_id = ANY(%s) AND c.parent_checkpoint_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM checkpoints p
+    WHERE p.thread_id = c.thread_id AND p.checkpoint_ns = c.checkpoint_ns
+      AND p.checkpoint_id = c.parent_checkpoint_id
+)
+"""
