@@ -17,6 +17,7 @@ __all__ = [
     "MissingExtraError",
     "NotDurableError",
     "NotFoundError",
+    "ReplicationTimeoutError",
     "SaverClosedError",
     "SerializationError",
     "ServerUnreachableError",
@@ -79,6 +80,13 @@ class ThreadBusyError(HybridSaverError, RuntimeError):
 
 class BacklogError(HybridSaverError, RuntimeError):
     """The outbox is past `max_backlog`/`max_lag_seconds` and the policy is "raise"."""
+
+
+class ReplicationTimeoutError(HybridSaverError, TimeoutError):
+    """Under `replicas_ack`, a write reached the Redis primary but not the
+    number of replicas asked for within `replicas_ack_timeout`. It is in
+    Redis, with its outbox entry: the durable store gets it unless the
+    primary is lost before a replica has it."""
 
 
 class SaverClosedError(HybridSaverError, RuntimeError):

@@ -51,8 +51,9 @@ from langgraph_hybrid_saver.core import (
 from langgraph_hybrid_saver.errors import ConfigError
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
 from langgraph_hybrid_saver.hot.client import connect_redis
-from langgraph_hybrid_saver.outbox.reconciler import (
 from langgraph_hybrid_saver.hot.index import IndexBuilder
+from langgraph_hybrid_saver.hot.replicas import ReplicaAck
+from langgraph_hybrid_saver.outbox.reconciler import (
     DEFAULT_LINGER_MS,
     Reconciler,
 )
@@ -97,6 +98,13 @@ class AsyncHybridSaver(SyncBridge):
         durable_timeout: Seconds a read that needs the durable store (a new
             thread, one past its TTL or window) may take before it fails with
             `ServerUnreachableError`; threads hot in Redis never wait for it.
+        replicas_ack: Every hot write (put, put_writes, copy, delete, leases)
+            returns only once this many Redis replicas have it (WAIT), so a
+            failover to one of them loses no acknowledged write (None: no wait).
+        replicas_ack_timeout: Seconds to wait for them; past it the call
+            raises `ReplicationTimeoutError` (the write is on the primary).
+        replicas_ack_fsync: Wait with WAITAOF instead: the replicas have also
+            fsynced the write to their append-only file (Redis >= 7.2, Valkey).
         loop: The event loop that owns the clients (default: the running one).
         thread_index: Keep the set of known threads in Redis (loaded from the
             durable store in the background, then kept by every write), so a
@@ -129,6 +137,9 @@ class AsyncHybridSaver(SyncBridge):
         on_backlog: BacklogPolicy = "write_through",
         flush_timeout: float = 30.0,
         durable_timeout: float = 5.0,
+        replicas_ack: int | None = None,
+        replicas_ack_timeout: float = 1.0,
+        replicas_ack_fsync: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
         thread_index: bool = True,
     ) -> None:
@@ -157,6 +168,8 @@ class AsyncHybridSaver(SyncBridge):
             refresh_on_read=refresh_ttl_on_read,
             window=hot_window,
         )
+        if replicas_ack is not None:
+            self.hot.ack = ReplicaAck(replicas_ack, replicas_ack_timeout, replicas_ack_fsync)
         self.backend = backend
         self.placement = reconciler
         self.durable_timeout = durable_timeout
@@ -194,7 +207,8 @@ class AsyncHybridSaver(SyncBridge):
         """Open clients for the URLs, run `setup()`, and close everything on exit.
 
         Args:
-            redis_url: `redis://[:password@]host:port/db` (or `rediss://`).
+            redis_url: `redis://[:password@]host:port/db` (or `rediss://`),
+                or `redis+sentinel://host1:port1,host2:port2/service_name/db`.
             durable_url: `postgresql://user@host:port/dbname` or
                 `sqlite:///path/to/file.db`.
             **options: Constructor options (`ttl`, `key_prefix`, ...).

@@ -27,7 +27,10 @@ connection or bytes that are not RESP close the connection and fail every
 call waiting on it with `LaneBroken`; each caller runs its command again through redis-py with
 its retry policy, as redis-py's own retry would have. The next call opens a
 new connection. Opening is redis-py's `connect()`, with its retries: its
-errors are redis-py's, raised as they are.
+errors are redis-py's, raised as they are. A READONLY reply means a failover
+demoted the server to a replica: the lane is closed the same way and the
+call raises `LaneBroken`, so it runs again on a new connection, which the
+pool opens to the new primary (by Sentinel, or by DNS on a managed service).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis._parsers.base import BaseParser
+from redis.exceptions import ReadOnlyError
 
 try:
     import hiredis
@@ -52,6 +56,22 @@ class LaneBroken(Exception):
     def __init__(self, message: str, *, unsupported: bool = False) -> None:
         super().__init__(message)
         self.unsupported = unsupported
+
+
+def raise_queued(replies: list[Any]) -> Any:
+    """EXEC's reply, from the replies of MULTI, the queued commands and
+    EXEC; the first error, if a command was refused when queued."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[-1]
+
+
+def _demoted(pipe: _Pipe) -> LaneBroken:
+    """Close a lane whose server answered READONLY (a failover demoted it)."""
+    reason = "READONLY: the server is a replica now (a failover demoted it)"
+    pipe.close(reason)
+    return LaneBroken(reason)
 
 
 class _Pipe(asyncio.Protocol):
@@ -180,28 +200,31 @@ class Lanes:
         pipe = await self._pipe()
         reply = await pipe.send(hiredis.pack_command(args))[0]
         if isinstance(reply, Exception):
-            raise reply
+            raise _demoted(pipe) if isinstance(reply, ReadOnlyError) else reply
         return reply
+
+    async def send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """`commands` in one write, on one connection, in order: their
+        replies, an error reply as an exception object in its place."""
+        pipe = await self._pipe()
+        packed = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+        replies: list[Any] = await asyncio.gather(
+            *pipe.send(packed, len(commands)), return_exceptions=True
+        )
+        for reply in replies:  # LaneBroken first: the others are its echoes
+            if isinstance(reply, LaneBroken):
+                raise reply
+        if any(isinstance(reply, ReadOnlyError) for reply in replies):
+            raise _demoted(pipe)
+        return replies
 
     async def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """`commands` between MULTI and EXEC, in one write: EXEC's reply, an
         error of a command inside it as an exception object in its place. A
         command refused when queued (OOM, bad arguments) is raised; the
         server then ran none of them."""
-        pipe = await self._pipe()
-        packed = [hiredis.pack_command(("MULTI",))]
-        packed += [hiredis.pack_command(tuple(c)) for c in commands]
-        packed.append(hiredis.pack_command(("EXEC",)))
-        replies: list[Any] = await asyncio.gather(
-            *pipe.send(b"".join(packed), len(packed)), return_exceptions=True
-        )
-        for reply in replies:  # LaneBroken first: the others are its echoes
-            if isinstance(reply, LaneBroken):
-                raise reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies[-1]  # type: ignore[no-any-return]
+        reply: list[Any] = raise_queued(await self.send([("MULTI",), *commands, ("EXEC",)]))
+        return reply
 
     async def aclose(self) -> None:
         pipe, self.pipe = self.pipe, None

@@ -55,8 +55,8 @@ from langgraph_hybrid_saver.hot.codec import (
 )
 from langgraph_hybrid_saver.hot.connection import LaneBroken, Lanes
 from langgraph_hybrid_saver.hot.keys import Keys
-from langgraph_hybrid_saver.hot.replicas import ReplicaAck
 from langgraph_hybrid_saver.hot.lua import source
+from langgraph_hybrid_saver.hot.replicas import ReplicaAck
 
 logger = logging.getLogger("langgraph_hybrid_saver.hot")
 
@@ -351,7 +351,8 @@ class HotTier:
         keys = [self.base(thread_id), self.outbox(thread_id)]
         try:
             if self.ack is not None:
-                reply = await self._acked(script, keys, args, sets, f"a write to thread {thread_id!r}")
+                what = f"a write to thread {thread_id!r}"
+                reply = await self._acked(script, keys, args, sets, what)
             elif sets:
                 reply = await self._eval_after(sets, script, keys, args)
             else:
@@ -402,9 +403,9 @@ class HotTier:
 
     async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
         """Take a thread's lease; returns its fencing token."""
-        ok, value = await self._write(
-            self._thread_lease, [self.base(thread_id)], [ttl_ms, owner], f"the lease of {thread_id!r}"
-        )
+        what = f"the lease of thread {thread_id!r}"
+        keys = [self.base(thread_id)]
+        ok, value = await self._write(self._thread_lease, keys, [ttl_ms, owner], what)
         if not ok:
             raise ThreadBusyError(
                 f"thread {thread_id!r} is already leased by {_b(value)!r}; another process "
@@ -414,9 +415,9 @@ class HotTier:
 
     async def keep_thread(self, thread_id: str, token: str, ttl_ms: int) -> bool:
         """Renew (ttl_ms > 0) or release (0) our lease; False if we lost it."""
-        kept = await self._write(
-            self._thread_lease_keep, [self.base(thread_id)], [token, ttl_ms], f"the lease of {thread_id!r}"
-        )
+        what = f"the lease of thread {thread_id!r}"
+        keys = [self.base(thread_id)]
+        kept = await self._write(self._thread_lease_keep, keys, [token, ttl_ms], what)
         return bool(kept)
 
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
