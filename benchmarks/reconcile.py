@@ -7,19 +7,21 @@
   entry's creation (its stream id, Redis clock in ms) to the durable commit
   of its batch (the reconciler's `on_applied` hook) is recorded for every entry;
   `astats()['lag_seconds']` is sampled alongside.
-* Memory: MEMORY USAGE of a thread's keys after 1,000 steps, and of the
-  Redis keys that hold one 140 KB state, against its serialized size.
+* Memory: MEMORY USAGE of a thread's keys after 1,000 steps, of the Redis
+  keys that hold one 140 KB state (against its serialized size), and of a
+  chat thread after 200 turns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.competitors import Env, hybrid_factory
-from benchmarks.graphs import WORKERS, GraphRunner
+from benchmarks.graphs import WORKERS, ChatRunner, GraphRunner
 from benchmarks.harness import summarize
 from benchmarks.ops import BIG, Chain, small_values, step_update, three_writes
 from benchmarks.worker import read_lags
@@ -243,27 +245,61 @@ def big_state_bytes(saver: Any) -> int:
     return len(saver.serde.dumps_typed(BIG)[1])
 
 
-async def hybrid_big_memory(env: Env, backend: str) -> dict[str, Any]:
-    """Redis bytes of every key of a fresh key prefix after one checkpoint of
-    the 140 KB state: before the reconciler has applied it (the hot copy and
-    the outbox entry) and after."""
-    prefix = f"bench{env.run_id}big{backend}"
+async def _hybrid_bytes(
+    env: Env, backend: str, label: str, write: Callable[[Any], Awaitable[Any]]
+) -> tuple[Any, dict[str, Any]]:
+    """Redis bytes of every key of a fresh key prefix after `write(saver)`:
+    before the reconciler has applied what it wrote (hot copies and outbox
+    entries) and after. Returns (what write returned, the figures)."""
+    prefix = f"bench{env.run_id}{label}{backend}"
     factory = hybrid_factory(backend, reconciler="external", key_prefix=prefix)
     async with factory(env) as saver:
         redis = saver.hot.redis
-        await Chain(saver, f"{env.run_id}-big140").put({"messages": BIG, "turn": 1})
+        written = await write(saver)
         before, keys = await memory_usage(redis, f"{prefix}:*")
         worker = Reconciler(saver.hot, saver.backend)
         while await worker.step(None) > 0:
             pass
         await worker.release_all()
         after, _ = await memory_usage(redis, f"{prefix}:*")
-        return {
-            "state_bytes": big_state_bytes(saver),
-            "keys": keys,
-            "redis_bytes": before,
-            "redis_bytes_after_drain": after,
-        }
+        return written, {"keys": keys, "redis_bytes": before, "redis_bytes_after_drain": after}
+
+
+async def hybrid_big_memory(env: Env, backend: str) -> dict[str, Any]:
+    """Redis bytes of one checkpoint of the 140 KB state, before and after the
+    reconciler applies it."""
+
+    async def write(saver: Any) -> int:
+        await Chain(saver, f"{env.run_id}-big140").put({"messages": BIG, "turn": 1})
+        return big_state_bytes(saver)
+
+    state_bytes, figures = await _hybrid_bytes(env, backend, "big", write)
+    return {"state_bytes": state_bytes, **figures}
+
+
+async def chat_turns(saver: Any, tag: str, turns: int) -> None:
+    """`turns` turns of one chat thread (`{tag}-0`), LangGraph's default durability."""
+    runner = ChatRunner(saver, "async", tag, threads=1)
+    turn = runner.sequential()
+    for _ in range(turns):
+        await turn()
+
+
+async def hybrid_chat_memory(env: Env, backend: str, turns: int) -> dict[str, Any]:
+    """Redis bytes of one chat thread after `turns` turns, before and after the
+    reconciler applies them."""
+    _, figures = await _hybrid_bytes(
+        env, backend, "chat", lambda saver: chat_turns(saver, f"{env.run_id}-chatmem", turns)
+    )
+    return {"turns": turns, **figures}
+
+
+async def valkey_chat_memory(saver: Any, run_id: str, turns: int) -> dict[str, Any]:
+    """The same chat thread on AsyncValkeySaver."""
+    tag = f"{run_id}-vchatmem"
+    await chat_turns(saver, tag, turns)
+    total, keys = await memory_usage(saver.client, f"*{{{tag}-0}}*")
+    return {"turns": turns, "keys": keys, "redis_bytes": total}
 
 
 async def valkey_memory(saver: Any, run_id: str, steps: int) -> dict[str, Any]:

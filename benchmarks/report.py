@@ -334,6 +334,19 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
             ])  # fmt: skip
         md += [table(["saver", "serialized KiB", "keys", "Redis KiB", "x serialized",
                       "Redis KiB after the reconciler"], rows), ""]  # fmt: skip
+    if results.get("memory_chat"):
+        turns = next(iter(results["memory_chat"].values()))["turns"]
+        md += [f"## Redis memory of a {turns}-turn chat thread (the multi-turn chat graph, "
+               "durability async; MEMORY USAGE of every key of the thread, for the hybrid "
+               "saver every key of a fresh key prefix)", ""]  # fmt: skip
+        rows = []
+        for n, m in results["memory_chat"].items():
+            after = m.get("redis_bytes_after_drain")
+            rows.append([
+                n, str(m["keys"]), f"{m['redis_bytes'] / 1024:,.0f}",
+                "-" if after is None else f"{after / 1024:,.0f}",
+            ])  # fmt: skip
+        md += [table(["saver", "keys", "Redis KiB", "Redis KiB after the reconciler"], rows), ""]
     # --- plots, machine
     if plots:
         md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]

@@ -54,10 +54,12 @@ from benchmarks.ops import (
 from benchmarks.reconcile import (
     drain,
     hybrid_big_memory,
+    hybrid_chat_memory,
     hybrid_memory,
     lag_under_load,
     official_redis_memory,
     valkey_big_memory,
+    valkey_chat_memory,
     valkey_memory,
 )
 from benchmarks.report import machine_facts, render_markdown, render_plots
@@ -92,6 +94,7 @@ class Scale:
     list_len: int = 200  # checkpoints of the thread alist reads
     chat_threads: int = 50  # the multi-turn chat: threads x turns, per saver and scenario
     chat_turns: int = 20
+    chat_memory_turns: int = 200  # the chat thread whose Redis bytes are measured
 
 
 FULL = Scale("full", op_rounds=20, op_warmup=2, op_batch=25, big_batch=10, seq_per_round=20,
@@ -101,11 +104,12 @@ FULL = Scale("full", op_rounds=20, op_warmup=2, op_batch=25, big_batch=10, seq_p
 QUICK = Scale("quick", op_rounds=2, op_warmup=1, op_batch=4, big_batch=2, seq_per_round=3,
               seq_rounds=2, graph_warmup=0, conc_per_worker=1, conc_rounds=1,
               lag_per_worker=3, drain_n=300, memory_steps=100, chat_threads=4,
-              chat_turns=2)  # fmt: skip
+              chat_turns=2, chat_memory_turns=20)  # fmt: skip
 SMOKE = Scale("smoke", op_rounds=1, op_warmup=0, op_batch=2, big_batch=1, seq_per_round=2,
               seq_rounds=1, graph_warmup=0, conc_per_worker=1, conc_rounds=1,
               lag_per_worker=1, drain_n=50, memory_steps=10, modes=("sync",),
-              list_len=12, drain_repeats=2, chat_threads=2, chat_turns=2)  # fmt: skip
+              list_len=12, drain_repeats=2, chat_threads=2, chat_turns=2,
+              chat_memory_turns=4)  # fmt: skip
 SCALES = {s.name: s for s in (FULL, QUICK, SMOKE)}
 
 
@@ -368,6 +372,7 @@ async def run(args: argparse.Namespace) -> Path:
                 t0 = time.perf_counter()
                 results["memory"] = {}
                 results["memory_140kb"] = {}
+                results["memory_chat"] = {}
                 if "memory" in scenarios:
                     progress.phase("memory")
                     await run_memory(savers, env, scale, available_hybrids, results)
@@ -417,12 +422,14 @@ async def run_memory(
     savers: dict[str, Any], env: comp.Env, scale: Scale, hybrids: list[str],
     results: dict[str, Any],
 ) -> None:  # fmt: skip
-    """Redis bytes: a thread after `memory_steps` steps, and one 140 KB state."""
-    memory, big = results["memory"], results["memory_140kb"]
+    """Redis bytes: a thread after `memory_steps` steps, one 140 KB state, a
+    chat thread after `chat_memory_turns` turns."""
+    memory, big, chat = results["memory"], results["memory_140kb"], results["memory_chat"]
     if hybrids:
         backend = comp.backend_of(hybrids[0])
         memory[comp.HYBRID_LAYOUT] = await hybrid_memory(env, backend, scale.memory_steps)
         big[comp.HYBRID_LAYOUT] = await hybrid_big_memory(env, backend)
+        chat[comp.HYBRID_LAYOUT] = await hybrid_chat_memory(env, backend, scale.chat_memory_turns)
     if comp.REDIS_OFFICIAL in savers:
         memory[comp.REDIS_OFFICIAL] = await official_redis_memory(
             savers[comp.REDIS_OFFICIAL], env.run_id, scale.memory_steps
@@ -432,6 +439,9 @@ async def run_memory(
             savers[comp.VALKEY], env.run_id, scale.memory_steps
         )
         big[comp.VALKEY] = await valkey_big_memory(savers[comp.VALKEY], env.run_id)
+        chat[comp.VALKEY] = await valkey_chat_memory(
+            savers[comp.VALKEY], env.run_id, scale.chat_memory_turns
+        )
 
 
 def _jsonable(value: Any) -> Any:

@@ -38,6 +38,8 @@ def test_smoke_run_writes_report(redis_url: str, pg_admin_url: str, tmp_path: Pa
     assert results["memory"]["Hybrid (any backend: Redis layout)"]["thread_bytes"] > 0
     big = results["memory_140kb"]["Hybrid (any backend: Redis layout)"]
     assert big["redis_bytes"] > 0 and big["state_bytes"] > 100_000
+    chat_thread = results["memory_chat"]["Hybrid (any backend: Redis layout)"]
+    assert chat_thread["turns"] == 4 and chat_thread["redis_bytes"] > 0
     chat = results["chat"]["modes"]["sync"]  # every saver but the baseline, both scenarios
     assert set(chat["seq"]) == set(chat["conc"]) == set(available) - {SAVERS[0]}
     assert all(t["inv_s"] > 0 for t in [*chat["seq"].values(), *chat["conc"].values()])
@@ -49,4 +51,5 @@ def test_smoke_run_writes_report(redis_url: str, pg_admin_url: str, tmp_path: Pa
     report = (out / "README.md").read_text()
     assert "## Targets" in report and "Hybrid[postgres]" in report
     assert "CPU per invocation" in report and "## Multi-turn chat" in report
+    assert "-turn chat thread" in report
     assert json.loads((out / "machine.json").read_text())["cpu_count"] >= 1
