@@ -6,9 +6,10 @@ the outbox backlog, reconcile lag and dead letters (observable gauges read
 from Redis when a reader collects), apply latency, applied entries,
 read-throughs and errors by tier. Names are the module constants below.
 
-Everything goes through the OpenTelemetry API: without an SDK configured it
-is a no-op, and without `opentelemetry-api` installed the decorators return
-the methods unchanged and every hook returns at once, allocating nothing.
+Everything goes through the OpenTelemetry API: while no SDK tracer provider
+is set, a traced call goes straight to the method (one provider check, no
+span), and without `opentelemetry-api` installed the decorators return the
+methods unchanged and every hook returns at once, allocating nothing.
 `configure()` sends this package's telemetry to given providers instead of
 the global ones; `serve_prometheus()` serves the metrics for scraping (the
 `reconcile --metrics-port` worker option).
@@ -39,6 +40,10 @@ except ImportError:  # the extra is not installed: every hook below is a no-op
     otel_trace = None  # type: ignore[assignment]
 
 ENABLED = otel_trace is not None
+# The global tracer providers before an SDK is set: spans would not record.
+_NOOP_PROVIDERS: tuple[type, ...] = (
+    (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider) if ENABLED else ()
+)
 SCOPE = "langgraph_hybrid_saver"
 INSTALL = "pip install 'langgraph-hybrid-saver[otel]'"
 
@@ -87,6 +92,7 @@ class _Instruments:
 
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.tracer = otel_trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        self.global_tracer = tracer_provider is None
         meter = otel_metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.applied = meter.create_counter(
             APPLIED, "{entry}", "Outbox entries applied to the durable store"
@@ -101,7 +107,10 @@ class _Instruments:
             DEAD_LETTERED, "{entry}", "Outbox entries the durable store refused (dead-lettered)"
         )
         self.read_throughs = meter.create_counter(
-            READ_THROUGHS, "{read}", "Reads served by the durable store (not hot in Redis)"
+            READ_THROUGHS,
+            "{read}",
+            "Checkpoint reads that went to the durable store (not hot in Redis), by "
+            "result: read_through (found, copied back to Redis) or absent",
         )
         self.errors = meter.create_counter(
             ERRORS, "{error}", "Failed calls to Redis or the durable store, by tier"
@@ -120,7 +129,9 @@ class _Instruments:
         )
 
 
-_inst: _Instruments | None = _Instruments() if ENABLED else None
+# The instruments in use (None without opentelemetry-api); made at the end
+# of the module, once the gauges' callbacks are defined.
+_inst: _Instruments | None = None
 
 
 def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -152,8 +163,10 @@ def traced(
             return _traced_generator(span_name, describe, method)  # type: ignore[return-value]
 
         async def run(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-            assert _inst is not None
-            with _inst.tracer.start_as_current_span(span_name) as span:
+            tracer = _tracer()
+            if tracer is None:
+                return await method(self, *args, **kwargs)  # type: ignore[misc]
+            with tracer.start_as_current_span(span_name) as span:
                 if span.is_recording():
                     _describe(span, self, describe, args, kwargs)
                 return await method(self, *args, **kwargs)  # type: ignore[misc]
@@ -174,8 +187,12 @@ def _traced_generator(
     number of items it yielded."""
 
     async def run(self: Any, /, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        assert _inst is not None
-        span = _inst.tracer.start_span(span_name)
+        tracer = _tracer()
+        if tracer is None:
+            async for item in method(self, *args, **kwargs):
+                yield item
+            return
+        span = tracer.start_span(span_name)
         if span.is_recording():
             _describe(span, self, describe, args, kwargs)
         items = method(self, *args, **kwargs)
@@ -196,6 +213,17 @@ def _traced_generator(
 
     functools.update_wrapper(run, method)
     return run
+
+
+def _tracer() -> Any:
+    """The tracer to use, or None while tracing is the global no-op (no SDK
+    configured): then a call skips the span machinery altogether."""
+    inst = _inst
+    if inst is None:
+        return None
+    if inst.global_tracer and isinstance(otel_trace.get_tracer_provider(), _NOOP_PROVIDERS):
+        return None
+    return inst.tracer
 
 
 def _describe(
@@ -224,7 +252,7 @@ _backend_names: dict[type, str] = {}
 
 
 def backend_name(backend: object) -> str:
-    """"postgres", "sqlite", "cosmos" (the class name less `Backend`)."""
+    """The backend's name: "postgres", "sqlite" or "cosmos" (its class name less `Backend`)."""
     cls = type(backend)
     name = _backend_names.get(cls)
     if name is None:
@@ -246,12 +274,13 @@ def note(key: str, value: Any) -> None:
 
 def reconcile_batch(backend: object, size: int) -> contextlib.AbstractContextManager[Any]:
     """The span of one reconcile batch of `size` entries read."""
-    if not ENABLED:
+    tracer = _tracer()
+    if tracer is None:
         return _NOTHING
-    assert _inst is not None
-    return _inst.tracer.start_as_current_span(
+    span: contextlib.AbstractContextManager[Any] = tracer.start_as_current_span(
         RECONCILE_SPAN, attributes={BACKEND: backend_name(backend), BATCH_SIZE: size}
     )
+    return span
 
 
 # --- metrics ---------------------------------------------------------------------
@@ -282,7 +311,7 @@ def read(source: str) -> None:
     if _inst is not None:
         otel_trace.get_current_span().set_attribute(READ, source)
         if source != "hot":
-            _inst.read_throughs.add(1)
+            _inst.read_throughs.add(1, {READ: source})
 
 
 def error(tier: str) -> None:
@@ -490,6 +519,9 @@ def writes_size(rows: Sequence[Any]) -> int:
     """Serialized bytes of pending writes."""
     return sum(len(r.blob) for r in rows)
 
+
+if ENABLED:
+    _inst = _Instruments()
 
 __all__ = [
     "ENABLED",
