@@ -24,6 +24,7 @@ from redis.exceptions import (
     MovedError,
     NoScriptError,
     ReadOnlyError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -68,12 +69,13 @@ class ReplicaAck:
         """Refuse `replicas_ack_fsync` on a server without WAITAOF (Redis < 7.2)."""
         if not self.fsync:
             return
-        reply = await redis.execute_command("COMMAND", "INFO", "WAITAOF")
-        if not reply or not reply[0]:
+        try:
+            await redis.execute_command("WAITAOF", 0, 0, 0)  # returns at once
+        except ResponseError as e:
             raise ConfigError(
                 f"replicas_ack_fsync=True needs WAITAOF, which Redis at {where} lacks (it "
                 "came with Redis 7.2 and Valkey 8): upgrade it or use replicas_ack alone"
-            )
+            ) from e
 
     def check(self, reply: Any, what: str, where: str) -> None:
         """Raise unless `reply` (WAIT's or WAITAOF's) counts enough replicas."""
