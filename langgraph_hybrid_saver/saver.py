@@ -32,6 +32,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio import Redis, RedisCluster
 
+from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import (
     PRUNE_STRATEGIES,
     DurableBackend,
@@ -302,6 +303,7 @@ class AsyncHybridSaver(SyncBridge):
 
     # --- reads ----------------------------------------------------------------
 
+    @telemetry.traced("aget_tuple", telemetry.of_config)
     @on_own_loop
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Get a checkpoint tuple: Redis first, then the durable store.
@@ -319,6 +321,7 @@ class AsyncHybridSaver(SyncBridge):
             stored = await self.tiers.get(thread_id, ns, cid)
         return to_tuple(self.serde, stored) if stored else None
 
+    @telemetry.traced("alist", telemetry.of_config)
     async def alist(
         self,
         config: RunnableConfig | None,
@@ -360,6 +363,7 @@ class AsyncHybridSaver(SyncBridge):
 
     # --- writes ---------------------------------------------------------------
 
+    @telemetry.traced("aput", telemetry.of_config)
     @on_own_loop
     async def aput(
         self,
@@ -376,6 +380,8 @@ class AsyncHybridSaver(SyncBridge):
         """
         row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, new_versions)
         tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
+        if telemetry.recording():
+            telemetry.note(telemetry.BYTES, telemetry.put_size(row, blobs))
         what = f"checkpoint {cid!r} of thread {tid!r}"
         with redis_errors(self.hot.where):
             sid = await self._write_hot(partial(self.hot.put, row, refs, blobs), tid, what)
@@ -389,6 +395,7 @@ class AsyncHybridSaver(SyncBridge):
                 await self._write_hot(partial(self.hot.put, row, refs, blobs), tid, what)
         return next_config(tid, ns, cid)
 
+    @telemetry.traced("aput_writes", telemetry.of_writes)
     @on_own_loop
     async def aput_writes(
         self,
@@ -405,6 +412,8 @@ class AsyncHybridSaver(SyncBridge):
                 "checkpoint the writes belong to)"
             )
         rows, upsert = encode_writes(self.serde, writes, task_id, task_path, thread_id=thread_id)
+        if telemetry.recording():
+            telemetry.note(telemetry.BYTES, telemetry.writes_size(rows))
         what = f"pending writes of task {task_id!r} to checkpoint {cid!r} of thread {thread_id!r}"
         with redis_errors(self.hot.where):
             await self._write_hot(
@@ -419,6 +428,7 @@ class AsyncHybridSaver(SyncBridge):
 
     # --- deletes --------------------------------------------------------------
 
+    @telemetry.traced("adelete_thread", telemetry.of_thread)
     @on_own_loop
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete a thread from both tiers.
@@ -433,6 +443,7 @@ class AsyncHybridSaver(SyncBridge):
         with redis_errors(self.hot.where):
             await self.writes.delete_thread(thread_id)
 
+    @telemetry.traced("adelete_for_runs", telemetry.of_ids)
     @on_own_loop
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints and writes created by the given runs."""
@@ -442,6 +453,7 @@ class AsyncHybridSaver(SyncBridge):
         if ids:
             await self.writes.delete_for_runs(ids)
 
+    @telemetry.traced("aprune", telemetry.of_ids)
     @on_own_loop
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: "keep_latest" keeps the newest checkpoint of each
@@ -459,6 +471,7 @@ class AsyncHybridSaver(SyncBridge):
         if ids:
             await self.writes.prune_keep_latest(ids)
 
+    @telemetry.traced("acopy_thread", telemetry.of_copy)
     @on_own_loop
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint (all namespaces, full parent chain) and its
@@ -512,6 +525,7 @@ class AsyncHybridSaver(SyncBridge):
 
     # --- durability -----------------------------------------------------------
 
+    @telemetry.traced("aflush")
     @on_own_loop
     async def aflush(self, timeout: float | None = None) -> None:
         """Return once every entry written before the call is in the durable store.

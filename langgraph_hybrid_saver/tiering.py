@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import DurableBackend, unavailable
 from langgraph_hybrid_saver.core import (
     ListQuery,
@@ -25,8 +26,8 @@ from langgraph_hybrid_saver.core import (
 )
 from langgraph_hybrid_saver.errors import HybridSaverError, ServerUnreachableError
 from langgraph_hybrid_saver.hot import HotRead, HotTier
-from langgraph_hybrid_saver.outbox.stream import Outbox
 from langgraph_hybrid_saver.hot.index import IndexBuilder
+from langgraph_hybrid_saver.outbox.stream import Outbox
 
 logger = logging.getLogger("langgraph_hybrid_saver")
 
@@ -47,11 +48,11 @@ class Tiers:
     ) -> None:
         self.hot = hot
         self.outbox = outbox
-        self.backend = backend
         # With an index builder, a thread the complete thread index lacks is
         # absent without a durable read; a read that finds the index
         # incomplete asks the builder for a build.
         self.index = index
+        self.backend = backend
         self.durable_timeout = durable_timeout
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> StoredCheckpoint | None:
@@ -63,17 +64,19 @@ class Tiers:
         """A hot read made whole: blobs Redis lost come from the durable store;
         a checkpoint that is not hot is read through and copied back."""
         if read.stored is not None:
+            telemetry.read("hot")
             if read.missing:
                 found = await self.durable(self.backend.get_blobs(thread_id, ns, read.missing))
                 read.stored.blobs.update(found)
             return read.stored
-        stored = await self.durable(self.backend.get(thread_id, ns, read.checkpoint_id or cid))
-        if stored is None:
         if self.index is not None:
             if read.index == 2:
                 return None
             if read.index == 0:
                 self.index.request()
+        stored = await self.durable(self.backend.get(thread_id, ns, read.checkpoint_id or cid))
+        telemetry.read("absent" if stored is None else "read_through")
+        if stored is None:
             return None
         writes = await self.hot.repopulate(stored, read.generation, latest=cid is None)
         if writes is None:  # deleted while we read it
@@ -215,6 +218,7 @@ class Tiers:
         except Exception as e:
             if not (isinstance(e, asyncio.TimeoutError) or unavailable(e)):
                 raise
+            telemetry.error("durable")
             if isinstance(e, asyncio.TimeoutError):
                 why = f"no answer within durable_timeout={self.durable_timeout}s"
             else:

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import DurableBackend
 from langgraph_hybrid_saver.core import DeleteThreadOp, ListQuery, seq_key
 from langgraph_hybrid_saver.errors import (
@@ -53,11 +54,13 @@ def redis_errors(where: str) -> Iterator[None]:
     except HybridSaverError:
         raise
     except (RedisConnectionError, RedisTimeoutError) as e:
+        telemetry.error("redis")
         raise ServerUnreachableError(
             f"Redis at {where} is unreachable ({type(e).__name__}); nothing "
             "was written if this was a write: check the server and retry"
         ) from e
     except RedisOutOfMemoryError as e:
+        telemetry.error("redis")
         raise HotTierFullError(
             f"Redis at {where} is full (maxmemory) and refused the write; "
             "nothing was written: raise maxmemory, lower ttl or set hot_window"
@@ -222,6 +225,7 @@ class Writes:
         try:
             applied = await apply_entries(self.outbox, self.backend, [entry], stats)
         except Exception as e:
+            telemetry.error("durable")
             raise DurableStoreError(
                 f"thread {thread_id!r} is deleted from Redis, but the durable store "
                 f"failed ({type(e).__name__}: {e}); the deletion is queued and the "

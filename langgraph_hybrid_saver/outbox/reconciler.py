@@ -27,6 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from redis.exceptions import RedisError
+
+from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import DurableBackend, reason, refused
 from langgraph_hybrid_saver.core import DeleteThreadOp, Op, PutOp
 from langgraph_hybrid_saver.hot import HotTier
@@ -79,13 +82,17 @@ async def apply_entries(
 
     async def apply_or_split(batch: Sequence[Entry]) -> None:
         try:
-            stats.applied += await backend.apply([op for _, _, op in batch])
+            started = telemetry.clock()
+            n = await backend.apply([op for _, _, op in batch])
+            stats.applied += n
+            telemetry.applied(backend, n, started)
         except Exception as e:
             if not refused(e):
                 raise
             if len(batch) == 1:
                 [(shard, sid, op)] = batch
                 stats.dead_lettered += 1
+                telemetry.dead_lettered(backend)
                 await outbox.dead_letter(shard, sid, f"{describe(op)}: {reason(e)}")
                 return
             half = len(batch) // 2
@@ -173,7 +180,9 @@ class Reconciler:
         if not entries:
             return 0
         self.stats.read += len(entries)
-        applied = await self._apply(entries)
+        with telemetry.reconcile_batch(self.backend, len(entries)):
+            applied = await self._apply(entries)
+            telemetry.note(telemetry.ENTRIES, len(applied))
         if self.on_applied is not None:
             self.on_applied([(shard, sid) for shard, sid, _ in applied])
         if defer_ack:
@@ -219,6 +228,7 @@ class Reconciler:
         if drain_timeout is not None:
             self.drain_timeout = drain_timeout
         self._wake = asyncio.Event()
+        unwatch = telemetry.watch(self.outbox)  # the backlog, lag and dead-letter gauges
         backoff = 0.05
         while not stop.is_set():
             try:
@@ -238,11 +248,13 @@ class Reconciler:
             except Exception as e:  # the durable store or Redis is down: retry
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(e).__name__}: {e}"
+                telemetry.error("redis" if isinstance(e, RedisError) else "durable")
                 logger.warning("reconcile failed, retrying in %.2fs: %s", backoff, e)
                 await self._pause(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
         await self.drain(self.drain_timeout)
         await self.release_all()
+        unwatch()
 
     async def drain(self, timeout: float) -> None:
         """Apply what the owned shards hold, and what shards of dead
