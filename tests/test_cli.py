@@ -38,8 +38,8 @@ from redis.asyncio import Redis as AsyncRedis
 from typing_extensions import TypedDict
 
 from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError
-from langgraph_hybrid_saver import cli as cli_module
 from langgraph_hybrid_saver.cli import cli, main
+from langgraph_hybrid_saver.cli import launch as cli_module
 from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 from langgraph_hybrid_saver.outbox.stream import Outbox

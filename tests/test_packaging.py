@@ -117,7 +117,7 @@ def test_wheel_holds_the_package_only(dist: Path) -> None:
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"langgraph_hybrid_saver"}
     assert "langgraph_hybrid_saver/py.typed" in names
-    for module in ("cli.py", "__main__.py", "backends/postgres/backend.py", "reducers.py"):
+    for module in ("cli/__init__.py", "__main__.py", "backends/postgres/backend.py", "reducers.py"):
         assert f"langgraph_hybrid_saver/{module}" in names, module
     # data files next to the code (e.g. Lua scripts) are shipped with it
     source = {
