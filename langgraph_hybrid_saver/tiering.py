@@ -228,3 +228,17 @@ class Tiers:
                 "in Redis keep working, this read needs the store: start it or check "
                 "durable_url, then retry"
             ) from e
+
+
+async def read_hot_whole(
+    hot: HotTier, backend: DurableBackend | None, thread_id: str, ns: str, cid: str
+) -> tuple[HotRead, bool]:
+    """The hot read of checkpoint `cid` made whole as `Tiers.complete` makes a
+    hot checkpoint whole (blobs Redis lost come from the durable store), and
+    whether Redis alone had every blob. For the read-only views (history):
+    a checkpoint that is not hot is not read through nor copied back, and
+    without a durable store (`backend` None) the lost blobs stay lost."""
+    read = await hot.get(thread_id, ns, cid)
+    if read.stored is not None and read.missing and backend is not None:
+        read.stored.blobs.update(await backend.get_blobs(thread_id, ns, read.missing))
+    return read, read.stored is not None and not read.missing
