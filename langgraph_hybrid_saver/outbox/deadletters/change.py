@@ -1,0 +1,327 @@
+"""Changing dead letters: `retry` puts one back in its shard's outbox,
+`drop` deletes it for good. Each change is one Lua script per dead letter, on
+keys of one shard (one hash tag, one Redis Cluster slot)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from langgraph_hybrid_saver.errors import ConfigError
+from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.hot.lua import source
+from langgraph_hybrid_saver.outbox.deadletters.letters import (
+    ALL,
+    PAGE,
+    Outcome,
+    Raw,
+    Selection,
+    as_text,
+)
+from langgraph_hybrid_saver.outbox.deadletters.read import read_pages, resolve, shards_of
+
+# Shared by both scripts: the dead letter KEYS[dead] ARGV[1] as (outbox id,
+# original fields in order, field -> value), or nil when it is gone.
+_READ_LETTER = """
+local function read_letter(stream, id)
+  local e = redis.call('XRANGE', stream, id, id)[1]
+  if not e then return nil end
+  local old, entry, f = false, {}, {}
+  local raw = e[2]
+  for i = 1, #raw, 2 do
+    local k, v = raw[i], raw[i + 1]
+    if k == 'outbox_id' then old = v
+    elseif string.sub(k, 1, 6) == 'entry:' then
+      k = string.sub(k, 7)
+      entry[#entry + 1] = k
+      entry[#entry + 1] = v
+      f[k] = v
+    end
+  end
+  return old, entry, f
+end
+-- The fields of an entry whose values are in `p` keys of their own.
+local function large_fields(entry)
+  local out = {}
+  for i = 1, #entry, 2 do
+    local name = entry[i]
+    if entry[i + 1] == '' and string.find(name, '\\0', 1, true) then out[#out + 1] = name end
+  end
+  return out
+end
+"""
+
+# KEYS: thread base, outbox, dead-letter stream, dead-letter index (one
+# shard). ARGV: dead letter id. Returns {'ok', new entry id}, {'gone'},
+# {'empty'}, {'deleted', tombstone}, {'written'} or {'superseded', what}; only
+# 'ok' changes anything.
+_RETRY = (
+    source("prelude")
+    + _READ_LETTER
+    + """
+local old, entry, f = read_letter(KEYS[3], ARGV[1])
+if old == nil then return {'gone'} end
+if not old or #entry == 0 then return {'empty'} end
+if f['k'] == 'd' then
+  -- The delete cleared the thread's hot keys (its namespace set with them):
+  -- a namespace set now means the thread was written after the delete.
+  if redis.call('EXISTS', base .. ':n') == 1 then return {'written'} end
+elseif f['c'] then
+  -- As check_tombstone: a checkpoint at or below the tombstone of a later
+  -- delete, unless it is in Redis (written again since), was deleted.
+  local t = redis.call('GET', base .. ':x')
+  if t and f['c'] <= t and not redis.call('ZSCORE', nk('i', f['n'] or ''), f['c']) then
+    return {'deleted', t}
+  end
+end
+-- Upserts land last: one Redis holds a newer value of (a newer put of the
+-- same checkpoint id, a special write of the same task and index) would be
+-- overwritten in the durable store by this older one.
+if f['k'] == 'p' and f['n'] and f['c'] then
+  local cur, rec = redis.call('HGET', nk('c', f['n']), f['c']), f['R'] or f['r']
+  if cur and rec and cur ~= rec then return {'superseded', 'checkpoint'} end
+elseif f['k'] == 'w' and f['u'] == '1' and f['n'] then
+  for i = 1, #entry, 2 do
+    if string.find(entry[i], '\\0', 1, true) then
+      local cur = redis.call('HGET', nk('w', f['n']), entry[i])
+      if cur and cur ~= entry[i + 1] then return {'superseded', 'special write'} end
+    end
+  end
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+for _, name in ipairs(large_fields(entry)) do
+  local pk = base .. ':p:' .. old .. ':' .. name
+  if redis.call('EXISTS', pk) == 1 then
+    redis.call('RENAME', pk, base .. ':p:' .. id .. ':' .. name)
+  end
+end
+redis.call('XDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], old)
+return {'ok', id}
+"""
+)
+
+# KEYS: thread base (the dead-letter stream when the entry names no thread),
+# dead-letter stream, dead-letter index. ARGV: dead letter id, '1' when the
+# entry names a thread. Deletes the dead letter and its large values and
+# uncounts it from the thread's pending entries as `ack.lua` does. Returns -1
+# when the dead letter is gone, else the thread's entries still pending.
+_DROP = (
+    source("prelude")
+    + _READ_LETTER
+    + """
+local old, entry, f = read_letter(KEYS[2], ARGV[1])
+if old == nil then return -1 end
+redis.call('XDEL', KEYS[2], ARGV[1])
+if old then redis.call('HDEL', KEYS[3], old) end
+if ARGV[2] ~= '1' then return 0 end
+if old then
+  for _, name in ipairs(large_fields(entry)) do
+    redis.call('DEL', base .. ':p:' .. old .. ':' .. name)
+  end
+end
+local left = redis.call('HINCRBY', base .. ':o', 'n', -1)
+if left <= 0 then
+  settle()
+  return 0
+end
+return left
+"""
+)
+
+
+async def _selected(hot: HotTier, ids: Selection, thread: str | None) -> AsyncIterator[list[Raw]]:
+    """The dead letters to change, a page at a time. With "all": those there
+    now (of `thread`), never ones dead-lettered while this runs (a retried
+    entry refused again must not be retried in a loop)."""
+    if ids != ALL:
+        if thread is not None:
+            raise ConfigError("thread selects dead letters only with 'all', not with ids")
+        raws = await resolve(hot, ids)
+        for i in range(0, len(raws), PAGE):
+            yield raws[i : i + PAGE]
+        return
+    for shard in shards_of(hot, thread):
+        newest = await hot.redis.xrevrange(hot.keys.dead[shard], count=1)
+        if not newest:
+            continue
+        async for page in read_pages(hot, shard, as_text(newest[0][0])):
+            if thread is not None:
+                page = [r for r in page if r.thread_id == thread]
+            if page:
+                yield page
+
+
+async def _run_scripts(
+    hot: HotTier, script: Any, calls: Sequence[tuple[list[Any], list[Any]]]
+) -> list[Any]:
+    """Run `script` once per (keys, args): one round trip (concurrent calls on
+    Redis Cluster, where each call has a slot of its own)."""
+    if not calls:
+        return []
+    if hot.cluster:
+        return list(await asyncio.gather(*(script(keys=k, args=a) for k, a in calls)))
+    async with hot.redis.pipeline(transaction=False) as pipe:
+        for k, a in calls:
+            await script(keys=k, args=a, client=pipe)
+        return list(await pipe.execute())
+
+
+def _outcome(raw: Raw, status: str, message: str) -> Outcome:
+    return Outcome(
+        raw.dead_id, raw.outbox_id, raw.shard, raw.thread_id, raw.kind, raw.text(b"c"),
+        status, message,
+    )  # fmt: skip
+
+
+def _what(raw: Raw) -> str:
+    if raw.kind == "delete":
+        return f"delete of thread {raw.thread_id!r}"
+    what = {"checkpoint": "checkpoint", "writes": "pending writes of checkpoint"}.get(
+        raw.kind, "entry of checkpoint"
+    )
+    return f"{what} {raw.text(b'c')!r} (thread {raw.thread_id!r}, namespace {raw.text(b'n')!r})"
+
+
+def _unmovable(hot: HotTier, raw: Raw) -> str | None:
+    """Why a dead letter cannot go back to its shard's outbox, known before
+    asking Redis; None when it can."""
+    if raw.thread_id is None or not raw.entry:
+        return (
+            "the entry names no thread (it cannot be decoded, so the reconciler would "
+            "refuse it again): it can only be dropped"
+        )
+    if hot.shard(raw.thread_id) != raw.shard:
+        return (
+            f"thread {raw.thread_id!r} maps to shard {hot.shard(raw.thread_id)} of "
+            f"{hot.shards}, but this dead letter is in shard {raw.shard}: use the shard "
+            "count the savers use (--shards)"
+        )
+    return None
+
+
+async def retry(hot: HotTier, ids: Selection, *, thread: str | None = None) -> list[Outcome]:
+    """Put dead letters back in the outbox, each at the tail of its shard's
+    stream as a new entry with its original fields (its large values' `p`
+    keys renamed to the new id), atomically per dead letter; the thread's
+    pending count is unchanged (it stays pending). `ids`: dead letter ids or
+    outbox entry ids (`SHARD:ID` for one shard), or ALL: those there now,
+    narrowed to one `thread`. An unknown id raises NotFoundError (an
+    ambiguous one ConfigError) before anything changes.
+
+    A retried entry lands after later entries of the same thread, so the
+    order of the thread's entries changes: puts and writes are idempotent
+    upserts keyed by checkpoint id (regular writes never overwrite), and the
+    reconciler applies the entry like any other (its new id is above the
+    thread's durable watermark), so this is safe. What would not be is
+    refused, per dead letter, changing nothing:
+
+    * a checkpoint or writes entry of a thread deleted after it was written
+      (the thread's tombstone `<base>:x` is at or above its checkpoint id,
+      which is not in Redis again): retrying it would bring the deleted
+      checkpoint back in the durable store. The tombstone lives 7 days, as
+      the saver's own late-writer check;
+    * a delete entry of a thread written since (its namespace set exists):
+      the delete would now also erase those later checkpoints;
+    * an upsert that Redis holds a newer value of (the same checkpoint id
+      put again with another record, a special write of the same task and
+      index written again): it would overwrite the newer one;
+    * an entry that names no thread (undecodable) or that lies in another
+      shard than its thread maps to (--shards differs from the savers').
+    """
+    script = hot.redis.register_script(_RETRY)
+    out: list[Outcome] = []
+    async for page in _selected(hot, ids, thread):
+        movable = []
+        for raw in page:
+            why = _unmovable(hot, raw)
+            if why is None:
+                movable.append(raw)
+            else:
+                out.append(_outcome(raw, "refused", f"refused: {why}"))
+        calls = [
+            (
+                [
+                    hot.base(r.thread_id or ""),
+                    hot.keys.outboxes[r.shard],
+                    hot.keys.dead[r.shard],
+                    hot.keys.dead_index[r.shard],
+                ],
+                [r.dead_id],
+            )
+            for r in movable
+        ]
+        for raw, reply in zip(movable, await _run_scripts(hot, script, calls), strict=True):
+            status, *rest = [as_text(x) for x in reply]
+            out.append(_retried(raw, status, rest))
+    return out
+
+
+def _retried(raw: Raw, status: str, rest: list[str]) -> Outcome:
+    if status == "ok":
+        o = _outcome(raw, "retried", f"back in the outbox of shard {raw.shard} as {rest[0]}")
+        o.new_outbox_id = rest[0]
+        return o
+    if status == "gone":
+        return _outcome(raw, "gone", "gone: retried or dropped meanwhile")
+    if status == "deleted":
+        why = (
+            f"thread {raw.thread_id!r} was deleted after this entry was written (tombstone "
+            f"{rest[0]}): retrying the {_what(raw)} would bring it back in the durable "
+            "store; drop it"
+        )
+    elif status == "superseded":
+        why = (
+            f"the thread's {rest[0]} was written again since (Redis holds a newer value of "
+            f"it): retrying the {_what(raw)} would overwrite that in the durable store "
+            "with this older one; drop it (the newer value reaches the store on its own)"
+        )
+    elif status == "written":
+        why = (
+            f"thread {raw.thread_id!r} was written after this delete: retrying it now "
+            "would also delete those later checkpoints from the durable store; drop it "
+            "(and delete the thread again if that is what you want)"
+        )
+    else:
+        why = "the dead letter holds no entry fields; it can only be dropped"
+    return _outcome(raw, "refused", f"refused: {why}")
+
+
+async def drop(hot: HotTier, ids: Selection, *, thread: str | None = None) -> list[Outcome]:
+    """Delete dead letters for good: the dead letter, its index field and its
+    large values' `p` keys, and uncount it from its thread's pending entries
+    (as an applied entry is); a thread left with none gets its TTL and
+    window now. What the entry held will NEVER be in the durable store:
+    the thread's hot copy, once it expires, is all there was. `ids` as for
+    `retry`; an unknown id raises NotFoundError before anything changes."""
+    script = hot.redis.register_script(_DROP)
+    out: list[Outcome] = []
+    async for page in _selected(hot, ids, thread):
+        calls, todo = [], []
+        for r in page:
+            if r.thread_id is not None and hot.shard(r.thread_id) != r.shard:
+                out.append(_outcome(r, "refused", f"refused: {_unmovable(hot, r)}"))
+                continue
+            counted = r.thread_id is not None
+            keys = [
+                hot.base(r.thread_id or "") if counted else hot.keys.dead[r.shard],
+                hot.keys.dead[r.shard],
+                hot.keys.dead_index[r.shard],
+            ]
+            calls.append((keys, [r.dead_id, "1" if counted else "0"]))
+            todo.append(r)
+        for raw, left in zip(todo, await _run_scripts(hot, script, calls), strict=True):
+            n = int(left)
+            if n < 0:
+                out.append(_outcome(raw, "gone", "gone: retried or dropped meanwhile"))
+                continue
+            done = "dropped: it will never be durable"
+            if raw.thread_id is not None and n:
+                done += f"; {n} entries of the thread are still pending"
+            elif raw.thread_id is not None:
+                done += "; nothing of the thread is pending: its hot copy now expires with its TTL"
+            o = _outcome(raw, "dropped", done)
+            o.pending = n
+            out.append(o)
+    return out
