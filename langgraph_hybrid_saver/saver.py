@@ -106,7 +106,6 @@ class AsyncHybridSaver(SyncBridge):
             raises `ReplicationTimeoutError` (the write is on the primary).
         replicas_ack_fsync: Wait with WAITAOF instead: the replicas have also
             fsynced the write to their append-only file (Redis >= 7.2, Valkey).
-        loop: The event loop that owns the clients (default: the running one).
         thread_index: Keep the set of known threads in Redis (loaded from the
             durable store in the background, then kept by every write), so a
             read of a thread in neither tier costs one Redis round trip and
@@ -114,6 +113,10 @@ class AsyncHybridSaver(SyncBridge):
             off when something else than these savers writes threads into
             the durable store (e.g. the official saver, or a second key
             prefix on the same store).
+        compress_min_bytes: Channel values and writes of at least this many
+            serialized bytes are zstd-compressed in Redis (the durable store
+            gets them as the serializer wrote them); None: never.
+        loop: The event loop that owns the clients (default: the running one).
 
     Its connections belong to the loop it was created on: async calls from
     another loop run there (while it runs), sync calls from other threads too.
@@ -141,8 +144,9 @@ class AsyncHybridSaver(SyncBridge):
         replicas_ack: int | None = None,
         replicas_ack_timeout: float = 1.0,
         replicas_ack_fsync: bool = False,
-        loop: asyncio.AbstractEventLoop | None = None,
         thread_index: bool = True,
+        compress_min_bytes: int | None = 4096,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if reconciler not in ("in_process", "external"):
@@ -168,6 +172,7 @@ class AsyncHybridSaver(SyncBridge):
             ttl=ttl,
             refresh_on_read=refresh_ttl_on_read,
             window=hot_window,
+            compress_min=compress_min_bytes,
         )
         if replicas_ack is not None:
             self.hot.ack = ReplicaAck(replicas_ack, replicas_ack_timeout, replicas_ack_fsync)
@@ -243,9 +248,9 @@ class AsyncHybridSaver(SyncBridge):
         await self.hot.check_layout()
         await self.backend.setup()
         self._start()
-
         if self.index is not None:
             self.index.request()
+
     def _start(self) -> None:
         self._check_open()
         if self.reconciler is not None and self._task is None:
@@ -288,9 +293,9 @@ class AsyncHybridSaver(SyncBridge):
                 await asyncio.wait_for(self._task, drain_timeout + 1)
             except asyncio.TimeoutError:
                 logger.warning("reconciler did not stop in time; cancelled it")
-        await self.hot.aclose()
         if self.index is not None:
             await self.index.aclose()
+        await self.hot.aclose()
         for close in self._on_close:
             await close()
 
@@ -657,6 +662,14 @@ class HybridSaver(AsyncHybridSaver):
         await asyncio.to_thread(self.close)
 
 
+async def durable_threads(backend: DurableBackend, page: int = 1000) -> AsyncIterator[list[str]]:
+    """Every thread id of the durable store, in pages (for the thread index)."""
+    after = ""
+    while batch := await backend.thread_ids(after, page):
+        yield batch
+        after = batch[-1]
+
+
 async def open_clients(
     redis_url: str, durable_url: str, serde: SerializerProtocol | None
 ) -> tuple[Redis | RedisCluster, DurableBackend]:
@@ -669,11 +682,3 @@ async def open_clients(
         await redis.aclose()
         raise
     return redis, backend
-async def durable_threads(backend: DurableBackend, page: int = 1000) -> AsyncIterator[list[str]]:
-    """Every thread id of the durable store, in pages (for the thread index)."""
-    after = ""
-    while batch := await backend.thread_ids(after, page):
-        yield batch
-        after = batch[-1]
-
-

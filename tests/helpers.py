@@ -8,8 +8,10 @@ conformance suite (`run_conformance`) and a small real graph (`build`).
 
 from __future__ import annotations
 
+import base64
 import json
 import operator
+import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -36,8 +38,19 @@ from langgraph_hybrid_saver.core import (
     WritesOp,
     seq_key,
 )
+from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
 
 # --- seeding a saver ------------------------------------------------------------------
+
+
+def noise(n: int, seed: float = 0) -> str:
+    """n characters of random text: compresses by about a quarter only, so a
+    value of it stays large in Redis (stored beside the put script)."""
+    return base64.b64encode(random.Random(seed).randbytes(n * 3 // 4 + 3)).decode()[:n]
+
+
+# Messages > PIN_MIN_BYTES once packed, also once compressed.
+BIG = [noise(500, i) for i in range(2 * PIN_MIN_BYTES // 500)]
 
 
 async def put_chain(

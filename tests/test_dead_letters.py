@@ -32,9 +32,8 @@ from langgraph_hybrid_saver.outbox import deadletters as dl
 from langgraph_hybrid_saver.outbox.stream import Outbox
 
 from .conftest import hybrid_saver
-from .helpers import reconcile
+from .helpers import BIG, reconcile
 
-BIG = ["x" * 500 + str(i) for i in range(2 * PIN_MIN_BYTES // 500)]  # > PIN_MIN_BYTES packed
 HOT_KEYS = (":i:0:", ":c:0:", ":n")  # root-namespace keys of a thread
 
 

@@ -20,6 +20,7 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 from langgraph_hybrid_saver import AsyncHybridSaver
 
 from .conftest import pg_schema
+from .helpers import noise
 
 COPY_SQL = (
     """INSERT INTO checkpoints SELECT %(dst)s, checkpoint_ns, checkpoint_id,
@@ -75,7 +76,7 @@ async def apply(
             "messages": [f"m{rng.randint(0, 9)}"] * rng.randint(1, 3),
             "count": rng.randint(0, 5),
             # a third of them large: stored beside the put script (hot.PIN_MIN_BYTES)
-            "notes": {"k": rng.random(), "pad": "x" * rng.choice([0, 0, 20_000])},
+            "notes": {"k": rng.random(), "pad": noise(rng.choice([0, 0, 30_000]), rng.random())},
         }
         cp = generate_checkpoint(
             channel_values={ch: values[ch] for ch in versions},

@@ -24,9 +24,7 @@ from langgraph_hybrid_saver.ops import collect_status, open_target
 from langgraph_hybrid_saver.outbox.codec import decode_entry
 
 from .conftest import PrivateRedis, hybrid_saver
-from .helpers import reconcile
-
-BIG = ["x" * 500 + str(i) for i in range(2 * PIN_MIN_BYTES // 500)]  # > PIN_MIN_BYTES packed
+from .helpers import BIG, reconcile
 
 
 async def put_steps(

@@ -3,6 +3,11 @@
 A record is msgpack [checkpoint json, metadata json, parent, blob fields]; a
 blob value is `type NUL bytes`; a pending write is msgpack of its row. Pure
 functions, shared by the store, the outbox codec and the operators' views.
+
+Values of at least the saver's `compress_min_bytes` are stored zstd-compressed
+(level 1) when that saves at least a tenth: their type is then prefixed with
+SOH (`COMPRESSED`), which no serializer's type name starts with. Every reader
+expands them, whatever its own setting; the durable store gets them expanded.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ormsgpack
+import zstandard
 
 from langgraph_hybrid_saver.core import (
     CheckpointRow,
@@ -19,7 +25,35 @@ from langgraph_hybrid_saver.core import (
     WriteRow,
     blob_field,
 )
-from langgraph_hybrid_saver.errors import CorruptDataError
+from langgraph_hybrid_saver.errors import CorruptDataError, SerializationError
+
+COMPRESSED = "\x01"
+COMPRESS_LEVEL = 1  # zstd's fastest regular level
+
+
+def squeeze(type_: str, blob: bytes | None, min_bytes: int) -> tuple[str, bytes | None]:
+    """A typed value as Redis stores it: compressed from `min_bytes` (0: never)."""
+    if type_.startswith(COMPRESSED):
+        raise SerializationError(
+            f"the serializer named a value's type {type_!r}, which starts with \\x01, "
+            "the mark of a compressed value: use a serializer whose type names are "
+            "printable text"
+        )
+    if min_bytes and blob is not None and len(blob) >= min_bytes:
+        packed = zstandard.compress(blob, COMPRESS_LEVEL)
+        if len(packed) * 10 <= len(blob) * 9:
+            return COMPRESSED + type_, packed
+    return type_, blob
+
+
+def expand(type_: str, blob: bytes) -> tuple[str, bytes]:
+    """A value as `squeeze` stored it, back as the serializer wrote it."""
+    if not type_.startswith(COMPRESSED):
+        return type_, blob
+    try:
+        return type_[1:], zstandard.decompress(blob)
+    except zstandard.ZstdError as e:
+        raise CorruptDataError(f"a compressed value cannot be expanded ({e})") from e
 
 
 def pack_for_lua(value: list[Any] | str | bytes) -> bytes:
@@ -34,25 +68,29 @@ def pack_for_lua(value: list[Any] | str | bytes) -> bytes:
     return b"\xdb" + len(raw).to_bytes(4, "big") + raw
 
 
-def pack_blob(type_: str, blob: bytes | None) -> bytes:
+def pack_blob(type_: str, blob: bytes | None, compress_min: int = 0) -> bytes:
+    type_, blob = squeeze(type_, blob, compress_min)
     return type_.encode() + b"\x00" + (blob or b"")
 
 
 def unpack_blob(value: bytes) -> tuple[str, bytes]:
     type_, _, blob = value.partition(b"\x00")
-    return type_.decode(), blob
+    return expand(type_.decode(), blob)
 
 
 def write_field(checkpoint_id: str, w: WriteRow) -> str:
     return f"{checkpoint_id}\x00{w.task_id}\x00{w.idx}"
 
 
-def pack_write(w: WriteRow) -> bytes:
-    return ormsgpack.packb([w.task_id, w.idx, w.task_path, w.channel, w.type, w.blob])
+def pack_write(w: WriteRow, compress_min: int = 0) -> bytes:
+    type_, blob = squeeze(w.type, w.blob, compress_min)
+    return ormsgpack.packb([w.task_id, w.idx, w.task_path, w.channel, type_, blob])
 
 
 def unpack_write(value: bytes) -> WriteRow:
     task_id, idx, task_path, channel, type_, blob = ormsgpack.unpackb(value)
+    if blob is not None:
+        type_, blob = expand(type_, blob)
     return WriteRow(task_id, idx, task_path, channel, type_, blob)
 
 
@@ -62,9 +100,7 @@ def pack_record(row: CheckpointRow, refs: Sequence[str]) -> bytes:
     )
 
 
-
-
-def pack_stored(s: StoredCheckpoint) -> tuple[bytes, list[Any], list[Any]]:
+def pack_stored(s: StoredCheckpoint, compress_min: int = 0) -> tuple[bytes, list[Any], list[Any]]:
     """A whole checkpoint as Redis keeps it under its thread (whichever that
     is: the record does not name it): its record, its blob field/value pairs
     and its pending-write field/value pairs."""
@@ -79,10 +115,11 @@ def pack_stored(s: StoredCheckpoint) -> tuple[bytes, list[Any], list[Any]]:
     )
     blobs: list[Any] = []
     for channel, (type_, blob) in s.blobs.items():
-        blobs += (blob_field(channel, str(versions[channel])), pack_blob(type_, blob))
+        field = blob_field(channel, str(versions[channel]))
+        blobs += (field, pack_blob(type_, blob, compress_min))
     writes: list[Any] = []
     for w in s.writes:
-        writes += (write_field(s.checkpoint_id, w), pack_write(w))
+        writes += (write_field(s.checkpoint_id, w), pack_write(w, compress_min))
     return pack_record(row, blobs[::2]), blobs, writes
 
 

@@ -117,7 +117,16 @@ class HotTier:
         ttl: float | None = 3600.0,
         refresh_on_read: bool = False,
         window: int | None = None,
+        compress_min: int | None = None,
     ) -> None:
+        if compress_min is not None and (
+            not isinstance(compress_min, int) or isinstance(compress_min, bool) or compress_min < 1
+        ):
+            raise ConfigError(
+                f"compress_min_bytes must be a positive int or None (no compression), "
+                f"got {compress_min!r}"
+            )
+        self.compress_min = compress_min or 0
         if not prefix or any(c in prefix for c in "{}"):
             raise ConfigError(
                 f"key_prefix {prefix!r} must be non-empty and free of '{{' and '}}' "
@@ -292,7 +301,9 @@ class HotTier:
         inline: list[Any] = []
         large: list[tuple[str, bytes]] = []  # (field, value)
         for b in blobs:
-            packed = self._fits(pack_blob(b.type, b.blob), f"channel {b.channel!r}")
+            packed = self._fits(
+                pack_blob(b.type, b.blob, self.compress_min), f"channel {b.channel!r}"
+            )
             if self.pin_min and len(packed) >= self.pin_min:
                 large.append((blob_field(b.channel, b.version), packed))
             else:
@@ -318,10 +329,18 @@ class HotTier:
         token: str = "",
     ) -> str:
         args: list[Any] = [
-            self.ttl_ms, self.window, token, thread_id, ns, cid, "1" if upsert else "0"
+            self.ttl_ms,
+            self.window,
+            token,
+            thread_id,
+            ns,
+            cid,
+            "1" if upsert else "0",
         ]
         for w in writes:
-            packed = self._fits(pack_write(w), f"write {w.idx} to channel {w.channel!r}")
+            packed = self._fits(
+                pack_write(w, self.compress_min), f"write {w.idx} to channel {w.channel!r}"
+            )
             args += (write_field(cid, w), packed)
         return str(await self._fenced(self._put_writes, thread_id, args))
 
@@ -340,7 +359,10 @@ class HotTier:
     ) -> str:
         """Write whole checkpoints (with blobs and writes) of one thread, oldest
         first, with their outbox entries, in one atomic script."""
-        items = [[s.checkpoint_ns, s.checkpoint_id, *pack_stored(s)] for s in checkpoints]
+        items = [
+            [s.checkpoint_ns, s.checkpoint_id, *pack_stored(s, self.compress_min)]
+            for s in checkpoints
+        ]
         packed = self._fits(pack_for_lua(items), f"thread {thread_id!r} as one atomic copy")
         args = [self.ttl_ms, self.window, token, thread_id, packed]
         return str(await self._fenced(self._copy, thread_id, args))
@@ -538,7 +560,7 @@ class HotTier:
     ) -> list[WriteRow] | None:
         """Copy a durable checkpoint into Redis; None if the thread was deleted
         meanwhile. Returns the union of durable and hot pending writes."""
-        record, blobs, writes = pack_stored(stored)
+        record, blobs, writes = pack_stored(stored, self.compress_min)
         args: list[Any] = [
             stored.checkpoint_ns,
             self.ttl_ms,

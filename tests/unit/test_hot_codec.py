@@ -6,6 +6,7 @@ and drop_thread scripts write them."""
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import ormsgpack
@@ -263,3 +264,56 @@ GOOD_WRITES = {
 def test_decode_a_corrupt_entry(sid: str, fields: dict[bytes, bytes]) -> None:
     with pytest.raises(CorruptDataError, match=f"outbox entry {sid} cannot be decoded"):
         decode_entry(sid, fields)
+
+
+# --- compression ----------------------------------------------------------------------------
+
+TEXT = json.dumps([{"role": "ai", "content": f"reply {i}: " + "words " * 40} for i in range(50)])
+
+
+def test_large_values_are_compressed_and_expand_back() -> None:
+    data = TEXT.encode()
+    packed = pack_blob("json", data, 4096)
+    assert len(packed) * 2 < len(data)
+    assert packed.startswith(b"\x01json\x00")
+    assert unpack_blob(packed) == ("json", data)
+    w = WriteRow("task", 0, "~p", "messages", "json", data)
+    assert len(pack_write(w, 4096)) * 2 < len(data)
+    assert unpack_write(pack_write(w, 4096)) == w
+
+
+def test_small_incompressible_and_disabled_values_stay_as_they_are() -> None:
+    data = TEXT.encode()
+    assert pack_blob("json", data[:100], 4096) == b"json\x00" + data[:100]  # below the threshold
+    assert pack_blob("json", data, 0) == b"json\x00" + data  # compression off
+    noise = random.Random(0).randbytes(16384)  # compresses by less than a tenth
+    assert pack_blob("bytes", noise, 4096) == b"bytes\x00" + noise
+    assert unpack_blob(pack_blob("null", None, 1)) == ("null", b"")
+
+
+def test_a_serializer_type_that_looks_compressed_is_refused() -> None:
+    from langgraph_hybrid_saver import SerializationError
+
+    with pytest.raises(SerializationError, match="starts with"):
+        pack_blob("\x01odd", b"x", 0)
+
+
+def test_a_corrupt_compressed_value_is_a_typed_error() -> None:
+    with pytest.raises(CorruptDataError, match="cannot be expanded"):
+        unpack_blob(b"\x01json\x00not zstd")
+
+
+def test_outbox_entries_carry_compressed_values_and_decode_them_expanded() -> None:
+    data = TEXT.encode()
+    row = CheckpointRow("t", "", "c1", None, json.dumps({"v": 1}), "{}")
+    fields = {
+        b"k": b"p",
+        b"t": b"t",
+        b"n": b"",
+        b"c": b"c1",
+        b"r": pack_record(row, [blob_field("messages", "1")]),
+        blob_field("messages", "1").encode(): pack_blob("json", data, 4096),
+    }
+    op = decode_entry("5-0", fields)
+    assert isinstance(op, PutOp)
+    assert op.blobs == (BlobRow("messages", "1", "json", data),)
