@@ -123,6 +123,9 @@ VARIABLES: dict[str, tuple[str, Parser]] = {
     "HYBRID_SAVER_FLUSH_TIMEOUT": ("flush_timeout", _seconds(nullable=False)),
     "HYBRID_SAVER_DURABLE_TIMEOUT": ("durable_timeout", _seconds(nullable=False)),
     "HYBRID_SAVER_THREAD_INDEX": ("thread_index", _bool),
+    "HYBRID_SAVER_REPLICAS_ACK": ("replicas_ack", _int(1, nullable=True)),
+    "HYBRID_SAVER_REPLICAS_ACK_TIMEOUT": ("replicas_ack_timeout", _seconds(nullable=False)),
+    "HYBRID_SAVER_REPLICAS_ACK_FSYNC": ("replicas_ack_fsync", _bool),
     "HYBRID_SAVER_COMPRESS_MIN_BYTES": ("compress_min_bytes", _int(1, nullable=True)),
 }
 

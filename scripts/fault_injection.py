@@ -54,6 +54,7 @@ from langgraph_hybrid_saver.core import PutOp, encode_put, to_tuple
 from langgraph_hybrid_saver.hot import LAYOUT_VERSION
 from langgraph_hybrid_saver.outbox.codec import decode_entry
 from scripts import fault_workload as wl
+from scripts.ha import ReplicatedCluster, SentinelGroup, failover_run
 from scripts.servers import PostgresCluster, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,10 @@ class Scale:
     stall_window: int = 2
     # write_through under each LangGraph durability, both saver classes
     modes_invokes: int = 6
+    # a Redis primary (Sentinel) or cluster master SIGKILLed under a graph load
+    failover_threads: int = 16
+    failover_warmup_s: float = 2.0
+    failover_after_s: float = 2.0
 
 
 SCALES = {
@@ -1628,6 +1633,43 @@ async def write_through_modes(lab: Lab, scale: Scale) -> dict[str, Any]:
     return figures
 
 
+async def failover(lab: Lab, scale: Scale, kind: str, replicas_ack: int | None) -> dict[str, Any]:
+    """A graph load (scripts/ha.py) on a replicated Redis; the primary (a
+    Sentinel group of a primary, two replicas and three sentinels) or a
+    master (a cluster of three masters with a replica each) is SIGKILLed
+    and a replica promoted; the load goes on, then `aflush` and every
+    acknowledged checkpoint and pending write is looked up in PostgreSQL."""
+    name = f"failover_{kind}" + ("" if replicas_ack else "_no_ack")
+    folder = lab.workdir(name)
+    group = SentinelGroup(folder) if kind == "sentinel" else ReplicatedCluster(folder)
+    try:
+        await asyncio.to_thread(group.start)
+
+        def fail() -> None:
+            if isinstance(group, SentinelGroup):
+                group.wait_promoted(group.kill_primary())
+            else:
+                master = group.masters()[0]
+                group.kill(master)
+                group.wait_promoted(master)
+
+        options = {"replicas_ack": replicas_ack} if replicas_ack else {}
+        figures: dict[str, Any] = {"topology": kind, "replicas_ack": replicas_ack}
+        figures |= await failover_run(
+            group.url(),
+            lab.pg.schema_url(name),
+            name,
+            fail,
+            threads=scale.failover_threads,
+            warmup_s=scale.failover_warmup_s,
+            after_s=scale.failover_after_s,
+            **options,
+        )
+    finally:
+        group.stop()
+    return figures
+
+
 SCENARIOS: dict[str, Callable[[Lab, Scale], Any]] = {
     "kill_storm": kill_storm,
     "redis_wipe_write_behind": lambda lab, s: redis_wipe(lab, s, "write_behind"),
@@ -1638,6 +1680,9 @@ SCENARIOS: dict[str, Callable[[Lab, Scale], Any]] = {
     "poison_values": poison_values,
     "stalled_reconciler": stalled_reconciler,
     "write_through_modes": write_through_modes,
+    "failover_sentinel": lambda lab, s: failover(lab, s, "sentinel", 1),
+    "failover_sentinel_no_ack": lambda lab, s: failover(lab, s, "sentinel", None),
+    "failover_cluster": lambda lab, s: failover(lab, s, "cluster", 1),
 }
 
 
