@@ -438,3 +438,10 @@ async def test_outside_the_server_the_factory_keeps_the_default_serializer(
     async with checkpointer() as saver:
         assert type(saver.serde) is JsonPlusSerializer
         assert saver.placement == "in_process"
+
+
+def test_the_readme_lists_every_variable() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Deploy on LangGraph Agent Server", 1)[1].split("\n## ", 1)[0]
+    for name in [*URLS, *VARIABLES]:
+        assert f"| `{name}` |" in section, name
