@@ -234,6 +234,9 @@ def server(tmp_path: Path, redis_url: str, pg_url: str, key_prefix: str) -> Iter
         LANGGRAPH_CLI_NO_ANALYTICS="1",
     )
     yield Server(app, env)
+    with redis.Redis.from_url(redis_url) as r:
+        for key in r.scan_iter(match=f"{key_prefix}:*", count=1000):
+            r.delete(key)
 
 
 @asynccontextmanager
@@ -381,14 +384,11 @@ async def test_agent_server_runs_on_the_saver_and_recovers_from_the_durable_stor
     assert CAPABILITY_WARNING not in log
 
     # The server drained and closed the saver on SIGTERM; wipe Redis.
-    r = redis.Redis.from_url(redis_url)
-    try:
+    with redis.Redis.from_url(redis_url) as r:
         keys = list(r.scan_iter(match=f"{key_prefix}:*", count=1000))
         assert keys  # the prefix is the saver's
         r.delete(*keys)
         assert not list(r.scan_iter(match=f"{key_prefix}:*"))
-    finally:
-        r.close()
 
     with server.running() as url:
         async with client_of(url) as client:
