@@ -27,7 +27,8 @@ from langgraph_hybrid_saver.errors import (
     ThreadDeletedError,
 )
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler
-from langgraph_hybrid_saver.saver import AsyncHybridSaver, HybridSaver
+from langgraph_hybrid_saver.saver import AsyncHybridSaver
+from langgraph_hybrid_saver.sync_saver import HybridSaver
 
 __all__ = [
     "AsyncHybridSaver",

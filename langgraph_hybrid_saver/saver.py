@@ -1,6 +1,6 @@
-"""The public savers: `AsyncHybridSaver` and its sync front `HybridSaver`,
-the LangGraph face over the tiers (tiering.py), the write path (writes.py),
-the reconciler (outbox/reconciler.py) and the sync bridge (bridge.py).
+"""`AsyncHybridSaver`: the LangGraph face over the tiers (tiering.py), the
+write path (writes.py), the reconciler (outbox/reconciler.py) and the sync
+bridge (bridge.py); `HybridSaver` (sync_saver.py) runs it on a private loop.
 
 Write path (`write_behind`, the default): one Lua script writes the checkpoint,
 its new blobs and its outbox entry to Redis atomically; the reconciler applies
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
@@ -36,9 +35,9 @@ from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import (
     PRUNE_STRATEGIES,
     DurableBackend,
-    open_backend,
 )
 from langgraph_hybrid_saver.bridge import SyncBridge, on_own_loop
+from langgraph_hybrid_saver.clients import open_clients
 from langgraph_hybrid_saver.core import (
     encode_put,
     encode_writes,
@@ -51,7 +50,6 @@ from langgraph_hybrid_saver.core import (
 )
 from langgraph_hybrid_saver.errors import ConfigError
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
-from langgraph_hybrid_saver.hot.client import connect_redis
 from langgraph_hybrid_saver.hot.index import IndexBuilder
 from langgraph_hybrid_saver.hot.replicas import ReplicaAck
 from langgraph_hybrid_saver.outbox.reconciler import (
@@ -59,7 +57,7 @@ from langgraph_hybrid_saver.outbox.reconciler import (
     Reconciler,
 )
 from langgraph_hybrid_saver.outbox.stream import Outbox
-from langgraph_hybrid_saver.tiering import Tiers
+from langgraph_hybrid_saver.tiering import Tiers, durable_threads
 from langgraph_hybrid_saver.writes import BacklogPolicy, Durability, Writes, redis_errors
 
 logger = logging.getLogger("langgraph_hybrid_saver")
@@ -580,105 +578,3 @@ class AsyncHybridSaver(SyncBridge):
 
     def stats(self) -> dict[str, Any]:
         return self._sync(self.astats())
-
-
-class HybridSaver(AsyncHybridSaver):
-    """The sync saver: an `AsyncHybridSaver` whose loop is a private thread.
-
-    Works with `invoke`/`stream` and, from any event loop, with
-    `ainvoke`/`astream`; has every method of `AsyncHybridSaver` (sync and
-    async) besides `setup()` and `close()`, which are sync here as on
-    `PostgresSaver`. Takes the same options as `AsyncHybridSaver`.
-    Call `close()` (or use `from_conn_string`) to stop it.
-    """
-
-    def __init__(self, redis_url: str, durable_url: str, **options: Any) -> None:
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=loop.run_forever, name="hybrid-saver-loop", daemon=True
-        )
-        self._thread.start()
-        serde = options.pop("serde", None)
-        try:
-            opened = asyncio.run_coroutine_threadsafe(
-                open_clients(redis_url, durable_url, serde), loop
-            ).result()
-        except BaseException:
-            self._stop_loop(loop)
-            raise
-        redis, backend = opened
-        super().__init__(redis, backend, serde=serde, loop=loop, **options)
-        self._on_close += [backend.close, redis.aclose]
-        try:
-            self.setup()
-        except BaseException:
-            self.close()
-            raise
-
-    @classmethod
-    @contextmanager
-    def from_conn_string(  # type: ignore[override]
-        cls, redis_url: str, durable_url: str, **options: Any
-    ) -> Iterator[HybridSaver]:
-        """Open a saver for the URLs (schema set up) and close it on exit."""
-        saver = cls(redis_url, durable_url, **options)
-        try:
-            yield saver
-        finally:
-            saver.close()
-
-    def setup(self) -> None:  # type: ignore[override]
-        """Create or migrate the durable schema and check the Redis layout.
-
-        Idempotent; the constructor has run it already.
-        """
-        self._sync(AsyncHybridSaver.setup(self))
-
-    def close(self, drain_timeout: float = 10.0) -> None:
-        """Drain the in-process reconciler, close clients, stop the loop
-        thread. Idempotent; every call afterwards raises `SaverClosedError`."""
-        if not self._thread.is_alive():
-            return
-        try:
-            if not self._closed:
-                asyncio.run_coroutine_threadsafe(self.aclose(drain_timeout), self.loop).result()
-        finally:
-            self._stop_loop(self.loop)
-
-    def _stop_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> HybridSaver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> HybridSaver:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self.close)
-
-
-async def durable_threads(backend: DurableBackend, page: int = 1000) -> AsyncIterator[list[str]]:
-    """Every thread id of the durable store, in pages (for the thread index)."""
-    after = ""
-    while batch := await backend.thread_ids(after, page):
-        yield batch
-        after = batch[-1]
-
-
-async def open_clients(
-    redis_url: str, durable_url: str, serde: SerializerProtocol | None
-) -> tuple[Redis | RedisCluster, DurableBackend]:
-    """Connected clients for the URLs (closed again if either fails)."""
-    backend = open_backend(durable_url, serde=serde)
-    redis = await connect_redis(redis_url)
-    try:
-        await backend.open()
-    except BaseException:
-        await redis.aclose()
-        raise
-    return redis, backend

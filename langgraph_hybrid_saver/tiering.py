@@ -9,7 +9,7 @@ import asyncio
 import builtins
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite
@@ -242,3 +242,11 @@ async def read_hot_whole(
     if read.stored is not None and read.missing and backend is not None:
         read.stored.blobs.update(await backend.get_blobs(thread_id, ns, read.missing))
     return read, read.stored is not None and not read.missing
+
+
+async def durable_threads(backend: DurableBackend, page: int = 1000) -> AsyncIterator[list[str]]:
+    """Every thread id of the durable store, in pages (for the thread index)."""
+    after = ""
+    while batch := await backend.thread_ids(after, page):
+        yield batch
+        after = batch[-1]
