@@ -3,8 +3,8 @@
 Every saver call is one EVALSHA. Through `redis.asyncio.Redis`, each one also
 passes the client's per-command layers (retry wrapper, observability hooks,
 the pool's lock and counters, a pure-Python command packer, a timeout
-context per read): each op takes 1.19-1.35x as long through them
-([lanes.md](../benchmarks/results/experiments/lanes.md)).
+context per read); this connection skips them (measured in
+benchmarks/results/experiments/lanes.md).
 
 `Lanes` is one connection that redis-py opened (so TLS, AUTH, SELECT and
 HELLO are redis-py's) carrying every call of the saver's event loop,
@@ -14,19 +14,17 @@ loop's turn and goes out in one write with every other command of that
 turn. Replies arrive in order, are parsed by a hiredis reader as they come
 in (the connection's protocol: no reader task) and handed to their callers.
 With many calls in flight they share writes, reads and the server's read
-events: under 16 concurrent graph workers Redis spends 1.22-1.26x less CPU
-per invocation than with a connection per call in flight (what this module
-did before), at the same throughput within the noise, and a process holds
-one connection instead of up to one per concurrent call
-([pipelining.md](../benchmarks/results/experiments/pipelining.md)).
+events, so Redis spends less CPU per call than with a connection per call in
+flight, and a process holds one connection
+(benchmarks/results/experiments/pipelining.md).
 
 A cancelled caller keeps its place in the queue: its reply is read and
 dropped. A reply later than `socket_timeout` (one timer per connection, on
 the oldest reply outstanding, instead of a timer per call), a closed
 connection or bytes that are not RESP close the connection and fail every
-call waiting on it with `LaneBroken`; each caller runs its command again through redis-py with
-its retry policy, as redis-py's own retry would have. The next call opens a
-new connection. Opening is redis-py's `connect()`, with its retries: its
+call waiting on it with `LaneBroken`; each caller runs its command again
+through redis-py with its retry policy, as redis-py's own retry would have.
+The next call opens a new connection. Opening is redis-py's `connect()`, with its retries: its
 errors are redis-py's, raised as they are. A READONLY reply means a failover
 demoted the server to a replica: the lane is closed the same way and the
 call raises `LaneBroken`, so it runs again on a new connection, which the
