@@ -166,9 +166,8 @@ def traced(
             tracer = _tracer()
             if tracer is None:
                 return await method(self, *args, **kwargs)  # type: ignore[misc]
-            with tracer.start_as_current_span(span_name) as span:
-                if span.is_recording():
-                    _describe(span, self, describe, args, kwargs)
+            attributes = _attributes(self, describe, args, kwargs)
+            with tracer.start_as_current_span(span_name, attributes=attributes):
                 return await method(self, *args, **kwargs)  # type: ignore[misc]
 
         functools.update_wrapper(run, method)
@@ -192,9 +191,7 @@ def _traced_generator(
             async for item in method(self, *args, **kwargs):
                 yield item
             return
-        span = tracer.start_span(span_name)
-        if span.is_recording():
-            _describe(span, self, describe, args, kwargs)
+        span = tracer.start_span(span_name, attributes=_attributes(self, describe, args, kwargs))
         items = method(self, *args, **kwargs)
         n = 0
         try:
@@ -226,26 +223,26 @@ def _tracer() -> Any:
     return inst.tracer
 
 
-def _describe(
-    span: Any,
+def _attributes(
     saver: Any,
     describe: Callable[..., Attributes] | None,
     args: Sequence[Any],
     kwargs: dict[str, Any],
-) -> None:
+) -> dict[str, Any]:
+    """A span's starting attributes (given at once: one lock, not one per key)."""
+    out: dict[str, Any] = {}
     backend = getattr(saver, "backend", None)
     if backend is not None:
-        span.set_attribute(BACKEND, backend_name(backend))
+        out[BACKEND] = backend_name(backend)
     hot = getattr(saver, "hot", None)
     if hot is not None:
-        span.set_attribute(KEY_PREFIX, hot.prefix)
+        out[KEY_PREFIX] = hot.prefix
     if describe is not None:
         try:
-            for key, value in describe(*args, **kwargs):
-                if value is not None:
-                    span.set_attribute(key, value)
+            out.update((k, v) for k, v in describe(*args, **kwargs) if v is not None)
         except Exception:  # bad input: the method itself raises the typed error
             pass
+    return out
 
 
 _backend_names: dict[type, str] = {}
