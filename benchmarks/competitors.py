@@ -48,10 +48,11 @@ REDIS_OFFICIAL = "AsyncRedisSaver"
 VALKEY = "AsyncValkeySaver"
 HYBRID_LAYOUT = "Hybrid (any backend: Redis layout)"  # Redis memory: the same for every store
 
-# AsyncValkeySaver's connection pool. Its aput_writes holds a connection per
-# call for a WATCH/GET/MULTI/EXEC round trip, so 16 concurrent invocations fail
-# with "Too many connections" on its default pool of 10, and on 64 too.
-VALKEY_POOL_SIZE = 1024
+# AsyncValkeySaver's connection pool (BENCH_VALKEY_POOL_SIZE overrides it).
+# Its aput_writes holds a connection per call for a WATCH/GET/MULTI/EXEC round
+# trip, so 16 concurrent invocations fail with "Too many connections" on its
+# default pool of 10, and on 64 too.
+VALKEY_POOL_SIZE = int(os.environ.get("BENCH_VALKEY_POOL_SIZE", "1024"))
 
 
 WORKER = "+worker"
