@@ -30,7 +30,8 @@ class HybridSaverError(Exception):
 
 
 class ConfigError(HybridSaverError, ValueError):
-    """A bad argument: a config without `thread_id`, an unknown URL scheme, ..."""
+    """A bad argument or setting, for the user to fix: a config without
+    `thread_id`, an unknown URL scheme, credentials a server refused, ..."""
 
 
 class MissingExtraError(HybridSaverError, ImportError):

@@ -26,6 +26,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 
 from langgraph_hybrid_saver import (
     AsyncHybridSaver,
+    ConfigError,
     CorruptDataError,
     HotTierFullError,
     HybridSaverError,
@@ -118,7 +119,7 @@ async def test_wrong_postgres_password(
     throwaway_pg: PostgresCluster, redis_server: RedisServer
 ) -> None:
     url = throwaway_pg.url(user="app", password="not-the-password", sslmode="disable")
-    with pytest.raises(ServerUnreachableError, match=f"127.0.0.1:{throwaway_pg.port}") as err:
+    with pytest.raises(ConfigError, match=f"127.0.0.1:{throwaway_pg.port}") as err:
         async with AsyncHybridSaver.from_conn_string(redis_server.url(), url):
             pass
     assert "not-the-password" not in str(err.value) + repr(err.value)
@@ -151,7 +152,7 @@ def redis_with_password(tmp_path: Path) -> Iterator[RedisServer]:
 async def test_wrong_redis_password(
     redis_with_password: RedisServer, pg_url: str, password: str | None
 ) -> None:
-    with pytest.raises(ServerUnreachableError, match=f"127.0.0.1:{redis_with_password.port}") as e:
+    with pytest.raises(ConfigError, match=f"127.0.0.1:{redis_with_password.port}") as e:
         async with AsyncHybridSaver.from_conn_string(redis_with_password.url(password), pg_url):
             pass
     assert "wrong-pw" not in str(e.value) + repr(e.value)

@@ -34,7 +34,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from langgraph_hybrid_saver import AsyncHybridSaver, ServerUnreachableError
+from langgraph_hybrid_saver import AsyncHybridSaver, ConfigError, ServerUnreachableError
 from scripts.servers import PostgresCluster, RedisServer, TLSFiles
 
 from .conftest import THROWAWAY_APP_PASSWORD, pg_schema, start_reconciler
@@ -187,7 +187,7 @@ async def test_failing_connect_leaks_no_password(
     redis = redis_with_password.url("wrong-pw-77d2" if which == "redis" else REDIS_PASSWORD)
     durable = app_url(throwaway_pg, "wrong-pw-77d2" if which == "postgres" else None)  # type: ignore[arg-type]
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(ServerUnreachableError) as err:
+    with pytest.raises(ConfigError) as err:
         async with AsyncHybridSaver.from_conn_string(redis, durable):
             pass
     no_secret("".join(traceback.format_exception(err.value)))  # the whole chain
@@ -259,7 +259,7 @@ def test_reconciler_cli_error_leaks_no_password(
         text=True,
         timeout=60,
     )
-    assert run.returncode == 3 and "refused the credentials" in run.stderr
+    assert run.returncode == 2 and "refused the credentials" in run.stderr
     no_secret(run.stdout + run.stderr)
 
 

@@ -77,9 +77,9 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
             f"redis_url {redact(url)!r} names a database this server does not have ({e}): "
             f"use a db number below its `databases` setting (16 by default), e.g. {example}"
         ) from e
-    except RedisAuthenticationError as e:
+    except RedisAuthenticationError as e:  # a setting to fix, not an outage
         await client.aclose()
-        raise ServerUnreachableError(
+        raise ConfigError(
             f"Redis at {redact(url)} refused the credentials ({type(e).__name__}): "
             "fix the password (or user) in redis_url"
         ) from e

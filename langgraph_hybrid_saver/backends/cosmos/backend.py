@@ -153,8 +153,8 @@ class CosmosBackend(CosmosWrites, CosmosReads):
             await self.client.close()
             if e.status_code in (401, 403):
                 raise ConfigError(
-                    f"Cosmos DB at {self.where} rejected the credential ({e.status_code}): "
-                    "check COSMOS_KEY or credential="
+                    f"Cosmos DB at {self.where} refused the credentials ({e.status_code}): "
+                    "fix COSMOS_KEY or credential="
                 ) from e
             raise DurableStoreError(f"Cosmos DB at {self.where}: {e.message}") from e
         except (AzureError, OSError) as e:

@@ -38,7 +38,7 @@ from langgraph_hybrid_saver.backends.postgres.sql import (
     UNLINK_PRUNED_PARENTS_SQL,
 )
 from langgraph_hybrid_saver.core import ListQuery, Op, StoredCheckpoint, list_conditions
-from langgraph_hybrid_saver.errors import DurableStoreError, ServerUnreachableError
+from langgraph_hybrid_saver.errors import ConfigError, DurableStoreError, ServerUnreachableError
 
 
 class PostgresBackend:
@@ -75,9 +75,8 @@ class PostgresBackend:
             await self.pool.open(wait=True, timeout=10.0)
         except Exception as e:
             await self.pool.close()
-            if refused := refusal(e, self.where):
-                error, message = refused
-                raise error(message) from e
+            if message := refusal(e, self.where):
+                raise ConfigError(message) from e
             raise ServerUnreachableError(
                 f"PostgreSQL at {self.where} is unreachable ({type(e).__name__}): "
                 "start it or fix durable_url"
