@@ -4,13 +4,19 @@ error, and the option groups (servers, a thread) declared once."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS
+
+if TYPE_CHECKING:
+    from langgraph_hybrid_saver.ops import Target
 
 PROG = "langgraph-hybrid-saver"
 ENV_REDIS = "HYBRID_SAVER_REDIS_URL"
@@ -55,8 +61,7 @@ def redis_option(f: F) -> F:
         envvar=ENV_REDIS,
         show_envvar=True,
         metavar="URL",
-        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (behind Sentinel: "
-        "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]).",
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0.",
     )(f)
 
 
@@ -105,19 +110,67 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """Where a command looks: its --redis, --durable, --key-prefix and --shards."""
+
+    redis_url: str
+    durable_url: str | None
+    key_prefix: str
+    shards: int | None
+
+    def open(self, *, durable_optional: bool = False) -> AbstractAsyncContextManager[Target]:
+        from langgraph_hybrid_saver.ops import open_target
+
+        return open_target(
+            self.redis_url,
+            self.durable_url,
+            prefix=self.key_prefix,
+            shards=self.shards,
+            durable_optional=durable_optional,
+        )
+
+
+def _servers_argument(f: F) -> F:
+    """Pass the server options to `f` as one `servers` argument."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        redis_url: str,
+        key_prefix: str,
+        shards: int | None,
+        durable_url: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        return f(*args, servers=Servers(redis_url, durable_url, key_prefix, shards), **kwargs)
+
+    return cast(F, command)
+
+
 def server_options(
     *, durable: bool | None, read_only: bool, as_json: bool = True
 ) -> Callable[[F], F]:
     """--redis, --durable (required: True, optional: False, absent: None),
-    --key-prefix, --shards (read-only commands default to the recorded count)
-    and --json."""
+    --key-prefix, --shards (read-only commands default to the recorded count),
+    passed to the command as `servers: Servers`; and --json (`as_json`)."""
     options: list[Callable[[F], F]] = [redis_option]
     if durable is not None:
         options.append(durable_option(required=durable))
     options += [prefix_option, shards_option(read_only=read_only)]
     if as_json:
         options.append(json_option)
-    return stack(*options)
+    return stack(*options, _servers_argument)
+
+
+def number_option(
+    name: str, *, default: float | None, minimum: float, help: str, integer: bool = True
+) -> Callable[[F], F]:
+    """An integer (or, `integer=False`, a float) option of at least `minimum`."""
+    kind = click.IntRange(min=int(minimum)) if integer else click.FloatRange(min=minimum)
+    return click.option(
+        name, type=kind, default=default, show_default=default is not None, help=help
+    )
 
 
 def thread_options(*, limit: int, limit_help: str) -> Callable[[F], F]:
@@ -127,13 +180,7 @@ def thread_options(*, limit: int, limit_help: str) -> Callable[[F], F]:
         click.option(
             "--ns", default="", show_default=True, help="Checkpoint namespace (subgraphs)."
         ),
-        click.option(
-            "--limit",
-            type=click.IntRange(min=0),
-            default=limit,
-            show_default=True,
-            help=limit_help,
-        ),
+        number_option("--limit", default=limit, minimum=0, help=limit_help),
     )
 
 

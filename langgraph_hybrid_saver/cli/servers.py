@@ -12,17 +12,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from langgraph_hybrid_saver.cli.options import PROG, print_json, run_coro, server_options
-from langgraph_hybrid_saver.cli.render import (
-    add_row,
-    fmt_age,
-    fmt_size,
-    make_console,
-    new_table,
-    print_line,
-    print_warnings,
-    spinner,
-    styled,
+from langgraph_hybrid_saver.cli import render as ui
+from langgraph_hybrid_saver.cli.options import (
+    PROG,
+    Servers,
+    number_option,
+    print_json,
+    run_coro,
+    server_options,
 )
 
 if TYPE_CHECKING:
@@ -33,16 +30,16 @@ if TYPE_CHECKING:
 
 @click.command(short_help="Create or migrate the schema; check servers; print versions.")
 @server_options(durable=True, read_only=False)
-def setup(redis_url: str, durable_url: str, key_prefix: str, shards: int, as_json: bool) -> None:
+def setup(servers: Servers, as_json: bool) -> None:
     """Create or migrate the durable schema, check both servers, print versions.
 
     Idempotent: safe to run on every deploy. Also records the shard count of
     the key prefix in Redis (every process sharing it must use the same).
     """
-    from langgraph_hybrid_saver.ops import open_target, server_facts
+    from langgraph_hybrid_saver.ops import server_facts
 
     async def run() -> ServerFacts:
-        async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
+        async with servers.open() as t:
             await t.hot.check_layout()
             assert t.backend is not None
             await t.backend.setup()
@@ -52,38 +49,38 @@ def setup(redis_url: str, durable_url: str, key_prefix: str, shards: int, as_jso
     if as_json:
         print_json(facts.to_json())
         return
-    console = make_console()
-    table = new_table("", "", "")
+    console = ui.make_console()
+    table = ui.new_table("", "", "")
     table.show_header = False
-    add_row(table, "Redis", str(facts.redis_url), f"{facts.redis_server} ({facts.redis_mode}) ok")
-    add_row(table, "Durable", str(facts.durable_url), f"{facts.durable_server}, schema up to date")
-    add_row(table, "Key prefix", repr(facts.key_prefix), f"{facts.shards} shards")
-    add_row(table, "Package", PROG, facts.package_version)
+    ui.add_row(
+        table, "Redis", str(facts.redis_url), f"{facts.redis_server} ({facts.redis_mode}) ok"
+    )
+    ui.add_row(
+        table, "Durable", str(facts.durable_url), f"{facts.durable_server}, schema up to date"
+    )
+    ui.add_row(table, "Key prefix", repr(facts.key_prefix), f"{facts.shards} shards")
+    ui.add_row(table, "Package", PROG, facts.package_version)
     console.print(table)
-    print_warnings(console, facts.warnings)
+    ui.print_warnings(console, facts.warnings)
 
 
 @click.command(short_help="Backlog, lag, reconcilers, hot threads, memory, row counts.")
 @server_options(durable=False, read_only=True)
 @click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C).")
-@click.option(
+@number_option(
     "--interval",
-    type=click.FloatRange(min=0.05),
     default=2.0,
-    show_default=True,
+    minimum=0.05,
+    integer=False,
     help="Seconds between refreshes with --watch.",
 )
-@click.option(
-    "--count",
-    type=click.IntRange(min=1),
-    default=None,
-    help="With --watch: stop after this many refreshes.",
+@number_option(
+    "--count", default=None, minimum=1, help="With --watch: stop after this many refreshes."
 )
-@click.option(
+@number_option(
     "--sample",
-    type=click.IntRange(min=1),
     default=1000,
-    show_default=True,
+    minimum=1,
     help="Entry ids read per shard for the lag percentiles (beyond: estimated).",
 )
 @click.option(
@@ -92,10 +89,7 @@ def setup(redis_url: str, durable_url: str, key_prefix: str, shards: int, as_jso
     help="Skip counting hot threads (a SCAN over the key prefix).",
 )
 def status(
-    redis_url: str,
-    durable_url: str | None,
-    key_prefix: str,
-    shards: int | None,
+    servers: Servers,
     as_json: bool,
     watch: bool,
     interval: float,
@@ -111,9 +105,9 @@ def status(
     operator, never done on the saver's hot path; --no-scan skips it. With
     --json, --watch prints one JSON document per line.
     """
-    from langgraph_hybrid_saver.ops import collect_status, open_target
+    from langgraph_hybrid_saver.ops import collect_status
 
-    console = None if as_json else make_console()
+    console = None if as_json else ui.make_console()
 
     def show(snapshot: Status) -> None:
         if as_json:
@@ -123,11 +117,9 @@ def status(
             _render_status(console, snapshot)
 
     async def run() -> None:
-        async with open_target(
-            redis_url, durable_url, prefix=key_prefix, shards=shards, durable_optional=True
-        ) as t:
+        async with servers.open(durable_optional=True) as t:
             if not watch:
-                with spinner("reading status…"):
+                with ui.spinner("reading status…"):
                     show(await collect_status(t, sample=sample, scan=not no_scan))
                 return
             stop = asyncio.Event()
@@ -152,61 +144,65 @@ def status(
 def _render_status(console: Console, s: Status) -> None:
     when = datetime.fromtimestamp(s.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     note = "" if s.layout_recorded else " (no saver has used this prefix yet)"
-    print_line(
+    ui.print_line(
         console,
         (f"{PROG} status", "bold"),
         f" · prefix {s.key_prefix!r} · {s.shards} shards{note} · {when}",
     )
-    summary = new_table("", "")
+    summary = ui.new_table("", "")
     summary.show_header = False
-    lag = f"p50 {fmt_age(s.lag_p50_s)}, max {fmt_age(s.lag_max_s)}"
+    lag = f"p50 {ui.fmt_age(s.lag_p50_s)}, max {ui.fmt_age(s.lag_max_s)}"
     if s.lag_estimated:
         lag += " (p50 estimated)"
-    held = fmt_size(s.outbox_memory)
+    held = ui.fmt_size(s.outbox_memory)
     if s.outbox_large_values:
-        held += f" + {fmt_size(s.outbox_large_values)} of large values"
+        held += f" + {ui.fmt_size(s.outbox_large_values)} of large values"
     # An empty stream still takes memory: its size says nothing then.
-    add_row(summary, "Outbox backlog", f"{s.backlog} entries ({held})" if s.backlog else "empty")
-    add_row(summary, "Reconcile lag", lag if s.backlog else "none (outbox empty)")
+    ui.add_row(summary, "Outbox backlog", f"{s.backlog} entries ({held})" if s.backlog else "empty")
+    ui.add_row(summary, "Reconcile lag", lag if s.backlog else "none (outbox empty)")
     if s.dead_letters:
-        add_row(
+        ui.add_row(
             summary,
             "Dead letters",
             f"{s.dead_letters} entries not durable (refused or undecodable): "
             f"{PROG} dead-letters list",
         )
     alive = [w for w in s.workers if w.alive]
-    add_row(summary, "Reconcilers", f"{len(alive)} alive")
-    add_row(
+    ui.add_row(summary, "Reconcilers", f"{len(alive)} alive")
+    ui.add_row(
         summary,
         "Hot threads",
         "not counted (--no-scan)" if s.hot_threads is None else str(s.hot_threads),
     )
-    limit = fmt_size(s.redis_maxmemory) if s.redis_maxmemory else "no limit"
-    add_row(
+    limit = ui.fmt_size(s.redis_maxmemory) if s.redis_maxmemory else "no limit"
+    ui.add_row(
         summary,
         "Redis memory",
-        f"{fmt_size(s.redis_used_memory)} used, maxmemory {limit}, {s.redis_eviction_policy}",
+        f"{ui.fmt_size(s.redis_used_memory)} used, maxmemory {limit}, {s.redis_eviction_policy}",
     )
     if s.durable_rows is None:
-        add_row(summary, "Durable rows", "not read (no --durable)")
+        ui.add_row(summary, "Durable rows", "not read (no --durable)")
     else:
-        add_row(summary, "Durable rows", ", ".join(f"{k} {v}" for k, v in s.durable_rows.items()))
+        ui.add_row(
+            summary, "Durable rows", ", ".join(f"{k} {v}" for k, v in s.durable_rows.items())
+        )
     console.print(summary)
     if s.workers:
-        table = new_table("reconciler", "state", "heartbeat", "shards", title="Reconcilers")
+        table = ui.new_table("reconciler", "state", "heartbeat", "shards", title="Reconcilers")
         for w in s.workers:
-            state = styled("alive", "green") if w.alive else styled("gone", "red")
-            beat = f"expires in {fmt_age(w.expires_in_s)}" if w.alive else "expired"
-            add_row(table, w.owner, state, beat, _ranges(w.shards) or "-")
+            state = ui.styled("alive", "green") if w.alive else ui.styled("gone", "red")
+            beat = f"expires in {ui.fmt_age(w.expires_in_s)}" if w.alive else "expired"
+            ui.add_row(table, w.owner, state, beat, _ranges(w.shards) or "-")
         console.print(table)
     busy = [p for p in s.per_shard if p.backlog]
     if busy:
-        table = new_table("shard", "backlog", "oldest", "owner", title="Shards with a backlog")
+        table = ui.new_table("shard", "backlog", "oldest", "owner", title="Shards with a backlog")
         for p in busy:
-            add_row(table, str(p.shard), str(p.backlog), fmt_age(p.oldest_age_s), p.owner or "-")
+            ui.add_row(
+                table, str(p.shard), str(p.backlog), ui.fmt_age(p.oldest_age_s), p.owner or "-"
+            )
         console.print(table)
-    print_warnings(console, s.warnings)
+    ui.print_warnings(console, s.warnings)
 
 
 def _ranges(shards: Sequence[int]) -> str:

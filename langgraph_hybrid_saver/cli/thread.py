@@ -8,17 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from langgraph_hybrid_saver.cli.options import print_json, run_coro, server_options, thread_options
-from langgraph_hybrid_saver.cli.render import (
-    add_row,
-    fmt_signed_size,
-    fmt_size,
-    fmt_ts,
-    make_console,
-    new_table,
-    print_line,
-    spinner,
-    styled,
+from langgraph_hybrid_saver.cli import render as ui
+from langgraph_hybrid_saver.cli.options import (
+    Servers,
+    number_option,
+    print_json,
+    run_coro,
+    server_options,
+    thread_options,
 )
 
 if TYPE_CHECKING:
@@ -42,10 +39,7 @@ def inspect_cmd(
     ns: str,
     limit: int,
     diff: tuple[str, str] | None,
-    redis_url: str,
-    durable_url: str | None,
-    key_prefix: str,
-    shards: int | None,
+    servers: Servers,
     as_json: bool,
 ) -> None:
     """A thread's checkpoint history: the audit trail of who changed what, when.
@@ -60,11 +54,10 @@ def inspect_cmd(
     changed, with versions and sizes.
     """
     from langgraph_hybrid_saver.history import ThreadHistory, diff_checkpoints, thread_history
-    from langgraph_hybrid_saver.ops import open_target
 
     async def run() -> ThreadHistory | CheckpointDiff:
-        async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
-            with spinner(f"reading thread {thread}…"):
+        async with servers.open() as t:
+            with ui.spinner(f"reading thread {thread}…"):
                 if diff is not None:
                     return await diff_checkpoints(t, thread, ns, diff[0], diff[1])
                 return await thread_history(t, thread, ns, limit=limit or None)
@@ -73,13 +66,15 @@ def inspect_cmd(
     if as_json:
         print_json(result.to_json())
         return
-    console = make_console()
+    console = ui.make_console()
     if isinstance(result, ThreadHistory):
         _render_history(console, result)
     else:
         _render_diff(console, result)
-    if durable_url is None:
-        print_line(console, ("durable store not read (no --durable): tiers show Redis only", "dim"))
+    if servers.durable_url is None:
+        ui.print_line(
+            console, ("durable store not read (no --durable): tiers show Redis only", "dim")
+        )
 
 
 def _task_cells(tasks: Sequence[Any]) -> tuple[str, str]:
@@ -92,32 +87,32 @@ def _task_cells(tasks: Sequence[Any]) -> tuple[str, str]:
 
 def _write_cell(w: Any) -> str:
     times = f" x{w.count}" if w.count > 1 else ""
-    return f"{w.channel}{times} {fmt_size(w.size)}"
+    return f"{w.channel}{times} {ui.fmt_size(w.size)}"
 
 
 def _render_history(console: Console, h: ThreadHistory) -> None:
     hot_ns = ", ".join(repr(n) for n in h.namespaces) or "none"
-    print_line(
+    ui.print_line(
         console,
         (f"thread {h.thread_id}", "bold"),
         f" · namespace {h.checkpoint_ns!r} · {len(h.checkpoints)} checkpoints, newest first"
         f" · namespaces in Redis: {hot_ns}",
     )
-    table = new_table("checkpoint", "step", "source", "time (UTC)", "tier", "node", "wrote")
+    table = ui.new_table("checkpoint", "step", "source", "time (UTC)", "tier", "node", "wrote")
     table.columns[0].no_wrap = True
     parents = {c.parent_checkpoint_id for c in h.checkpoints}
     for c in h.checkpoints:
         if c.pending and c.checkpoint_id not in parents:
             node, wrote = _task_cells(c.pending)
-            add_row(table, styled("(pending)", "dim"), "", "next", "", "", node, wrote)
+            ui.add_row(table, ui.styled("(pending)", "dim"), "", "next", "", "", node, wrote)
         node, wrote = _task_cells(c.changes)
         tier = c.tier if c.hot_complete or c.tier == "durable" else f"{c.tier} (partial in Redis)"
-        add_row(
+        ui.add_row(
             table,
             c.checkpoint_id,
             "-" if c.step is None else str(c.step),
             c.source or "-",
-            fmt_ts(c.ts),
+            ui.fmt_ts(c.ts),
             tier,
             node,
             wrote,
@@ -126,46 +121,37 @@ def _render_history(console: Console, h: ThreadHistory) -> None:
 
 
 def _render_diff(console: Console, d: CheckpointDiff) -> None:
-    print_line(console, (f"thread {d.thread_id}", "bold"), f" · namespace {d.checkpoint_ns!r}")
-    print_line(console, f"diff {d.a} -> {d.b}")
+    ui.print_line(console, (f"thread {d.thread_id}", "bold"), f" · namespace {d.checkpoint_ns!r}")
+    ui.print_line(console, f"diff {d.a} -> {d.b}")
     if not d.changes:
         console.print("no channel changed")
     else:
-        table = new_table("channel", "change", "detail", "size", "before", "after")
+        table = ui.new_table("channel", "change", "detail", "size", "before", "after")
         for c in d.changes:
-            add_row(
+            ui.add_row(
                 table,
                 c.channel,
                 c.change,
                 c.detail,
-                f"{fmt_size(c.size_a)} -> {fmt_size(c.size_b)}",
+                f"{ui.fmt_size(c.size_a)} -> {ui.fmt_size(c.size_b)}",
                 c.before or "-",
                 c.after or "-",
             )
         console.print(table)
     if d.unchanged:
-        print_line(console, (f"unchanged: {', '.join(d.unchanged)}", "dim"))
+        ui.print_line(console, (f"unchanged: {', '.join(d.unchanged)}", "dim"))
 
 
 @click.command(short_help="A thread's largest channels and growth per step.")
 @thread_options(limit=100, limit_help="Newest checkpoints to read for the growth table; 0 for all.")
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Largest channels to list.",
-)
+@number_option("--top", default=10, minimum=1, help="Largest channels to list.")
 @server_options(durable=False, read_only=True)
 def size(
     thread: str,
     ns: str,
     limit: int,
     top: int,
-    redis_url: str,
-    durable_url: str | None,
-    key_prefix: str,
-    shards: int | None,
+    servers: Servers,
     as_json: bool,
 ) -> None:
     """A thread's state size: the largest channels and the growth per step.
@@ -177,11 +163,10 @@ def size(
     langgraph_hybrid_saver.reducers.rolling_window(n).
     """
     from langgraph_hybrid_saver.history import size_report
-    from langgraph_hybrid_saver.ops import open_target
 
     async def run() -> SizeReport:
-        async with open_target(redis_url, durable_url, prefix=key_prefix, shards=shards) as t:
-            with spinner(f"reading thread {thread}…"):
+        async with servers.open() as t:
+            with ui.spinner(f"reading thread {thread}…"):
                 return await size_report(t, thread, ns, limit=limit or None)
 
     report = run_coro(run())
@@ -190,42 +175,42 @@ def size(
         data["channels"] = data["channels"][:top]
         print_json(data)
         return
-    console = make_console()
-    print_line(
+    console = ui.make_console()
+    ui.print_line(
         console,
         (f"thread {report.thread_id}", "bold"),
         f" · namespace {report.checkpoint_ns!r} · newest checkpoint {report.checkpoint_id}"
-        f" · state {fmt_size(report.total)}",
+        f" · state {ui.fmt_size(report.total)}",
     )
-    table = new_table(
+    table = ui.new_table(
         "channel", "size", "share", "items", "versions", "stored", title="Largest channels"
     )
     for c in report.channels[:top]:
-        add_row(
+        ui.add_row(
             table,
             c.channel,
-            fmt_size(c.size),
+            ui.fmt_size(c.size),
             f"{c.share:.0%}",
             "-" if c.items is None else str(c.items),
             str(c.versions),
-            fmt_size(c.stored),
+            ui.fmt_size(c.stored),
         )
     console.print(table)
-    steps = new_table(
+    steps = ui.new_table(
         "step", "checkpoint", "source", "state", "growth", "grew most", title="Growth per step"
     )
     steps.columns[1].no_wrap = True
     for s in report.steps:
-        grew = f"{s.top_channel} {fmt_signed_size(s.top_delta)}" if s.top_channel else "-"
-        add_row(
+        grew = f"{s.top_channel} {ui.fmt_signed_size(s.top_delta)}" if s.top_channel else "-"
+        ui.add_row(
             steps,
             "-" if s.step is None else str(s.step),
             s.checkpoint_id,
             s.source or "-",
-            fmt_size(s.size),
-            fmt_signed_size(s.delta),
+            ui.fmt_size(s.size),
+            ui.fmt_signed_size(s.delta),
             grew,
         )
     console.print(steps)
     for hint in report.hints:
-        print_line(console, ("hint: ", "yellow"), hint)
+        ui.print_line(console, ("hint: ", "yellow"), hint)
