@@ -1,3 +1,5 @@
+"""`python -m langgraph_hybrid_saver`: the operators' command line (`cli.main`)."""
+
 import sys
 
 from langgraph_hybrid_saver.cli import main
