@@ -11,7 +11,9 @@
 
 The three processes stay up and run their batches in rounds, in a fresh
 random order each round, so drift on a shared machine hits every variant
-alike; the first round is discarded. The saver has `reconciler="external"`
+alike; the first round is discarded. Reported per pair: wall-clock p50
+and mean, and the CPU time the process spent, which waiting on a busy
+machine does not inflate. The saver has `reconciler="external"`
 and no worker runs: only the saver's own path is timed. The keys are
 deleted at the end.
 
@@ -46,7 +48,8 @@ def hide_opentelemetry() -> None:
 
 async def child(variant: str, redis_url: str, durable_url: str, prefix: str) -> None:
     """Run batches on request: a line `N` on stdin runs N aput + aget_tuple
-    pairs and prints their latencies (seconds, JSON); an empty line ends it."""
+    pairs and prints their latencies and the CPU seconds this process spent
+    on the batch (JSON); an empty line ends it."""
     if variant == "absent":
         hide_opentelemetry()
     from langgraph.checkpoint.base import empty_checkpoint
@@ -78,6 +81,7 @@ async def child(variant: str, redis_url: str, durable_url: str, prefix: str) -> 
         loop = asyncio.get_running_loop()
         while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
             latencies = []
+            cpu = time.process_time()
             for _ in range(int(line)):
                 step += 1
                 checkpoint = empty_checkpoint()
@@ -90,7 +94,8 @@ async def child(variant: str, redis_url: str, durable_url: str, prefix: str) -> 
                 latencies.append(time.perf_counter() - started)
                 if variant == "sdk" and step % 1000 == 0:
                     spans.clear()  # keep memory flat; the spans were recorded
-            print(json.dumps(latencies), flush=True)
+            cpu = time.process_time() - cpu
+            print(json.dumps({"latencies": latencies, "cpu": cpu}), flush=True)
         keys = [k async for k in saver.hot.redis.scan_iter(f"{prefix}:*")]
         if keys:
             await saver.hot.redis.delete(*keys)
@@ -142,6 +147,7 @@ def measure(args: argparse.Namespace, durable: str) -> int:
         for v in VARIANTS
     }
     batches: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}  # CPU seconds per pair
     try:
         for r in range(args.rounds):
             order = random.sample(VARIANTS, len(VARIANTS))
@@ -153,9 +159,10 @@ def measure(args: argparse.Namespace, durable: str) -> int:
                 line = proc.stdout.readline()
                 if not line:
                     sys.exit(f"the {v!r} process ended early (exit {proc.wait()}): see its stderr")
-                latencies = json.loads(line)
+                batch = json.loads(line)
                 if r > 0:  # the first round warms up
-                    batches[v].append(latencies)
+                    batches[v].append(batch["latencies"])
+                    cpu[v].append(batch["cpu"] / args.ops)
             print(f"round {r + 1}/{args.rounds}: {' '.join(order)}", file=sys.stderr)
     finally:
         for proc in procs.values():
@@ -164,35 +171,40 @@ def measure(args: argparse.Namespace, durable: str) -> int:
                 proc.stdin.close()
         for proc in procs.values():
             proc.wait(timeout=60)
-    table = report(batches, args)
+    table = report(batches, cpu, args)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")
     return 0
 
 
-def report(batches: dict[str, list[list[float]]], args: argparse.Namespace) -> str:
-    """Per variant: the median over rounds of each round's p50 and mean, in
-    microseconds per aput + aget_tuple pair, and the ratio to `absent`."""
-    stats: dict[str, dict[str, float]] = {}
-    for v, rounds in batches.items():
-        stats[v] = {
-            "p50": statistics.median(statistics.median(b) for b in rounds) * 1e6,
-            "mean": statistics.median(statistics.fmean(b) for b in rounds) * 1e6,
-        }
+def report(
+    batches: dict[str, list[list[float]]], cpu: dict[str, list[float]], args: argparse.Namespace
+) -> str:
+    """Per variant, in microseconds per aput + aget_tuple pair: the median over
+    rounds of each round's p50 and mean latency and of the CPU time the
+    process spent (the client's own cost, which waiting on a loaded machine
+    does not inflate); and both ratios to `absent` paired by round (the
+    median of the round-by-round ratios), which cancels the drift that hits
+    a round's three batches alike."""
+    p50s = {v: [statistics.median(b) for b in rounds] for v, rounds in batches.items()}
+    means = {v: [statistics.fmean(b) for b in rounds] for v, rounds in batches.items()}
     lines = [
-        f"{args.rounds - 1} rounds x {args.ops} aput+aget_tuple pairs per variant "
-        "(median over rounds; µs per pair)",
+        f"{args.rounds - 1} rounds x {args.ops} aput+aget_tuple pairs per variant, "
+        "µs per pair (median over rounds)",
         "",
-        "| variant | p50 µs | mean µs | p50 / absent | mean / absent |",
-        "|---|---|---|---|---|",
+        "| variant | p50 µs | mean µs | CPU µs | p50 / absent | CPU / absent |",
+        "|---|---|---|---|---|---|",
     ]
-    base = stats["absent"]
+
+    def paired(values: dict[str, list[float]], v: str) -> float:
+        return statistics.median(a / b for a, b in zip(values[v], values["absent"], strict=True))
+
     for v in VARIANTS:
-        s = stats[v]
         lines.append(
-            f"| {v} | {s['p50']:.0f} | {s['mean']:.0f} | {s['p50'] / base['p50']:.3f}x "
-            f"| {s['mean'] / base['mean']:.3f}x |"
+            f"| {v} | {statistics.median(p50s[v]) * 1e6:.0f} "
+            f"| {statistics.median(means[v]) * 1e6:.0f} | {statistics.median(cpu[v]) * 1e6:.0f} "
+            f"| {paired(p50s, v):.3f}x | {paired(cpu, v):.3f}x |"
         )
     return "\n".join(lines)
 
