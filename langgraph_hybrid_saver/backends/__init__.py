@@ -10,6 +10,8 @@ A backend stores and fetches rows; the LangGraph contract lives in
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +99,18 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "") + parts.path
 
 
+@contextmanager
+def _extra(backend: str, packages: str, extra: str) -> Iterator[None]:
+    """Imports of a backend's package: a missing dependency is a
+    `MissingExtraError` naming the extra that installs it."""
+    try:
+        yield
+    except ImportError as e:
+        raise MissingExtraError(
+            f"the {backend} backend needs {packages}: pip install 'langgraph-hybrid-saver[{extra}]'"
+        ) from e
+
+
 def open_backend(
     url: str, *, serde: SerializerProtocol | None = None, **options: Any
 ) -> DurableBackend:
@@ -114,30 +128,16 @@ def open_backend(
     """
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
     if scheme in ("postgresql", "postgres"):
-        try:
+        with _extra("PostgreSQL", "psycopg", "postgres"):
             from langgraph_hybrid_saver.backends.postgres import PostgresBackend
-        except ImportError as e:
-            raise MissingExtraError(
-                "the PostgreSQL backend needs psycopg: pip install "
-                "'langgraph-hybrid-saver[postgres]'"
-            ) from e
         return PostgresBackend.from_url(url, **options)
     if scheme == "sqlite":
-        try:
+        with _extra("SQLite", "aiosqlite", "sqlite"):
             from langgraph_hybrid_saver.backends.sqlite import SqliteBackend
-        except ImportError as e:
-            raise MissingExtraError(
-                "the SQLite backend needs aiosqlite: pip install 'langgraph-hybrid-saver[sqlite]'"
-            ) from e
         return SqliteBackend.from_url(url, serde=serde, **options)
     if scheme == "cosmos+https":
-        try:
+        with _extra("Cosmos DB", "azure-cosmos and aiohttp", "cosmos"):
             from langgraph_hybrid_saver.backends.cosmos import CosmosBackend
-        except ImportError as e:
-            raise MissingExtraError(
-                "the Cosmos DB backend needs azure-cosmos and aiohttp: pip install "
-                "'langgraph-hybrid-saver[cosmos]'"
-            ) from e
         return CosmosBackend.from_url(url, **options)
     shown = redact(url) if isinstance(url, str) else repr(url)
     raise ConfigError(

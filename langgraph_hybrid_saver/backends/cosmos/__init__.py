@@ -42,13 +42,13 @@ attempts, `THROTTLE_MAX_WAIT_S` seconds in all; no fixed interval is set, so
 the server's value is what counts). `from_url` configures that; a client you
 pass in keeps its own retry settings.
 
-Timeouts: the SDK's defaults apply (5 s to connect, 65 s without a byte from
-the server), and the SDK retries connection failures, reads more than writes:
-against a hung server (the test stand-in under SIGSTOP: connections accepted
-by the kernel, never answered) one point read took 88 s and one batch 22 s to
-fail. The URL options `connection_timeout` and `read_timeout` (seconds, passed
-to the SDK as they are) shorten that, e.g. for a reconciler that should report
-a hung server sooner (tests/test_cosmos_outage.py uses 1 and 1: 6 to 10 s).
+Timeouts: the SDK's defaults apply (its connection and read timeouts), and
+the SDK retries connection failures, reads more than writes, so against a
+hung server (connections accepted, never answered) a read or a batch fails
+only after several of those timeouts. The URL options `connection_timeout`
+and `read_timeout` (seconds, passed to the SDK as they are) shorten that,
+e.g. for a reconciler that should report a hung server sooner
+(tests/test_cosmos_outage.py sets both).
 """
 
 import aiohttp  # noqa: F401  (azure-core's async transport; fail early if missing)

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from langgraph_hybrid_saver.backends import redact
 from langgraph_hybrid_saver.backends._apply import refuse_delta_threads
+from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.postgres.apply import apply_staged
 from langgraph_hybrid_saver.backends.postgres.read import stored
 from langgraph_hybrid_saver.backends.postgres.refusals import refusal
@@ -116,14 +117,7 @@ class PostgresBackend:
     async def get(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
     ) -> StoredCheckpoint | None:
-        if checkpoint_id:
-            where = "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
-            args: tuple[Any, ...] = (thread_id, checkpoint_ns, checkpoint_id)
-        else:
-            where = (
-                "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
-            )
-            args = (thread_id, checkpoint_ns)
+        where, args = get_clause(thread_id, checkpoint_ns, checkpoint_id, "%s")
         rows = await self._fetch(SELECT_SQL + where, args)
         return stored(rows[0]) if rows else None
 

@@ -13,9 +13,8 @@ MIGRATIONS = [
     thread_id TEXT PRIMARY KEY,
     applied_seq TEXT NOT NULL DEFAULT ''
 )""",
-    # Values over ~2 KB are compressed by TOAST: inserting the 140 KB state's
-    # 132 KB blob takes 2.8 ms with pglz (the default, which then stores it
-    # uncompressed), 0.9 ms with lz4, 0.78x the size
+    # Large values are compressed by TOAST; lz4 is faster than pglz (the
+    # default) and compresses checkpoint blobs smaller
     # (benchmarks/results/experiments/toast.md). New values only, no
     # rewrite; readers (PostgresSaver too) see no difference. A server older
     # than 14 or built without lz4 keeps pglz.
@@ -83,9 +82,9 @@ WHERE t.thread_id = v.thread_id
 
 # A batch's rows reach the official tables through one binary COPY into a
 # temporary staging table and one statement per run (STAGED_SQL): psycopg's
-# executemany spends ~11 us of client CPU per row, a binary COPY under 1 us
-# (benchmarks/results/experiments/bulk.md), CPU an in-process reconciler
-# takes from the application's event loop. The table is created by the first
+# executemany spends an order of magnitude more client CPU per row than a
+# binary COPY (benchmarks/results/experiments/bulk.md), CPU an in-process
+# reconciler takes from the application's event loop. The table is created by the first
 # batch of a session that lacks it (the watermark lock says whether it
 # exists: a pooler or DISCARD may hand us a session without it); ON COMMIT
 # DELETE ROWS empties it with the transaction. Named with its schema

@@ -28,7 +28,7 @@ reconciled. Our own additions:
   version), as `checkpoint_blobs` in PostgreSQL. An outbox entry only carries
   the blobs of channels that changed; the unchanged ones come from here when
   the whole checkpoint is assembled.
-* `hybrid_saver_threads`: the per-thread watermark (see `backends/__init__`).
+* `hybrid_saver_threads`: the per-thread watermark (see `backends/protocol.py`).
 
 We also read what the official saver wrote, and a thread it started can be
 continued: when a reconciled checkpoint refers to channel versions that are

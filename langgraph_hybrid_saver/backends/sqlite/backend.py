@@ -21,6 +21,7 @@ from langgraph_hybrid_saver.backends._apply import (
     plan_apply,
     refuse_delta_threads,
 )
+from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.sqlite.apply import write_run
 from langgraph_hybrid_saver.backends.sqlite.official_rows import OfficialRows
 from langgraph_hybrid_saver.backends.sqlite.read import load, parse_metadata, read_blobs
@@ -159,12 +160,7 @@ class SqliteBackend:
     async def get(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
     ) -> StoredCheckpoint | None:
-        if checkpoint_id:
-            where = "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
-            args: tuple[Any, ...] = (thread_id, checkpoint_ns, checkpoint_id)
-        else:
-            where = "WHERE thread_id = ? AND checkpoint_ns = ? ORDER BY checkpoint_id DESC LIMIT 1"
-            args = (thread_id, checkpoint_ns)
+        where, args = get_clause(thread_id, checkpoint_ns, checkpoint_id, "?")
         async with self._reading() as conn:
             rows = list(await conn.execute_fetchall(SELECT_SQL + where, args))
             return await load(conn, rows[0], self.official) if rows else None

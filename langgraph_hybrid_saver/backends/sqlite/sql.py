@@ -60,8 +60,8 @@ FROM checkpoints
 """
 # ? 1: JSON array of [thread_id, checkpoint_ns, channel, version]. CROSS JOIN
 # keeps json_each the outer loop, so each element is one primary-key search;
-# with a plain JOIN the planner scans every blob of the thread (0.7 ms at
-# 1,000 blobs, growing with the thread, against 10 µs).
+# with a plain JOIN the planner scans every blob of the thread, a cost that
+# grows with the thread.
 SELECT_BLOB_KEYS_SQL = """
 SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.type, b.blob FROM json_each(?) AS v
 CROSS JOIN hybrid_saver_blobs AS b
