@@ -60,6 +60,11 @@ class DurableBackend(Protocol):
     async def list(self, query: ListQuery) -> list[StoredCheckpoint]:
         """Checkpoints newest first, with blobs and writes."""
 
+    async def thread_ids(self, after: str, limit: int) -> builtins.list[str]:
+        """Up to `limit` thread ids that sort after `after` ('' first), in the
+        store's order: pages of every thread the store holds (for the thread
+        index in Redis)."""
+
     async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
         """Delete checkpoints (and their writes) created by the runs; returns
         the thread ids touched."""

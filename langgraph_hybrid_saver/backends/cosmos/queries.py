@@ -13,6 +13,9 @@ INDEX_SQL = (
     "c.run_id, c.delta, c.refs, c.cp, c.owner FROM c WHERE c.kind != 'watermark'"
 )
 COUNT_KIND_SQL = "SELECT VALUE COUNT(1) FROM c WHERE c.kind = @kind"
+THREAD_IDS_SQL = (
+    "SELECT VALUE c.thread_id FROM c WHERE c.kind = 'checkpoint' AND c.thread_id > @after"
+)
 RUNS_SQL = (
     "SELECT VALUE c.thread_id FROM c "
     "WHERE c.kind = 'checkpoint' AND ARRAY_CONTAINS(@runs, c.run_id)"

@@ -25,6 +25,7 @@ from langgraph_hybrid_saver.backends.cosmos.queries import (
     BY_IDS_SQL,
     COUNT_KIND_SQL,
     LATEST_SQL,
+    THREAD_IDS_SQL,
     WRITES_OF_SQL,
 )
 from langgraph_hybrid_saver.core import ListQuery, StoredCheckpoint, json_contains, list_conditions
@@ -56,6 +57,14 @@ class CosmosReads(CosmosBase):
     @metered
     async def watermark(self, thread_id: str) -> str:
         return (await self._read_watermark(thread_id)).seq
+
+    @metered
+    async def thread_ids(self, after: str, limit: int) -> builtins.list[str]:
+        """From the checkpoint documents, cross-partition; sorted here (one
+        query per page: fine for the index build, which runs in the
+        background after a Redis restart)."""
+        param = [{"name": "@after", "value": after}]
+        return sorted(set(await self._query(THREAD_IDS_SQL, param, None)))[:limit]
 
     @metered
     async def get(

@@ -36,6 +36,7 @@ from langgraph_hybrid_saver.backends.postgres.sql import (
     SETUP_LOCK_SQL,
     SETUP_UNLOCK_SQL,
     TEMP_PRIVILEGE_SQL,
+    THREAD_IDS_SQL,
     UNLINK_PRUNED_PARENTS_SQL,
 )
 from langgraph_hybrid_saver.core import ListQuery, Op, StoredCheckpoint, list_conditions
@@ -124,6 +125,10 @@ class PostgresBackend:
     async def watermark(self, thread_id: str) -> str:
         rows = await self._fetch(SELECT_WATERMARK_SQL, (thread_id,))
         return str(rows[0]["applied_seq"]) if rows else ""
+
+    async def thread_ids(self, after: str, limit: int) -> builtins.list[str]:
+        rows = await self._fetch(THREAD_IDS_SQL, (after, limit))
+        return [r["thread_id"] for r in rows]
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> builtins.list[DictRow]:
         """Run a read; once more if the server had closed the pooled

@@ -72,6 +72,9 @@ ON CONFLICT (thread_id) DO UPDATE SET thread_id = EXCLUDED.thread_id
 RETURNING thread_id, applied_seq,
     to_regclass('pg_temp.hybrid_saver_stage') IS NOT NULL AS staged
 """
+THREAD_IDS_SQL = (
+    "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id > %s ORDER BY thread_id LIMIT %s"
+)
 SELECT_WATERMARK_SQL = "SELECT applied_seq FROM hybrid_saver_threads WHERE thread_id = %s"
 
 SET_WATERMARKS_SQL = """

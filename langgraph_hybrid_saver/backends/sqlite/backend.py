@@ -39,6 +39,7 @@ from langgraph_hybrid_saver.backends.sqlite.sql import (
     SET_WATERMARK_SQL,
     THREAD_BLOBS_SQL,
     THREAD_DOCS_SQL,
+    THREAD_IDS_SQL,
     UNLINK_PRUNED_PARENTS_SQL,
 )
 from langgraph_hybrid_saver.backends.sqlite.url import path_from_url
@@ -169,6 +170,11 @@ class SqliteBackend:
         async with self._reading() as conn:
             rows = list(await conn.execute_fetchall(SELECT_WATERMARK_SQL, (thread_id,)))
             return str(rows[0][0]) if rows else ""
+
+    async def thread_ids(self, after: str, limit: int) -> builtins.list[str]:
+        async with self._reading() as conn:
+            rows = await conn.execute_fetchall(THREAD_IDS_SQL, (after, limit))
+            return [r[0] for r in rows]
 
     async def get_blobs(
         self, thread_id: str, checkpoint_ns: str, refs: Sequence[tuple[str, str]]

@@ -95,6 +95,9 @@ SELECT_WATERMARKS_SQL = """
 SELECT thread_id, applied_seq FROM hybrid_saver_threads
 WHERE thread_id IN (SELECT value FROM json_each(?))
 """
+THREAD_IDS_SQL = (
+    "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id > ? ORDER BY thread_id LIMIT ?"
+)
 SELECT_WATERMARK_SQL = "SELECT applied_seq FROM hybrid_saver_threads WHERE thread_id = ?"
 SET_WATERMARK_SQL = """
 INSERT INTO hybrid_saver_threads (thread_id, applied_seq) VALUES (?, ?)
