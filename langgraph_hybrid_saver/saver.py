@@ -511,11 +511,13 @@ class AsyncHybridSaver(SyncBridge):
     async def _acquire(self, thread_id: str, ttl: float) -> str:
         thread_id = normalize_id(thread_id, "thread_id")
         owner = self.reconciler.owner if self.reconciler else f"saver:{id(self):x}"
-        return await self.writes.acquire(thread_id, owner, ttl)
+        with redis_errors(self.hot.where):
+            return await self.writes.acquire(thread_id, owner, ttl)
 
     @on_own_loop
     async def _release(self, thread_id: str) -> None:
-        await self.writes.release(thread_id)
+        with redis_errors(self.hot.where):
+            await self.writes.release(thread_id)
 
     @contextmanager
     def lease(self, thread_id: str, ttl: float = 30.0) -> Iterator[str]:

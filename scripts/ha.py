@@ -117,8 +117,7 @@ class SentinelGroup:
         return state
 
     def primary_port(self) -> int:
-        _host, port = _client(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
-        return int(port)
+        return int(self._master_state(self.sentinel_ports[0])["port"])
 
     def server(self, port: int) -> RedisServer:
         return next(s for s in self.servers if s.port == port)
@@ -139,11 +138,8 @@ class SentinelGroup:
         """Until every sentinel names a primary other than `old_port` that says
         it is one; its port."""
 
-        def promoted() -> bool:
-            ports = {
-                int(_client(p).sentinel_get_master_addr_by_name(SERVICE)[1])
-                for p in self.sentinel_ports
-            }
+        def promoted() -> bool:  # SENTINEL MASTER's address: what redis-py's client asks
+            ports = {int(self._master_state(p)["port"]) for p in self.sentinel_ports}
             if len(ports) != 1 or old_port in ports:
                 return False
             return _client(ports.pop()).info("replication")["role"] == "master"

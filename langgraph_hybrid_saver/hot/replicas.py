@@ -125,12 +125,14 @@ class ReplicaAck:
 
     async def _send(self, hot: Any, key: str, commands: list[tuple[Any, ...]]) -> list[Any]:
         lanes: Lanes | None = hot._lanes
-        if lanes is not None:
+        for _ in range(2):  # a broken lane reopens (on the new primary after a failover)
+            if lanes is None:
+                break
             try:
                 return await lanes.send(commands)
             except LaneBroken as e:
                 if e.unsupported:
-                    hot._lanes = None
+                    hot._lanes = lanes = None
         if isinstance(hot.redis, RedisCluster):
             return await _cluster_send(hot.redis, key, commands)
         async with hot.redis.pipeline(transaction=False) as pipe:  # one pooled connection

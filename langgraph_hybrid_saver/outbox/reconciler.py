@@ -253,7 +253,10 @@ class Reconciler:
                 await self._pause(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
         await self.drain(self.drain_timeout)
-        await self.release_all()
+        try:
+            await self.release_all()
+        except RedisError as e:  # e.g. Redis failing over: the leases expire by themselves
+            logger.warning("releasing the shard leases on close failed: %s", e)
         unwatch()
 
     async def drain(self, timeout: float) -> None:
