@@ -7,9 +7,10 @@ from Redis when a reader collects), apply latency, applied entries,
 read-throughs and errors by tier. Names are the module constants below.
 
 Everything goes through the OpenTelemetry API: while no SDK tracer provider
-is set, a traced call goes straight to the method (one provider check, no
-span), and without `opentelemetry-api` installed the decorators return the
-methods unchanged and every hook returns at once, allocating nothing.
+is set, a traced call goes straight to the method (no span; a global
+provider set later is picked up within NOOP_RECHECK seconds), and without
+`opentelemetry-api` installed the decorators return the methods unchanged
+and every hook returns at once, allocating nothing.
 `configure()` sends this package's telemetry to given providers instead of
 the global ones; `serve_prometheus()` serves the metrics for scraping (the
 `reconcile --metrics-port` worker option).
@@ -79,6 +80,7 @@ LOCAL_CACHE = "hybrid_saver.local_cache.lookups"
 # Seconds: durable applies take from under a millisecond to seconds.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 STATE_MAX_AGE = 1.0  # seconds one outbox read serves the three gauges
+NOOP_RECHECK = 1.0  # seconds between looks for a global SDK tracer provider
 STATE_TIMEOUT = 2.0  # seconds a collection waits for the outbox read
 
 P = ParamSpec("P")
@@ -93,6 +95,7 @@ class _Instruments:
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.tracer = otel_trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         self.global_tracer = tracer_provider is None
+        self.sdk_seen = False  # the global provider was found to be an SDK's
         meter = otel_metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.applied = meter.create_counter(
             APPLIED, "{entry}", "Outbox entries applied to the durable store"
@@ -132,16 +135,18 @@ class _Instruments:
 # The instruments in use (None without opentelemetry-api); made at the end
 # of the module, once the gauges' callbacks are defined.
 _inst: _Instruments | None = None
+_noop_until = 0.0  # time.monotonic() before which the global tracer is known to be a no-op
 
 
 def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     """Send this package's spans and metrics to these providers (None: the
     global ones, set with opentelemetry's `set_tracer_provider` and
     `set_meter_provider`, the default)."""
-    global _inst
+    global _inst, _noop_until
     if not ENABLED:
         raise MissingExtraError(f"telemetry needs opentelemetry-api: {INSTALL}")
     _inst = _Instruments(tracer_provider, meter_provider)
+    _noop_until = 0.0
 
 
 # --- spans -----------------------------------------------------------------------
@@ -214,12 +219,23 @@ def _traced_generator(
 
 def _tracer() -> Any:
     """The tracer to use, or None while tracing is the global no-op (no SDK
-    configured): then a call skips the span machinery altogether."""
+    tracer provider set): then a call skips the span machinery altogether.
+    Asking for the global provider costs microseconds, so while it is the
+    no-op it is asked again at most every NOOP_RECHECK seconds (a provider
+    set later is used from then on); once it is real, it stays."""
+    global _noop_until
     inst = _inst
     if inst is None:
         return None
-    if inst.global_tracer and isinstance(otel_trace.get_tracer_provider(), _NOOP_PROVIDERS):
+    if not inst.global_tracer or inst.sdk_seen:
+        return inst.tracer
+    now = time.monotonic()
+    if now < _noop_until:
         return None
+    if isinstance(otel_trace.get_tracer_provider(), _NOOP_PROVIDERS):
+        _noop_until = now + NOOP_RECHECK
+        return None
+    inst.sdk_seen = True
     return inst.tracer
 
 

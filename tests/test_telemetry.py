@@ -367,3 +367,54 @@ def test_without_opentelemetry_everything_is_the_plain_method(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_global_sdk_provider_set_after_the_first_calls_is_used(
+    redis_url: str, key_prefix: str, tmp_path: Any
+) -> None:
+    """The production path: the app sets the global providers (here only after
+    the saver has served calls on the no-op ones), and the saver's spans and
+    metrics go there. A process of its own: a global provider is set once."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, time
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from langgraph_hybrid_saver import AsyncHybridSaver, telemetry
+        from tests.helpers import put_chain
+
+        async def main():
+            async with AsyncHybridSaver.from_conn_string(
+                {redis_url!r}, "sqlite:///{tmp_path}/x.db", key_prefix={key_prefix!r}
+            ) as saver:
+                await put_chain(saver, "before", 2)  # no SDK yet: no-op
+                spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+                provider = TracerProvider()
+                provider.add_span_processor(SimpleSpanProcessor(spans))
+                trace.set_tracer_provider(provider)
+                metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+                time.sleep(telemetry.NOOP_RECHECK)  # the no-op verdict expires
+                await put_chain(saver, "after", 2)
+                await saver.aflush()
+                puts = [s for s in spans.get_finished_spans() if s.name == "hybrid_saver.aput"]
+                threads = {{s.attributes.get(telemetry.THREAD_ID) for s in puts}}
+                assert threads == {{"after"}}, threads
+                data = await asyncio.to_thread(reader.get_metrics_data)
+                names = {{m.name for r in data.resource_metrics for s in r.scope_metrics
+                         for m in s.metrics}}
+                assert telemetry.APPLIED in names and telemetry.BACKLOG in names, names
+                keys = [k async for k in saver.hot.redis.scan_iter({key_prefix!r} + ":*")]
+                await saver.hot.redis.delete(*keys)
+        asyncio.run(main())
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
