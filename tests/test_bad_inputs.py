@@ -37,6 +37,7 @@ from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 from scripts.servers import PostgresCluster, RedisServer
 
 from .conftest import THROWAWAY_APP_PASSWORD
+from .helpers import noise
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_PASSWORD = "redis-s3cret-pw"
@@ -290,7 +291,7 @@ async def test_unencodable_channel_value_and_write(external: AsyncHybridSaver) -
 async def test_oversize_value(external: AsyncHybridSaver) -> None:
     """A value over the server's proto-max-bulk-len: SerializationError naming
     the channel and the limit, nothing written; the same for a pending write."""
-    big = ["x" * (2 * 1024 * 1024)]
+    big = [noise(2 * 1024 * 1024)]  # random text: still over the limit once compressed
     tid = str(uuid.uuid4())
     with pytest.raises(SerializationError, match=r"channel 'messages' is [\d,]+ bytes.*1,048,576"):
         await external.aput(generate_config(tid), *one_put(value=big))
@@ -310,7 +311,7 @@ async def test_redis_out_of_memory(external: AsyncHybridSaver) -> None:
     tid = str(uuid.uuid4())
     with pytest.raises(HotTierFullError, match=r"(?i)memory"):
         for step in range(1, 20):
-            await external.aput(generate_config(tid), *one_put(step, ["y" * 700_000]))
+            await external.aput(generate_config(tid), *one_put(step, [noise(700_000, step)]))
     # A large value goes in a SET queued in the put's MULTI: refused there, nothing ran.
     assert [k async for k in external.hot.redis.scan_iter(f"{external.hot.prefix}:*:t:*")] == []
     puts = await external.hot.redis.xlen(external.hot.outbox(tid))
