@@ -39,14 +39,16 @@ from langgraph_hybrid_saver.backends import (
 from langgraph_hybrid_saver.bridge import SyncBridge, on_own_loop
 from langgraph_hybrid_saver.clients import open_clients
 from langgraph_hybrid_saver.core import (
-    encode_put,
-    encode_writes,
     list_query,
     next_config,
     next_version,
     normalize_id,
     parse_config,
     to_tuple,
+)
+from langgraph_hybrid_saver.encode import (
+    encode_put,
+    encode_writes,
 )
 from langgraph_hybrid_saver.errors import ConfigError
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier

@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import DurableBackend
-from langgraph_hybrid_saver.core import DeleteThreadOp, ListQuery, seq_key
+from langgraph_hybrid_saver.core import ListQuery
 from langgraph_hybrid_saver.errors import (
     BacklogError,
     ConfigError,
@@ -36,6 +36,10 @@ from langgraph_hybrid_saver.errors import (
     ServerUnreachableError,
 )
 from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    seq_key,
+)
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler, ReconcilerStats, apply_entries
 from langgraph_hybrid_saver.tiering import Tiers
 

@@ -50,9 +50,11 @@ from typing_extensions import TypedDict
 
 import langgraph_hybrid_saver
 from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver
-from langgraph_hybrid_saver.core import PutOp, encode_put, to_tuple
+from langgraph_hybrid_saver.core import to_tuple
+from langgraph_hybrid_saver.encode import encode_put
 from langgraph_hybrid_saver.hot import LAYOUT_VERSION
 from langgraph_hybrid_saver.outbox.codec import decode_entry
+from langgraph_hybrid_saver.outbox.ops import PutOp
 from scripts import fault_workload as wl
 from scripts.ha import ReplicatedCluster, SentinelGroup, failover_run
 from scripts.servers import PostgresCluster, RedisServer

@@ -31,14 +31,16 @@ from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler
 from langgraph_hybrid_saver.core import (
     BlobRow,
     CheckpointRow,
-    DeleteThreadOp,
     ListQuery,
-    PutOp,
     WriteRow,
+)
+from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    PutOp,
     WritesOp,
     seq_key,
 )
-from langgraph_hybrid_saver.hot import PIN_MIN_BYTES
 
 # --- seeding a saver ------------------------------------------------------------------
 

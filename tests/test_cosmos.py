@@ -48,9 +48,9 @@ from langgraph_hybrid_saver.backends.cosmos import (
     pack,
     unpack,
 )
-from langgraph_hybrid_saver.core import (
+from langgraph_hybrid_saver.core import ListQuery
+from langgraph_hybrid_saver.outbox.ops import (
     DeleteThreadOp,
-    ListQuery,
     Op,
     seq_key,
 )

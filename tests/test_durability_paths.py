@@ -34,7 +34,8 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver, SerializationError
-from langgraph_hybrid_saver.core import Op, encode_put
+from langgraph_hybrid_saver.encode import encode_put
+from langgraph_hybrid_saver.outbox.ops import Op
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
 from .conftest import hybrid_saver, pg_schema

@@ -16,15 +16,17 @@ from langgraph_hybrid_saver.backends.postgres import PostgresBackend
 from langgraph_hybrid_saver.backends.postgres.apply import staged_rows
 from langgraph_hybrid_saver.core import (
     CheckpointRow,
+    StoredCheckpoint,
+    WriteRow,
+)
+from langgraph_hybrid_saver.errors import DurableStoreError
+from langgraph_hybrid_saver.outbox.ops import (
     DeleteThreadOp,
     Op,
     PutOp,
-    StoredCheckpoint,
-    WriteRow,
     WritesOp,
     seq_key,
 )
-from langgraph_hybrid_saver.errors import DurableStoreError
 
 from .conftest import pg_schema
 from .helpers import put_op

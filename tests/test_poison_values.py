@@ -1,7 +1,7 @@
 """Values no durable store can hold as they are: stored as blobs, or refused.
 
 A channel value stays inline in the checkpoint JSON only if every store's
-JSON holds it unchanged (`core.storable_inline`); other primitives become
+JSON holds it unchanged (`encode.storable_inline`); other primitives become
 typed blobs, which every store holds and the official savers read. What no
 store can hold (a lone surrogate, an int past 64 bits, NUL or a lone
 surrogate in metadata, ids and names) is refused at put/put_writes, before
@@ -30,10 +30,12 @@ from langgraph_hybrid_saver.core import (
     BlobRow,
     ListQuery,
     blob_field,
-    encode_put,
-    encode_writes,
     normalize_id,
     parse_config,
+)
+from langgraph_hybrid_saver.encode import (
+    encode_put,
+    encode_writes,
     storable_inline,
 )
 from tests.conftest import hybrid_saver

@@ -35,16 +35,20 @@ from langgraph_hybrid_saver.backends.sqlite import (
     splice_checkpoint,
 )
 from langgraph_hybrid_saver.core import (
-    DeleteThreadOp,
     ListQuery,
-    Op,
-    PutOp,
     StoredCheckpoint,
-    WritesOp,
+    to_tuple,
+)
+from langgraph_hybrid_saver.encode import (
     encode_put,
     encode_writes,
+)
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    Op,
+    PutOp,
+    WritesOp,
     seq_key,
-    to_tuple,
 )
 
 from .helpers import put_chain

@@ -7,7 +7,7 @@ writes:
    `batch_threads` order so that concurrent appliers cannot deadlock;
 2. `plan_apply`: skip every entry at or below its thread's watermark and
    cut the rest into runs of puts and writes, each ended by the delete that
-   follows it (`core.apply_order`): a delete must land after what was
+   follows it (`outbox.ops.apply_order`): a delete must land after what was
    queued before it, and a run can be written one statement per table;
 3. write each run, then its delete (the store's part);
 4. store the watermarks that moved (`ApplyPlan.watermarks`) with the rows,
@@ -22,7 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from langgraph_hybrid_saver.core import DeleteThreadOp, Op, apply_order
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    Op,
+    apply_order,
+)
 
 
 @dataclass(frozen=True, slots=True)

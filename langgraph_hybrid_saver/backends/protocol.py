@@ -22,7 +22,11 @@ import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from langgraph_hybrid_saver.core import ListQuery, Op, StoredCheckpoint
+from langgraph_hybrid_saver.core import (
+    ListQuery,
+    StoredCheckpoint,
+)
+from langgraph_hybrid_saver.outbox.ops import Op
 
 
 @runtime_checkable

@@ -34,7 +34,11 @@ from typing import Any
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from langgraph_hybrid_saver.core import StoredCheckpoint, WriteRow, sort_writes
+from langgraph_hybrid_saver.core import (
+    StoredCheckpoint,
+    WriteRow,
+    sort_writes,
+)
 from langgraph_hybrid_saver.history.load import (
     Loaded,
     Report,

@@ -8,14 +8,16 @@ import ormsgpack
 from langgraph_hybrid_saver.core import (
     BlobRow,
     CheckpointRow,
+)
+from langgraph_hybrid_saver.errors import CorruptDataError
+from langgraph_hybrid_saver.hot.codec import unpack_blob, unpack_write
+from langgraph_hybrid_saver.outbox.ops import (
     DeleteThreadOp,
     Op,
     PutOp,
     WritesOp,
     seq_key,
 )
-from langgraph_hybrid_saver.errors import CorruptDataError
-from langgraph_hybrid_saver.hot.codec import unpack_blob, unpack_write
 
 
 def decode_entry(

@@ -31,8 +31,12 @@ from redis.exceptions import RedisError
 
 from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import DurableBackend, reason, refused
-from langgraph_hybrid_saver.core import DeleteThreadOp, Op, PutOp
 from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    Op,
+    PutOp,
+)
 from langgraph_hybrid_saver.outbox.stream import Applied, Outbox
 
 logger = logging.getLogger("langgraph_hybrid_saver.reconciler")

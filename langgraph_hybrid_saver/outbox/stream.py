@@ -12,11 +12,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from langgraph_hybrid_saver.core import Op, PutOp, WritesOp
 from langgraph_hybrid_saver.errors import CorruptDataError
 from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.hot.lua import source
 from langgraph_hybrid_saver.outbox.codec import decode_entry
+from langgraph_hybrid_saver.outbox.ops import (
+    Op,
+    PutOp,
+    WritesOp,
+)
 
 logger = logging.getLogger("langgraph_hybrid_saver.outbox")
 

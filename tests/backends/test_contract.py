@@ -18,7 +18,12 @@ import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend
-from langgraph_hybrid_saver.core import ListQuery, StoredCheckpoint, WriteRow, seq_key
+from langgraph_hybrid_saver.core import (
+    ListQuery,
+    StoredCheckpoint,
+    WriteRow,
+)
+from langgraph_hybrid_saver.outbox.ops import seq_key
 
 from ..helpers import delete_op, put_op, writes_op
 

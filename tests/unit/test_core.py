@@ -20,7 +20,6 @@ from langgraph_hybrid_saver.core import (
     ListQuery,
     StoredCheckpoint,
     WriteRow,
-    apply_order,
     json_contains,
     list_conditions,
     list_query,
@@ -29,9 +28,12 @@ from langgraph_hybrid_saver.core import (
     next_version,
     normalize_id,
     parse_config,
-    seq_key,
     sort_writes,
     to_tuple,
+)
+from langgraph_hybrid_saver.outbox.ops import (
+    apply_order,
+    seq_key,
 )
 
 from ..helpers import delete_op, put_op, writes_op

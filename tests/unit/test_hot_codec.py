@@ -16,13 +16,9 @@ from langgraph_hybrid_saver import CorruptDataError
 from langgraph_hybrid_saver.core import (
     BlobRow,
     CheckpointRow,
-    DeleteThreadOp,
-    PutOp,
     StoredCheckpoint,
     WriteRow,
-    WritesOp,
     blob_field,
-    seq_key,
 )
 from langgraph_hybrid_saver.hot.codec import (
     decode_record,
@@ -36,6 +32,12 @@ from langgraph_hybrid_saver.hot.codec import (
     write_field,
 )
 from langgraph_hybrid_saver.outbox.codec import decode_entry
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    PutOp,
+    WritesOp,
+    seq_key,
+)
 
 # --- pack_for_lua ---------------------------------------------------------------------------
 

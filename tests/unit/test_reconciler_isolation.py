@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from langgraph_hybrid_saver.core import DeleteThreadOp, Op
 from langgraph_hybrid_saver.errors import SerializationError
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    Op,
+)
 from langgraph_hybrid_saver.outbox.reconciler import ReconcilerStats, apply_entries
 
 

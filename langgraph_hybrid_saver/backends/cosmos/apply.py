@@ -29,8 +29,12 @@ from langgraph_hybrid_saver.backends.cosmos.queries import (
     RUNS_SQL,
     WRITE_IDS_OF_SQL,
 )
-from langgraph_hybrid_saver.core import Op, PutOp, WritesOp
 from langgraph_hybrid_saver.errors import DurableStoreError
+from langgraph_hybrid_saver.outbox.ops import (
+    Op,
+    PutOp,
+    WritesOp,
+)
 
 
 class Conflict(Exception):

@@ -11,8 +11,12 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from langgraph_hybrid_saver.core import PutOp, StoredCheckpoint, WriteRow
+from langgraph_hybrid_saver.core import (
+    StoredCheckpoint,
+    WriteRow,
+)
 from langgraph_hybrid_saver.errors import CorruptDataError
+from langgraph_hybrid_saver.outbox.ops import PutOp
 
 # --- container and partition settings -----------------------------------------
 

@@ -28,7 +28,12 @@ from langgraph_hybrid_saver.backends.cosmos.queries import (
     THREAD_IDS_SQL,
     WRITES_OF_SQL,
 )
-from langgraph_hybrid_saver.core import ListQuery, StoredCheckpoint, json_contains, list_conditions
+from langgraph_hybrid_saver.core import (
+    ListQuery,
+    StoredCheckpoint,
+    json_contains,
+    list_conditions,
+)
 from langgraph_hybrid_saver.errors import CorruptDataError
 
 

@@ -22,7 +22,11 @@ from langgraph_hybrid_saver.backends.postgres.sql import (
     STAGE_TYPES,
     STAGED_SQL,
 )
-from langgraph_hybrid_saver.core import DeleteThreadOp, Op, PutOp
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    Op,
+    PutOp,
+)
 
 
 async def apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op]) -> int:

@@ -39,8 +39,13 @@ from langgraph_hybrid_saver.backends.postgres.sql import (
     THREAD_IDS_SQL,
     UNLINK_PRUNED_PARENTS_SQL,
 )
-from langgraph_hybrid_saver.core import ListQuery, Op, StoredCheckpoint, list_conditions
+from langgraph_hybrid_saver.core import (
+    ListQuery,
+    StoredCheckpoint,
+    list_conditions,
+)
 from langgraph_hybrid_saver.errors import ConfigError, DurableStoreError, ServerUnreachableError
+from langgraph_hybrid_saver.outbox.ops import Op
 
 
 class PostgresBackend:

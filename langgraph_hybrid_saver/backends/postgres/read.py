@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from psycopg.rows import DictRow
 
-from langgraph_hybrid_saver.core import StoredCheckpoint, WriteRow
+from langgraph_hybrid_saver.core import (
+    StoredCheckpoint,
+    WriteRow,
+)
 
 
 def stored(row: DictRow) -> StoredCheckpoint:

@@ -21,7 +21,11 @@ from langgraph_hybrid_saver.backends.sqlite.sql import (
     UPSERT_CHECKPOINT_SQL,
     UPSERT_WRITES_SQL,
 )
-from langgraph_hybrid_saver.core import Op, PutOp, WritesOp
+from langgraph_hybrid_saver.outbox.ops import (
+    Op,
+    PutOp,
+    WritesOp,
+)
 
 
 async def write_run(

@@ -45,12 +45,12 @@ from langgraph_hybrid_saver.backends.sqlite.sql import (
 from langgraph_hybrid_saver.backends.sqlite.url import path_from_url
 from langgraph_hybrid_saver.core import (
     ListQuery,
-    Op,
     StoredCheckpoint,
     json_contains,
     list_conditions,
 )
 from langgraph_hybrid_saver.errors import ConfigError, DurableStoreError, ServerUnreachableError
+from langgraph_hybrid_saver.outbox.ops import Op
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 

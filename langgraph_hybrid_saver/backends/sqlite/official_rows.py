@@ -23,8 +23,14 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_hybrid_saver.backends.sqlite.read import BlobKey
 from langgraph_hybrid_saver.backends.sqlite.sql import INSERT_BLOBS_SQL, SELECT_OFFICIAL_SQL
-from langgraph_hybrid_saver.core import BlobRow, PutOp, StoredCheckpoint, encode_put, to_tuple
+from langgraph_hybrid_saver.core import (
+    BlobRow,
+    StoredCheckpoint,
+    to_tuple,
+)
+from langgraph_hybrid_saver.encode import encode_put
 from langgraph_hybrid_saver.errors import CorruptDataError
+from langgraph_hybrid_saver.outbox.ops import PutOp
 
 
 class OfficialRows:

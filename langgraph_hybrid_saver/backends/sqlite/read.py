@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any, cast
 import aiosqlite
 
 from langgraph_hybrid_saver.backends.sqlite.sql import SELECT_BLOB_KEYS_SQL, SELECT_WRITES_SQL
-from langgraph_hybrid_saver.core import StoredCheckpoint, WriteRow
+from langgraph_hybrid_saver.core import (
+    StoredCheckpoint,
+    WriteRow,
+)
 
 if TYPE_CHECKING:
     from langgraph_hybrid_saver.backends.sqlite.official_rows import OfficialRows

@@ -8,7 +8,6 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
-from langgraph_hybrid_saver.core import DeleteThreadOp, Op, PutOp
 from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError, NotFoundError
 from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.outbox.codec import decode_entry
@@ -22,6 +21,11 @@ from langgraph_hybrid_saver.outbox.deadletters.letters import (
     as_text,
     stream_ms,
     stream_order,
+)
+from langgraph_hybrid_saver.outbox.ops import (
+    DeleteThreadOp,
+    Op,
+    PutOp,
 )
 from langgraph_hybrid_saver.outbox.stream import Outbox
 
