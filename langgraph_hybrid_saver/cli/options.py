@@ -61,7 +61,8 @@ def redis_option(f: F) -> F:
         envvar=ENV_REDIS,
         show_envvar=True,
         metavar="URL",
-        help="Redis URL, e.g. redis://127.0.0.1:6379/0.",
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (behind Sentinel: "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]).",
     )(f)
 
 

@@ -33,6 +33,18 @@ from langgraph_hybrid_saver.cli.options import Servers, number_option, run_coro,
     help="Seconds to keep draining after SIGTERM before giving the shards up.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (the [otel] extra; 0: a free port).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics endpoint listens on (0.0.0.0: every interface).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -46,6 +58,8 @@ def reconcile(
     run_setup: bool,
     drain_timeout: float,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a reconciler worker: drain the Redis outbox into the durable store.
 
@@ -58,6 +72,10 @@ def reconcile(
     from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if metrics_port is not None:  # served until the process exits (a daemon thread)
+        from langgraph_hybrid_saver.telemetry import serve_prometheus
+
+        click.echo(f"metrics on {serve_prometheus(metrics_port, metrics_host).url}")
 
     async def run() -> None:
         async with servers.open() as t:
