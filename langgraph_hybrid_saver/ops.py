@@ -41,29 +41,12 @@ from langgraph_hybrid_saver.backends import DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.errors import ConfigError, ServerUnreachableError
 from langgraph_hybrid_saver.hot import DEFAULT_SHARDS, LAYOUT_VERSION, HotTier
 from langgraph_hybrid_saver.hot.client import connect_redis
+from langgraph_hybrid_saver.hot.lua import source
 from langgraph_hybrid_saver.outbox.stream import Outbox
 
 PACKAGE = "langgraph-hybrid-saver"
 DEFAULT_LAG_SAMPLE = 1000
 SCAN_COUNT = 1000
-
-# KEYS: an outbox stream. ARGV: max ids. Returns {oldest ids..., newest id or
-# false}. Ids only: an entry carries a whole checkpoint, the id is all we need.
-# Walks in chunks of 100 without exclusive ranges, which need Redis 6.2.
-_OUTBOX_IDS = """
-local out, start, left = {}, '-', tonumber(ARGV[1])
-while left > 0 do
-  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', math.min(left, 100))
-  if #batch == 0 then break end
-  for _, e in ipairs(batch) do out[#out + 1] = e[1] end
-  left = left - #batch
-  local ms, seq = string.match(batch[#batch][1], '(%d+)-(%d+)')
-  start = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
-end
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-out[#out + 1] = newest[1] and newest[1][1] or false
-return out
-"""
 
 # Policies that may evict keys without a TTL, i.e. outbox streams: lost
 # entries never reach the durable store.
@@ -303,7 +286,7 @@ async def outbox_ages(
     one and the newest entry: an estimate, flagged as such.
     """
     hot = target.hot
-    script = target.redis.register_script(_OUTBOX_IDS)
+    script = target.redis.register_script(source("outbox_ids"))
     async with target.redis.pipeline(transaction=False) as pipe:
         for stream in hot.keys.outboxes:
             pipe.xlen(stream)

@@ -13,8 +13,14 @@ WITH_PRELUDE = frozenset(
 )
 
 
+# The dead-letter scripts also share the reading of a dead letter.
+WITH_DEAD_LETTER_READ = frozenset({"dead_letter_retry", "dead_letter_drop"})
+
+
 @cache
 def source(name: str) -> str:
-    """The text of scripts/<name>.lua, after the prelude when it needs it."""
+    """The text of scripts/<name>.lua, after the shared helpers it needs."""
     text = files(__package__).joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
+    if name in WITH_DEAD_LETTER_READ:
+        return source("prelude") + source("dead_letter_read") + text
     return source("prelude") + text if name in WITH_PRELUDE else text

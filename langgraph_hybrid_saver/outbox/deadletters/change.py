@@ -21,115 +21,6 @@ from langgraph_hybrid_saver.outbox.deadletters.letters import (
 )
 from langgraph_hybrid_saver.outbox.deadletters.read import read_pages, resolve, shards_of
 
-# Shared by both scripts: the dead letter KEYS[dead] ARGV[1] as (outbox id,
-# original fields in order, field -> value), or nil when it is gone.
-_READ_LETTER = """
-local function read_letter(stream, id)
-  local e = redis.call('XRANGE', stream, id, id)[1]
-  if not e then return nil end
-  local old, entry, f = false, {}, {}
-  local raw = e[2]
-  for i = 1, #raw, 2 do
-    local k, v = raw[i], raw[i + 1]
-    if k == 'outbox_id' then old = v
-    elseif string.sub(k, 1, 6) == 'entry:' then
-      k = string.sub(k, 7)
-      entry[#entry + 1] = k
-      entry[#entry + 1] = v
-      f[k] = v
-    end
-  end
-  return old, entry, f
-end
--- The fields of an entry whose values are in `p` keys of their own.
-local function large_fields(entry)
-  local out = {}
-  for i = 1, #entry, 2 do
-    local name = entry[i]
-    if entry[i + 1] == '' and string.find(name, '\\0', 1, true) then out[#out + 1] = name end
-  end
-  return out
-end
-"""
-
-# KEYS: thread base, outbox, dead-letter stream, dead-letter index (one
-# shard). ARGV: dead letter id. Returns {'ok', new entry id}, {'gone'},
-# {'empty'}, {'deleted', tombstone}, {'written'} or {'superseded', what}; only
-# 'ok' changes anything.
-_RETRY = (
-    source("prelude")
-    + _READ_LETTER
-    + """
-local old, entry, f = read_letter(KEYS[3], ARGV[1])
-if old == nil then return {'gone'} end
-if not old or #entry == 0 then return {'empty'} end
-if f['k'] == 'd' then
-  -- The delete cleared the thread's hot keys (its namespace set with them):
-  -- a namespace set now means the thread was written after the delete.
-  if redis.call('EXISTS', base .. ':n') == 1 then return {'written'} end
-elseif f['c'] then
-  -- As check_tombstone: a checkpoint at or below the tombstone of a later
-  -- delete, unless it is in Redis (written again since), was deleted.
-  local t = redis.call('GET', base .. ':x')
-  if t and f['c'] <= t and not redis.call('ZSCORE', nk('i', f['n'] or ''), f['c']) then
-    return {'deleted', t}
-  end
-end
--- Upserts land last: one Redis holds a newer value of (a newer put of the
--- same checkpoint id, a special write of the same task and index) would be
--- overwritten in the durable store by this older one.
-if f['k'] == 'p' and f['n'] and f['c'] then
-  local cur, rec = redis.call('HGET', nk('c', f['n']), f['c']), f['R'] or f['r']
-  if cur and rec and cur ~= rec then return {'superseded', 'checkpoint'} end
-elseif f['k'] == 'w' and f['u'] == '1' and f['n'] then
-  for i = 1, #entry, 2 do
-    if string.find(entry[i], '\\0', 1, true) then
-      local cur = redis.call('HGET', nk('w', f['n']), entry[i])
-      if cur and cur ~= entry[i + 1] then return {'superseded', 'special write'} end
-    end
-  end
-end
-local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
-for _, name in ipairs(large_fields(entry)) do
-  local pk = base .. ':p:' .. old .. ':' .. name
-  if redis.call('EXISTS', pk) == 1 then
-    redis.call('RENAME', pk, base .. ':p:' .. id .. ':' .. name)
-  end
-end
-redis.call('XDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], old)
-return {'ok', id}
-"""
-)
-
-# KEYS: thread base (the dead-letter stream when the entry names no thread),
-# dead-letter stream, dead-letter index. ARGV: dead letter id, '1' when the
-# entry names a thread. Deletes the dead letter and its large values and
-# uncounts it from the thread's pending entries as `ack.lua` does. Returns -1
-# when the dead letter is gone, else the thread's entries still pending.
-_DROP = (
-    source("prelude")
-    + _READ_LETTER
-    + """
-local old, entry, f = read_letter(KEYS[2], ARGV[1])
-if old == nil then return -1 end
-redis.call('XDEL', KEYS[2], ARGV[1])
-if old then redis.call('HDEL', KEYS[3], old) end
-if ARGV[2] ~= '1' then return 0 end
-if old then
-  for _, name in ipairs(large_fields(entry)) do
-    redis.call('DEL', base .. ':p:' .. old .. ':' .. name)
-  end
-end
-local left = redis.call('HINCRBY', base .. ':o', 'n', -1)
-if left <= 0 then
-  settle()
-  return 0
-end
-return left
-"""
-)
-
 
 async def _selected(hot: HotTier, ids: Selection, thread: str | None) -> AsyncIterator[list[Raw]]:
     """The dead letters to change, a page at a time. With "all": those there
@@ -230,7 +121,7 @@ async def retry(hot: HotTier, ids: Selection, *, thread: str | None = None) -> l
     * an entry that names no thread (undecodable) or that lies in another
       shard than its thread maps to (--shards differs from the savers').
     """
-    script = hot.redis.register_script(_RETRY)
+    script = hot.redis.register_script(source("dead_letter_retry"))
     out: list[Outcome] = []
     async for page in _selected(hot, ids, thread):
         movable = []
@@ -295,7 +186,7 @@ async def drop(hot: HotTier, ids: Selection, *, thread: str | None = None) -> li
     window now. What the entry held will NEVER be in the durable store:
     the thread's hot copy, once it expires, is all there was. `ids` as for
     `retry`; an unknown id raises NotFoundError before anything changes."""
-    script = hot.redis.register_script(_DROP)
+    script = hot.redis.register_script(source("dead_letter_drop"))
     out: list[Outcome] = []
     async for page in _selected(hot, ids, thread):
         calls, todo = [], []
