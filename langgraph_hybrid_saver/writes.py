@@ -198,7 +198,8 @@ class Writes:
                     self.max_lag_seconds is not None and (age or 0) >= self.max_lag_seconds
                 )
                 if over != self.overloaded:
-                    logger.warning(
+                    logger.log(
+                        logging.WARNING if over else logging.INFO,
                         "outbox backlog %s (%d entries, oldest %.1fs): %s",
                         "over its bound" if over else "back under its bound",
                         backlog,

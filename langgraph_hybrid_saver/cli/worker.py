@@ -72,6 +72,9 @@ def reconcile(
     from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    # The Azure SDK logs every HTTP request and response at INFO: only its
+    # warnings, whatever the worker's own level.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
     if metrics_port is not None:  # served until the process exits (a daemon thread)
         from langgraph_hybrid_saver.telemetry import serve_prometheus
 
