@@ -345,10 +345,11 @@ def local_cache(hit: bool) -> None:
 
 @dataclass(eq=False)
 class _Source:
-    """An outbox whose state the gauges report, read on its own loop."""
+    """An outbox whose state the gauges report, read on its own loop (both
+    held weakly: a reconciler that never reached its end leaks nothing)."""
 
     outbox: weakref.ref[Outbox]
-    loop: asyncio.AbstractEventLoop
+    loop: weakref.ref[asyncio.AbstractEventLoop]
     prefix: str
     state: tuple[int, float | None, int] | None = None
     read_at: float = -STATE_MAX_AGE
@@ -363,7 +364,9 @@ def watch(outbox: Outbox) -> Callable[[], None]:
     stops it. Sources of one key prefix report once."""
     if not ENABLED:
         return _unwatched
-    source = _Source(weakref.ref(outbox), asyncio.get_running_loop(), outbox.hot.prefix)
+    loop = weakref.ref(asyncio.get_running_loop())
+    source = _Source(weakref.ref(outbox), loop, outbox.hot.prefix)
+    _sources[:] = [s for s in _sources if _alive(s) is not None]
     _sources.append(source)
     return functools.partial(_unwatch, source)
 
@@ -375,6 +378,14 @@ def _unwatched() -> None:
 def _unwatch(source: _Source) -> None:
     if source in _sources:
         _sources.remove(source)
+
+
+def _alive(source: _Source) -> tuple[Outbox, asyncio.AbstractEventLoop] | None:
+    """The source's outbox and loop, or None once either is gone or closed."""
+    outbox, loop = source.outbox(), source.loop()
+    if outbox is None or loop is None or loop.is_closed():
+        return None
+    return outbox, loop
 
 
 def _observe(index: int) -> Callable[[Any], Iterator[Any]]:
@@ -396,19 +407,20 @@ def _state(source: _Source) -> tuple[int, float | None, int] | None:
     """The outbox state, read at most every STATE_MAX_AGE seconds. From the
     outbox's own loop thread (which cannot wait for itself) or once its loop
     has stopped: the last value read, if any."""
-    outbox = source.outbox()
-    if outbox is None or source.loop.is_closed():
+    alive = _alive(source)
+    if alive is None:
         _unwatch(source)
         return None
+    outbox, loop = alive
     if time.monotonic() - source.read_at < STATE_MAX_AGE:
         return source.state
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    if running is source.loop or not source.loop.is_running():
+    if running is loop or not loop.is_running():
         return source.state
-    future = asyncio.run_coroutine_threadsafe(outbox.state(), source.loop)
+    future = asyncio.run_coroutine_threadsafe(outbox.state(), loop)
     try:
         source.state = future.result(STATE_TIMEOUT)
     except Exception:

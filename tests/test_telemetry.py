@@ -418,3 +418,21 @@ def test_a_global_sdk_provider_set_after_the_first_calls_is_used(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_reconciler_that_never_ends_leaves_no_gauge_source_behind() -> None:
+    """`watch` without its `unwatch` (a cancelled reconciler): the source
+    holds its outbox and loop weakly and goes at the next watch once its
+    loop is closed, so closed loops do not pile up in a long process."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    outbox = Outbox(HotTier(AsyncRedis(), prefix=prefix))
+
+    async def watch() -> None:
+        telemetry.watch(outbox)
+
+    asyncio.run(watch())
+    asyncio.run(watch())  # the first one's loop is closed by now
+    mine = [s for s in telemetry._sources if s.prefix == prefix]
+    assert len(mine) == 1
+    loop = mine[0].loop()
+    assert loop is None or loop.is_closed()
