@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
 import psycopg
 import redis
@@ -51,17 +52,28 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} within {timeout}s")
 
 
-def _client(port: int) -> redis.Redis:
-    return redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+def _client(port: int, password: str | None = None) -> redis.Redis:
+    return redis.Redis(port=port, password=password, socket_timeout=2, decode_responses=True)
 
 
 class SentinelGroup:
-    """A primary, `replicas` replicas and three sentinels (quorum 2)."""
+    """A primary, `replicas` replicas and three sentinels (quorum 2);
+    `password` is the servers' (requirepass), `sentinel_password` the
+    sentinels' own."""
 
-    def __init__(self, folder: Path, replicas: int = 2, sentinels: int = 3) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        replicas: int = 2,
+        sentinels: int = 3,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.folder = folder
-        self.primary = RedisServer(folder, extra=FAST_SYNC)
-        self.replicas = [RedisServer(folder) for _ in range(replicas)]
+        self.password = password
+        self.sentinel_password = sentinel_password
+        self.primary = RedisServer(folder, password=password, extra=FAST_SYNC)
+        self.replicas = [RedisServer(folder, password=password) for _ in range(replicas)]
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
         self.sentinel_procs: list[subprocess.Popen[bytes]] = []
 
@@ -69,18 +81,31 @@ class SentinelGroup:
     def servers(self) -> list[RedisServer]:
         return [self.primary, *self.replicas]
 
-    def url(self, db: int = 0) -> str:
+    def url(
+        self, db: int = 0, password: str | None = None, sentinel_password: str | None = None
+    ) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{SERVICE}/{db}"
+        auth = f":{quote(password, safe='')}@" if password else ""
+        query = (
+            f"?{urlencode({'sentinel_password': sentinel_password})}" if sentinel_password else ""
+        )
+        return f"redis+sentinel://{auth}{hosts}/{SERVICE}/{db}{query}"
+
+    def _client(self, port: int) -> redis.Redis:
+        return _client(port, self.password)
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return _client(port, self.sentinel_password)
 
     def start(self) -> None:
         self.primary.start()
         for r in self.replicas:
-            r.extra = (*FAST_SYNC, "--replicaof", "127.0.0.1", str(self.primary.port))
+            auth = ("--masterauth", self.password) if self.password else ()
+            r.extra = (*FAST_SYNC, *auth, "--replicaof", "127.0.0.1", str(self.primary.port))
             r.start()
         _wait(
             lambda: all(
-                _client(r.port).info("replication")["master_link_status"] == "up"
+                self._client(r.port).info("replication")["master_link_status"] == "up"
                 for r in self.replicas
             ),
             20,
@@ -95,6 +120,15 @@ class SentinelGroup:
                 f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {SERVICE} {len(self.replicas)}\n"
             )
+            if self.password:
+                conf.write_text(
+                    conf.read_text() + f"sentinel auth-pass {SERVICE} {self.password}\n"
+                )
+            if self.sentinel_password:
+                sp = self.sentinel_password
+                conf.write_text(
+                    conf.read_text() + f"requirepass {sp}\nsentinel sentinel-pass {sp}\n"
+                )
             log = open(self.folder / f"sentinel-{port}.log", "ab")
             proc = subprocess.Popen(
                 ["redis-server", str(conf), "--sentinel"], stdout=log, stderr=log
@@ -113,7 +147,7 @@ class SentinelGroup:
             )
 
     def _master_state(self, port: int) -> dict[str, Any]:
-        state: dict[str, Any] = _client(port).sentinel_master(SERVICE)
+        state: dict[str, Any] = self._sentinel(port).sentinel_master(SERVICE)
         return state
 
     def primary_port(self) -> int:
@@ -131,7 +165,7 @@ class SentinelGroup:
     def demote_primary(self) -> int:
         """SENTINEL FAILOVER: the primary becomes a replica of a promoted one."""
         port = self.primary_port()
-        _client(self.sentinel_ports[0]).execute_command("SENTINEL", "FAILOVER", SERVICE)
+        self._sentinel(self.sentinel_ports[0]).execute_command("SENTINEL", "FAILOVER", SERVICE)
         return port
 
     def wait_promoted(self, old_port: int, timeout: float = 30) -> int:
@@ -142,7 +176,7 @@ class SentinelGroup:
             ports = {int(self._master_state(p)["port"]) for p in self.sentinel_ports}
             if len(ports) != 1 or old_port in ports:
                 return False
-            return _client(ports.pop()).info("replication")["role"] == "master"
+            return self._client(ports.pop()).info("replication")["role"] == "master"
 
         _wait(promoted, timeout, f"no replica of 127.0.0.1:{old_port} was promoted")
         return self.primary_port()

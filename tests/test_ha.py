@@ -109,6 +109,34 @@ async def test_sentinel_unreachable_is_typed() -> None:
         await connect_redis(f"redis+sentinel://:pw@127.0.0.1:{port}/mymaster/0")
 
 
+async def test_sentinel_credentials(tmp_path: Path, pg_url: str, key_prefix: str) -> None:
+    """The servers' password in the URL's user info, the sentinels' own in
+    the query; a refused one is a ConfigError that names what to fix and
+    neither password."""
+    group = SentinelGroup(tmp_path, replicas=1, password="srv-pw", sentinel_password="sen-pw")
+    try:
+        group.start()
+        url = group.url(password="srv-pw", sentinel_password="sen-pw")
+        async with AsyncHybridSaver.from_conn_string(
+            url, pg_url, key_prefix=key_prefix, replicas_ack=1
+        ) as saver:
+            out = await build_graph(saver).ainvoke(
+                {"log": []}, {"configurable": {"thread_id": "a"}}
+            )
+            assert out["n"] == 1
+        for url, fix in [
+            (group.url(password="srv-pw", sentinel_password="bad-sen-pw"), "sentinel_password"),
+            (group.url(password="srv-pw"), "sentinel_password"),
+            (group.url(password="bad-srv-pw", sentinel_password="sen-pw"), "password (or user)"),
+        ]:
+            with pytest.raises(ConfigError, match="refused the credentials") as e:
+                await connect_redis(url)
+            assert fix in str(e.value)
+            assert not any(pw in str(e.value) for pw in ("srv-pw", "sen-pw"))
+    finally:
+        group.stop()
+
+
 @pytest.mark.parametrize(
     ("options", "names"),
     [

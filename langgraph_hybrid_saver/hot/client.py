@@ -85,6 +85,11 @@ async def connect_redis(url: str, **kwargs: Any) -> Redis | RedisCluster:
         ) from e
     except MasterNotFoundError as e:
         await client.aclose()
+        if "AuthenticationError" in str(e):  # a setting to fix, not an outage
+            raise ConfigError(
+                f"the sentinels of {redact(url)} refused the credentials: fix "
+                "sentinel_password (or sentinel_username) in redis_url"
+            ) from e
         raise ServerUnreachableError(
             f"no sentinel of {redact(url)} named a reachable primary ({e}): start the "
             "sentinels, check the service name, or fix redis_url"

@@ -6,8 +6,11 @@
 The user and password are the Redis servers'; `sentinel_username` and
 `sentinel_password` are the sentinels' own (Sentinel's `requirepass`).
 `rediss+sentinel://` (or `ssl=true`) speaks TLS to the servers and the
-sentinels alike. The client is redis-py's: its pool asks the sentinels for
-the primary's address whenever it opens a connection, so after a failover
+sentinels alike; `socket_timeout` and `socket_connect_timeout` apply to
+both (a sentinel gets 1 s by default, then the next one is asked).
+
+The client is redis-py's: its pool asks the sentinels for the primary's
+address whenever it opens a connection, so after a failover
 new connections (the saver's lane included) go to the promoted replica, and
 a connection still on a demoted primary (READONLY) is closed and retried.
 """
@@ -19,7 +22,9 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from langgraph_hybrid_saver.backends import redact
 from langgraph_hybrid_saver.errors import ConfigError
@@ -27,6 +32,7 @@ from langgraph_hybrid_saver.errors import ConfigError
 SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 EXAMPLE = "redis+sentinel://:password@127.0.0.1:26379,127.0.0.1:26380/mymaster/0"
 DEFAULT_PORT = 26379
+SENTINEL_TIMEOUT = 1.0  # seconds, per sentinel asked (unless the URL sets socket_timeout)
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Query options: the sentinels' credentials, and TLS (to servers and sentinels).
 _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
@@ -122,10 +128,15 @@ def open_sentinel(url: str, **kwargs: Any) -> SentinelRedis:
     """A bytes-mode client of the primary of the service `url` names (not
     connected yet: the first command asks the sentinels)."""
     target = parse_sentinel_url(url)
-    sentinel_kwargs = {"decode_responses": False, **target.sentinel_kwargs}
-    for name in ("socket_timeout", "socket_connect_timeout"):
-        if name in kwargs:
-            sentinel_kwargs.setdefault(name, kwargs[name])
+    # One try per sentinel and a short timeout: asking for the primary goes
+    # on to the next sentinel, and the connection's own retry asks again.
+    sentinel_kwargs: dict[str, Any] = {
+        "decode_responses": False,
+        "retry": Retry(NoBackoff(), 0),
+        "socket_timeout": SENTINEL_TIMEOUT,
+        "socket_connect_timeout": SENTINEL_TIMEOUT,
+        **target.sentinel_kwargs,
+    }
     manager = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     client: SentinelRedis = manager.master_for(
         target.service,
