@@ -5,7 +5,8 @@
 # store (langgraph-checkpoint, redis/hiredis, psycopg, aiosqlite, azure-cosmos),
 # the pipelined Redis connection (redis-py internals, hiredis), DeltaChannel
 # graphs (langgraph), the PostgreSQL COPY/pipeline apply, the PostgreSQL
-# connect errors, EncryptedSerializer and the CLI (click, rich).
+# connect errors, EncryptedSerializer, the CLI (click, rich) and OpenTelemetry
+# with the worker's Prometheus endpoint (the [otel] extra).
 # Needs the servers .ci/run starts (Redis, PostgreSQL, the Cosmos stand-in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ for req in test:
                     "build", "twine", "langgraph-cli"):
         print(req)
 EOF
-python -m pip install -q -c "$CONSTRAINTS" -e ".[all]" -r "$VENV/test-requirements.txt"
+python -m pip install -q -c "$CONSTRAINTS" -e ".[all,otel]" -r "$VENV/test-requirements.txt"
 
 # A constraint only narrows what is asked for: check each pin was installed.
 python - "$CONSTRAINTS" <<'EOF'
@@ -67,6 +68,7 @@ python -m pytest -p no:cacheprovider -q \
   tests/test_lifecycle.py \
   tests/test_pg_apply.py \
   tests/test_pg_errors.py \
+  tests/test_telemetry.py \
   tests/test_security.py::test_encrypted_serializer_passes_through \
   tests/test_security.py::test_encrypted_serializer_hides_string_channel_values \
   tests/test_cli.py::test_errors_are_one_line_with_exit_codes \
