@@ -22,9 +22,13 @@ async def test_a_read_that_needs_a_stopped_store_fails_fast_hot_threads_go_on(
 ) -> None:
     url = throwaway_pg.schema_url(f"s_{uuid.uuid4().hex[:8]}")
     async with hybrid_saver(redis_url, url, key_prefix, durable_timeout=2.0) as saver:
-        hot_tid, cold_tid = str(uuid.uuid4()), str(uuid.uuid4())
+        hot_tid, cold_tid, new_tid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
         hot = await put_chain(saver, hot_tid, 2)
+        cold = await put_chain(saver, cold_tid, 1)
         await saver.aflush(timeout=10)
+        # The cold thread's hot copy expires: only the durable store has it.
+        keys = [k async for k in saver.hot.redis.scan_iter(f"{saver.hot.base(cold_tid)}*")]
+        await saver.hot.redis.delete(*keys)
         throwaway_pg.stop()
         try:
             # Hot in Redis: reads and writes need nothing from the store.
@@ -42,9 +46,12 @@ async def test_a_read_that_needs_a_stopped_store_fails_fast_hot_threads_go_on(
             assert "durable_timeout=2.0" in message or "OperationalError" in message
             with pytest.raises(ServerUnreachableError):
                 [t async for t in saver.alist(generate_config(cold_tid))]
+            # A thread in neither tier: the thread index answers, not the store.
+            assert await saver.aget_tuple(generate_config(new_tid)) is None
         finally:
             throwaway_pg.start()
-        # Back: the backlog drains and the new thread reads as absent.
+        # Back: the backlog drains and the cold thread reads through.
         await saver.aflush(timeout=30)
-        assert await saver.aget_tuple(generate_config(cold_tid)) is None
+        got = await saver.aget_tuple(generate_config(cold_tid))
+        assert got is not None and got.config == cold[-1]
         assert len(await saver.backend.list(ListQuery(hot_tid, None, None, None, None, None))) == 3
