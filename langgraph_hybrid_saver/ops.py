@@ -39,8 +39,9 @@ from redis.asyncio import Redis, RedisCluster
 
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend, redact
 from langgraph_hybrid_saver.errors import ConfigError, ServerUnreachableError
-from langgraph_hybrid_saver.hot import DEFAULT_SHARDS, LAYOUT_VERSION, HotTier
+from langgraph_hybrid_saver.hot import DEFAULT_SHARDS, HotTier
 from langgraph_hybrid_saver.hot.client import connect_redis
+from langgraph_hybrid_saver.hot.keys import Keys
 from langgraph_hybrid_saver.hot.lua import source
 from langgraph_hybrid_saver.outbox.stream import Outbox
 
@@ -91,7 +92,7 @@ class Target:
 
 async def recorded_shards(redis: Redis | RedisCluster, prefix: str) -> int | None:
     """The shard count the savers of `prefix` agreed on (None: prefix unused)."""
-    raw = await redis.hget(f"{prefix}:{LAYOUT_VERSION}:meta", "shards")
+    raw = await redis.hget(Keys(prefix, 1).meta, "shards")
     return None if raw is None else int(raw)
 
 
@@ -339,11 +340,12 @@ async def scan_threads(target: Target) -> tuple[int, int]:
     happens to contain ":n" or ":p:", so each match is parsed:
     `<len>:<thread_id>` must come first and the kind right after it.
     """
-    root = f"{target.hot.prefix}:{LAYOUT_VERSION}:{{"
+    keys = target.hot.keys
+    root = keys.threads_pattern_root
     count, large = 0, []
     async for raw in target.redis.scan_iter(match=f"{glob_escape(root)}*", count=SCAN_COUNT):
         key: bytes = raw if isinstance(raw, bytes) else raw.encode()
-        kind = _after_thread(key, root.encode())
+        kind = keys.after_thread(key)
         if kind == b":n":
             count += 1
         elif kind is not None and kind.startswith(b":p:"):
@@ -355,17 +357,6 @@ async def scan_threads(target: Target) -> tuple[int, int]:
                 pipe.memory_usage(key)
             held += sum(int(u or 0) for u in await pipe.execute())
     return count, held
-
-
-def _after_thread(key: bytes, root: bytes) -> bytes | None:
-    """What follows `<root><shard>}:<len>:<thread_id>` in a key, or None."""
-    rest = key[len(root) :]
-    shard, sep, rest = rest.partition(b"}:")
-    length, sep2, rest = rest.partition(b":")
-    if not (sep and sep2 and shard.isdigit() and length.isdigit()):
-        return None
-    n = int(length)
-    return rest[n:] if len(rest) > n else None
 
 
 async def redis_memory(target: Target) -> tuple[int, int, str, int | None]:

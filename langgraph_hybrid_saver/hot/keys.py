@@ -78,6 +78,24 @@ class Keys:
         """The key holding a large value of an outbox entry until it is applied."""
         return f"{self.base(thread_id)}:p:{entry_id}:".encode() + field
 
+    @property
+    def threads_pattern_root(self) -> str:
+        """What every thread key starts with, up to its shard number."""
+        return f"{self.root}:{{"
+
+    def after_thread(self, key: bytes) -> bytes | None:
+        """What follows `<root>:{<shard>}:<len>:<thread_id>` in a key (`:n`,
+        `:p:<entry>:<field>`, ...), or None when the key is not a thread's."""
+        root = self.threads_pattern_root.encode()
+        if not key.startswith(root):
+            return None
+        shard, sep, rest = key[len(root) :].partition(b"}:")
+        length, sep2, rest = rest.partition(b":")
+        if not (sep and sep2 and shard.isdigit() and length.isdigit()):
+            return None
+        n = int(length)
+        return rest[n:] if len(rest) > n else None
+
     def temporary(self, thread_id: str) -> str:
         """A fresh prefix for the large values of one put (secrets, not uuid4:
         LangGraph's deterministic tests patch uuid4)."""
