@@ -73,8 +73,17 @@ class DurableBackend(Protocol):
         """Delete checkpoints (and their writes) created by the runs; returns
         the thread ids touched."""
 
-    async def prune_keep_latest(self, thread_ids: Sequence[str]) -> None:
-        """Keep only the newest checkpoint of every namespace of the threads."""
+    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
+        """Keep only the newest `keep` checkpoints of every namespace of the
+        threads (their writes and the blobs they refer to), in one
+        transaction; a kept checkpoint whose parent goes becomes a root."""
+
+    async def checkpoint_index(
+        self, thread_ids: Sequence[str]
+    ) -> builtins.list[tuple[str, str, str, bool]]:
+        """(thread_id, checkpoint_ns, checkpoint_id, delta) of every checkpoint
+        of the threads, no payloads; `delta` says its metadata has
+        `counters_since_delta_snapshot` (what retention plans from)."""
 
     # --- optional capabilities: a backend without one returns None ---------
 

@@ -6,7 +6,7 @@ This package parses options and renders; what it shows comes from
 `langgraph_hybrid_saver.history` (a thread's audit trail and size) and
 `langgraph_hybrid_saver.outbox.deadletters`. One module per command group:
 `servers` (setup, status), `thread` (inspect, size), `dead_letters`,
-`worker` (reconcile), `launch` (demo, bench); `options` holds what they
+`retention` (prune), `worker` (reconcile), `launch` (demo, bench); `options` holds what they
 share, `render` the tables. The reconcile worker needs only click; tables
 need rich (the `[cli]` extra), and `--json` output needs neither.
 """
@@ -28,6 +28,7 @@ from langgraph_hybrid_saver.cli.options import (
     PROG,
     CliError,
 )
+from langgraph_hybrid_saver.cli.retention import prune
 from langgraph_hybrid_saver.cli.servers import setup, status
 from langgraph_hybrid_saver.cli.thread import inspect_cmd, size
 from langgraph_hybrid_saver.cli.worker import reconcile
@@ -98,7 +99,7 @@ def cli(debug: bool) -> None:
 
 
 # click lists them sorted by name in --help.
-for command in (setup, status, inspect_cmd, size, dead_letters, reconcile, demo, bench):
+for command in (setup, status, inspect_cmd, size, prune, dead_letters, reconcile, demo, bench):
     cli.add_command(command)
 
 

@@ -4,6 +4,7 @@ the durable store. Needs only click (no rich)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -45,6 +46,19 @@ from langgraph_hybrid_saver.cli.options import Servers, number_option, run_coro,
     help="Address the metrics endpoint listens on (0.0.0.0: every interface).",
 )
 @click.option(
+    "--retention",
+    metavar="POLICY",
+    default=None,
+    help='Run retention on a schedule, e.g. "idle=30d,keep-latest=1" (see `prune`).',
+)
+@click.option(
+    "--retention-every",
+    metavar="DURATION",
+    default="1h",
+    show_default=True,
+    help="Time between retention runs (the first runs at start): 1h, 30m, 1d.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -60,6 +74,8 @@ def reconcile(
     log_level: str,
     metrics_port: int | None,
     metrics_host: str,
+    retention: str | None,
+    retention_every: str,
 ) -> None:
     """Run a reconciler worker: drain the Redis outbox into the durable store.
 
@@ -70,6 +86,10 @@ def reconcile(
     over at once.
     """
     from langgraph_hybrid_saver.outbox.reconciler import Reconciler
+    from langgraph_hybrid_saver.retention import RetentionPolicy, parse_duration, run_every
+
+    policy = None if retention is None else RetentionPolicy.parse(retention)
+    every = parse_duration(retention_every, "--retention-every")
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     # The Azure SDK logs every HTTP request and response at INFO: only its
@@ -93,7 +113,16 @@ def reconcile(
                 loop.add_signal_handler(sig, stop.set)
             click.echo(f"reconciler {worker.owner} started", nl=True)
             sys.stdout.flush()
+            schedule = None
+            if policy is not None:
+                assert t.backend is not None
+                job = run_every(t.hot, t.backend, policy, every, stop)
+                schedule = asyncio.get_running_loop().create_task(job)
             await worker.run(stop, drain_timeout=drain_timeout)
+            if schedule is not None:  # a run in progress stops; the next worker runs it again
+                schedule.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await schedule
             click.echo(
                 f"reconciler {worker.owner} stopped: {worker.stats.applied} applied, "
                 f"{worker.stats.errors} errors, leases released"

@@ -24,6 +24,7 @@ from langgraph_hybrid_saver.backends.cosmos.documents import (
 from langgraph_hybrid_saver.backends.cosmos.metering import metered
 from langgraph_hybrid_saver.backends.cosmos.plan import Change, batches, deletion_plan
 from langgraph_hybrid_saver.backends.cosmos.queries import (
+    CHECKPOINT_INDEX_SQL,
     DELTA_THREADS_SQL,
     INDEX_SQL,
     RUNS_SQL,
@@ -213,7 +214,22 @@ class CosmosWrites(CosmosBase):
         return threads
 
     @metered
-    async def prune_keep_latest(self, thread_ids: Sequence[str]) -> None:
+    async def checkpoint_index(
+        self, thread_ids: Sequence[str]
+    ) -> builtins.list[tuple[str, str, str, bool]]:
+        threads = sorted(set(thread_ids))
+        if not threads:
+            return []
+        param = [{"name": "@threads", "value": threads}]
+        scope = threads[0] if len(threads) == 1 else None
+        docs = await self._query(CHECKPOINT_INDEX_SQL, param, scope)
+        return [
+            (d["thread_id"], d["checkpoint_ns"], d["checkpoint_id"], bool(d.get("delta")))
+            for d in docs
+        ]
+
+    @metered
+    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
         threads = sorted(set(thread_ids))
         if not threads:
             return
@@ -224,19 +240,25 @@ class CosmosWrites(CosmosBase):
         async def thread(thread_id: str) -> int:
             async def plan_for(mark: Watermark) -> tuple[dict[str, Change], str, int]:
                 index = await self._query(INDEX_SQL, [], thread_id)
-                latest: dict[str, Doc] = {}
+                by_ns: dict[str, builtins.list[Doc]] = {}
                 for d in index:
                     if d["kind"] == "checkpoint":
-                        best = latest.get(d["checkpoint_ns"])
-                        if best is None or d["checkpoint_id"] > best["checkpoint_id"]:
-                            latest[d["checkpoint_ns"]] = d
-                keep = {d["id"] for d in latest.values()}
-                doomed = {d["id"] for d in index if d["kind"] == "checkpoint"} - keep
+                        by_ns.setdefault(d["checkpoint_ns"], []).append(d)
+                kept = [
+                    d
+                    for docs in by_ns.values()
+                    for d in sorted(docs, key=lambda d: d["checkpoint_id"], reverse=True)[:keep]
+                ]
+                kept_ids = {d["id"] for d in kept}
+                doomed = {d["id"] for d in index if d["kind"] == "checkpoint"} - kept_ids
                 plan = deletion_plan(index, doomed)
-                # A kept checkpoint's parent is older, so gone: it becomes a
-                # root, as in PostgresSaver.
-                for d in latest.values():
-                    if d.get("parent_checkpoint_id"):
+                # A kept checkpoint whose parent is gone becomes a root, as in
+                # PostgresSaver.
+                gone = {
+                    (d["checkpoint_ns"], d["checkpoint_id"]) for d in index if d["id"] in doomed
+                }
+                for d in kept:
+                    if (d["checkpoint_ns"], d.get("parent_checkpoint_id")) in gone:
                         full = await self._read(thread_id, d["id"])
                         if full is not None:
                             root = {k: v for k, v in full.items() if not k.startswith("_")}

@@ -24,3 +24,7 @@ DELTA_THREADS_SQL = (
     "SELECT VALUE c.thread_id FROM c WHERE c.kind = 'checkpoint' "
     "AND c.delta = true AND ARRAY_CONTAINS(@threads, c.thread_id)"
 )
+CHECKPOINT_INDEX_SQL = (
+    "SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.delta FROM c "
+    "WHERE c.kind = 'checkpoint' AND ARRAY_CONTAINS(@threads, c.thread_id)"
+)

@@ -22,6 +22,7 @@ from langgraph_hybrid_saver.backends.postgres.apply import apply_staged
 from langgraph_hybrid_saver.backends.postgres.read import stored
 from langgraph_hybrid_saver.backends.postgres.refusals import refusal
 from langgraph_hybrid_saver.backends.postgres.sql import (
+    CHECKPOINT_INDEX_SQL,
     DELETE_ORPHAN_BLOBS_SQL,
     DELETE_RUNS_SQL,
     DELETE_WRITES_OF_SQL,
@@ -182,14 +183,20 @@ class PostgresBackend:
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
         return threads
 
-    async def prune_keep_latest(self, thread_ids: Sequence[str]) -> None:
+    async def checkpoint_index(
+        self, thread_ids: Sequence[str]
+    ) -> builtins.list[tuple[str, str, str, bool]]:
+        rows = await self._fetch(CHECKPOINT_INDEX_SQL, (sorted(set(thread_ids)),))
+        return [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], r["delta"]) for r in rows]
+
+    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
         threads = sorted(set(thread_ids))
         async with self.pool.connection() as conn, conn.transaction():
             # Lock the threads against a concurrent reconcile, like `apply`.
             cur = await conn.execute(LOCK_THREADS_SQL, (threads,))
             await cur.execute(DELTA_THREADS_SQL, (threads,))
             refuse_delta_threads(cast(DictRow, r)["thread_id"] for r in await cur.fetchall())
-            await cur.execute(PRUNE_OLDER_SQL, (threads,))
+            await cur.execute(PRUNE_OLDER_SQL, {"threads": threads, "keep": keep})
             await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
             await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))

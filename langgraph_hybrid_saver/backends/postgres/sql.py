@@ -174,13 +174,22 @@ DELTA_THREADS_SQL = """
 SELECT DISTINCT thread_id FROM checkpoints
 WHERE thread_id = ANY(%s) AND metadata ? 'counters_since_delta_snapshot'
 """
+# Every checkpoint but the newest %(keep)s of its namespace.
 PRUNE_OLDER_SQL = """
 DELETE FROM checkpoints c
-WHERE c.thread_id = ANY(%s) AND c.checkpoint_id <> (
-    SELECT max(k.checkpoint_id) FROM checkpoints k
-    WHERE k.thread_id = c.thread_id AND k.checkpoint_ns = c.checkpoint_ns
-)
-RETURNING thread_id, checkpoint_ns, checkpoint_id
+USING (
+    SELECT thread_id, checkpoint_ns, checkpoint_id, row_number() OVER (
+        PARTITION BY thread_id, checkpoint_ns ORDER BY checkpoint_id DESC
+    ) AS n
+    FROM checkpoints WHERE thread_id = ANY(%(threads)s)
+) r
+WHERE c.thread_id = r.thread_id AND c.checkpoint_ns = r.checkpoint_ns
+  AND c.checkpoint_id = r.checkpoint_id AND r.n > %(keep)s
+RETURNING c.thread_id, c.checkpoint_ns, c.checkpoint_id
+"""
+CHECKPOINT_INDEX_SQL = """
+SELECT thread_id, checkpoint_ns, checkpoint_id, metadata ? 'counters_since_delta_snapshot' AS delta
+FROM checkpoints WHERE thread_id = ANY(%s)
 """
 # A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
 UNLINK_PRUNED_PARENTS_SQL = """

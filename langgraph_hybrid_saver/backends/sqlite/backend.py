@@ -26,6 +26,7 @@ from langgraph_hybrid_saver.backends.sqlite.apply import write_run
 from langgraph_hybrid_saver.backends.sqlite.official_rows import OfficialRows
 from langgraph_hybrid_saver.backends.sqlite.read import load, parse_metadata, read_blobs
 from langgraph_hybrid_saver.backends.sqlite.sql import (
+    CHECKPOINT_INDEX_SQL,
     DELETE_BLOB_SQL,
     DELETE_RUNS_SQL,
     DELETE_THREAD_SQL,
@@ -218,13 +219,21 @@ class SqliteBackend:
             await _delete_orphan_blobs(conn, threads)
         return threads
 
-    async def prune_keep_latest(self, thread_ids: Sequence[str]) -> None:
+    async def checkpoint_index(
+        self, thread_ids: Sequence[str]
+    ) -> builtins.list[tuple[str, str, str, bool]]:
+        async with self._reading() as conn:
+            arg = json.dumps(builtins.list(thread_ids))
+            rows = await conn.execute_fetchall(CHECKPOINT_INDEX_SQL, (arg,))
+        return [(t, ns, cid, bool(delta)) for t, ns, cid, delta in rows]
+
+    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
         threads = json.dumps(sorted(set(thread_ids)))
         # BEGIN IMMEDIATE holds off a concurrent reconcile, as in `apply`.
         async with self._writing() as conn:
             delta = await conn.execute_fetchall(DELTA_THREADS_SQL, (threads,))
             refuse_delta_threads(r[0] for r in delta)
-            gone = await conn.execute_fetchall(PRUNE_OLDER_SQL, (threads,))
+            gone = await conn.execute_fetchall(PRUNE_OLDER_SQL, (threads, keep))
             await conn.executemany(DELETE_WRITES_OF_SQL, gone)
             await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await _delete_orphan_blobs(conn, json.loads(threads))

@@ -154,13 +154,20 @@ SELECT DISTINCT thread_id FROM checkpoints
 WHERE thread_id IN (SELECT value FROM json_each(?))
     AND json_type(CAST(metadata AS TEXT), '$.counters_since_delta_snapshot') IS NOT NULL
 """
+# Every checkpoint but the newest `keep` (the second parameter) of its namespace.
 PRUNE_OLDER_SQL = """
 DELETE FROM checkpoints
-WHERE thread_id IN (SELECT value FROM json_each(?)) AND checkpoint_id <> (
-    SELECT max(k.checkpoint_id) FROM checkpoints AS k
+WHERE thread_id IN (SELECT value FROM json_each(?)) AND (
+    SELECT count(*) FROM checkpoints AS k
     WHERE k.thread_id = checkpoints.thread_id AND k.checkpoint_ns = checkpoints.checkpoint_ns
-)
+        AND k.checkpoint_id > checkpoints.checkpoint_id
+) >= ?
 RETURNING thread_id, checkpoint_ns, checkpoint_id
+"""
+CHECKPOINT_INDEX_SQL = """
+SELECT thread_id, checkpoint_ns, checkpoint_id,
+    json_type(CAST(metadata AS TEXT), '$.counters_since_delta_snapshot') IS NOT NULL
+FROM checkpoints WHERE thread_id IN (SELECT value FROM json_each(?))
 """
 # A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
 UNLINK_PRUNED_PARENTS_SQL = """

@@ -1,0 +1,302 @@
+"""Retention (`langgraph_hybrid_saver.retention`, `prune`): on every durable
+store, thousands of threads on PostgreSQL, what is kept and removed: the
+latest N checkpoints of every namespace, idle threads whole, their writes
+and the blobs no kept checkpoint uses; DeltaChannel threads intact; the hot
+copies and the thread index in Redis; a dry run changes nothing; a second
+run changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from langgraph.checkpoint.base import empty_checkpoint
+
+from langgraph_hybrid_saver import AsyncHybridSaver
+from langgraph_hybrid_saver.backends import DurableBackend
+from langgraph_hybrid_saver.cli import cli
+from langgraph_hybrid_saver.core import BlobRow, CheckpointRow, ListQuery, WriteRow
+from langgraph_hybrid_saver.errors import ConfigError
+from langgraph_hybrid_saver.outbox.ops import Op, PutOp, WritesOp, seq_key
+from langgraph_hybrid_saver.retention import (
+    RetentionPolicy,
+    checkpoint_id_at,
+    parse_duration,
+    retain,
+)
+
+from .conftest import hybrid_saver
+from .helpers import put_chain
+
+HOUR = 3600.0
+DAY = 86400.0
+DELTA = {"counters_since_delta_snapshot": {"messages": 1}}
+# Threads per kind on each store: thousands on PostgreSQL, fewer elsewhere.
+SCALE = {"postgres": (2000, 900, 100), "sqlite": (150, 60, 10), "cosmos": (8, 4, 2)}
+
+
+def cid(t: float, i: int = 0) -> str:
+    """A uuid6 checkpoint id of time `t` (distinct per `i`)."""
+    return checkpoint_id_at(t + i * 1e-6)
+
+
+class Ops:
+    """Outbox entries built by hand, with increasing stream ids."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.ops: list[Op] = []
+
+    def seq(self) -> str:
+        self.n += 1
+        return seq_key(f"{self.n}-0")
+
+    def put(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        versions: dict[str, str],
+        new: dict[str, str],
+        *,
+        parent: str | None = None,
+        ns: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """A checkpoint referring to blob `versions`, of which `new` are written now."""
+        checkpoint = {**empty_checkpoint(), "id": checkpoint_id, "channel_versions": versions}
+        row = CheckpointRow(
+            thread_id,
+            ns,
+            checkpoint_id,
+            parent,
+            json.dumps(checkpoint),
+            json.dumps({"step": 1, **(metadata or {})}),
+        )
+        blobs = tuple(BlobRow(ch, v, "bytes", f"{ch}{v}".encode()) for ch, v in new.items())
+        self.ops.append(PutOp(self.seq(), row, blobs))
+
+    def write(self, thread_id: str, checkpoint_id: str, ns: str = "") -> None:
+        row = WriteRow("task", 0, "~p", "ch", "bytes", checkpoint_id.encode())
+        self.ops.append(WritesOp(self.seq(), thread_id, ns, checkpoint_id, False, (row,)))
+
+    def active(self, thread_id: str, now: float) -> None:
+        """Four checkpoints in '' (blob `keep` written once and referred to by
+        all, `msg` new at each; writes on the first and the last) and two in
+        'sub'."""
+        ids = [cid(now - h * HOUR) for h in (4, 3, 2, 1)]
+        parent = None
+        for k, c in enumerate(ids, 1):
+            new = {"msg": str(k), **({"keep": "1"} if k == 1 else {})}
+            self.put(thread_id, c, {"keep": "1", "msg": str(k)}, new, parent=parent)
+            parent = c
+        self.write(thread_id, ids[0])
+        self.write(thread_id, ids[-1])
+        s1, s2 = cid(now - 2 * HOUR, 1), cid(now - HOUR, 1)
+        self.put(thread_id, s1, {"x": "1"}, {"x": "1"}, ns="sub")
+        self.put(thread_id, s2, {"x": "2"}, {"x": "2"}, ns="sub", parent=s1)
+
+    def chain(self, thread_id: str, start: float, n: int, metadata: dict[str, Any]) -> None:
+        parent = None
+        for k in range(n):
+            c = cid(start + k * HOUR)
+            self.put(thread_id, c, {"m": str(k)}, {"m": str(k)}, parent=parent, metadata=metadata)
+            self.write(thread_id, c)
+            parent = c
+
+
+def dataset(kind: str, now: float) -> tuple[Ops, list[str], list[str], list[str]]:
+    n_active, n_idle, n_delta = SCALE[kind]
+    ops = Ops()
+    active = [f"a{i:05d}" for i in range(n_active)]
+    idle = [f"i{i:05d}" for i in range(n_idle)] + ["idle-delta"]
+    delta = [f"d{i:05d}" for i in range(n_delta)]
+    for t in active:
+        ops.active(t, now)
+    for t in idle[:-1]:
+        ops.chain(t, now - 40 * DAY, 2, {})
+    ops.chain("idle-delta", now - 40 * DAY, 3, DELTA)  # idle: deleted whole
+    for t in delta:
+        ops.chain(t, now - 5 * HOUR, 3, DELTA)
+    return ops, active, idle, delta
+
+
+async def load(backend: DurableBackend, ops: Ops) -> None:
+    for i in range(0, len(ops.ops), 2000):
+        await backend.apply(ops.ops[i : i + 2000])
+
+
+def kind_of(durable_url: str) -> str:
+    return next(k for k in SCALE if durable_url.startswith(k))
+
+
+async def rows(backend: DurableBackend, thread_id: str) -> list[tuple[str, str | None]]:
+    """(namespace, parent) of a thread's checkpoints in the store, newest first."""
+    found = await backend.list(ListQuery(thread_id, None, None, None, None, None))
+    return [(s.checkpoint_ns, s.parent_checkpoint_id) for s in found]
+
+
+@pytest.fixture
+async def saver(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> AsyncIterator[AsyncHybridSaver]:
+    async with hybrid_saver(redis_url, durable_url, key_prefix) as s:
+        yield s
+
+
+async def run(saver: AsyncHybridSaver, policy: RetentionPolicy, **given: Any) -> Any:
+    return await retain(
+        saver.hot,
+        saver.outbox,
+        saver.backend,
+        policy,
+        flush=lambda: saver.writes.flush(None),
+        **given,
+    )
+
+
+async def test_retention_keeps_the_latest_and_deletes_idle_threads(
+    saver: AsyncHybridSaver, durable_url: str
+) -> None:
+    now = time.time()
+    ops, active, idle, delta = dataset(kind_of(durable_url), now)
+    await load(saver.backend, ops)
+    # Two threads through the saver, so Redis holds them: one active (three
+    # checkpoints), one idle (its ids from 40 days ago).
+    await put_chain(saver, "hot-active", 3)
+    config = {"configurable": {"thread_id": "hot-idle", "checkpoint_ns": ""}}
+    old = {**empty_checkpoint(), "id": cid(now - 40 * DAY)}
+    await saver.aput(config, old, {"step": 0}, {})
+    await saver.writes.flush(None)
+    index = saver.hot.keys.thread_index[saver.hot.shard("hot-idle")]
+    assert await saver.hot.redis.sismember(index, "hot-idle")
+    before = await saver.backend.count_rows()
+    policy = RetentionPolicy(idle=30 * DAY, keep_latest=1)
+
+    dry = await run(saver, policy, dry_run=True, now=now)
+    assert await saver.backend.count_rows() == before  # a dry run changes nothing
+    assert dry.threads_scanned == len(active) + len(idle) + len(delta) + 2
+    assert dry.threads_deleted == len(idle) + 1
+    assert dry.checkpoints_of_deleted == 2 * (len(idle) - 1) + 3 + 1
+    assert dry.threads_pruned == len(active) + 1
+    assert dry.checkpoints_pruned == 4 * len(active) + 2
+    assert sorted(dry.delta_threads_skipped) == delta
+
+    done = await run(saver, policy, now=now, batch=100)
+    assert {**done.to_json(), "dry_run": True} == dry.to_json()  # what the dry run said
+
+    for t in [*idle, "hot-idle"]:
+        assert await saver.backend.count_rows(t) == {k: 0 for k in before}
+    assert await saver.aget_tuple(config) is None
+    assert not await saver.hot.redis.sismember(index, "hot-idle")  # left the thread index
+    for t in delta:  # the DeltaChannel chains are whole
+        assert [p is None for _, p in await rows(saver.backend, t)] == [False, False, True]
+        assert (await saver.backend.count_rows(t))["checkpoints"] == 3
+    for t in [*active[:3], *active[-3:]]:
+        kept = await saver.backend.get(t, "", None)
+        assert kept is not None and kept.checkpoint_id == cid(now - HOUR)
+        assert kept.parent_checkpoint_id is None  # its parent is gone: now a root
+        assert kept.blobs == {"keep": ("bytes", b"keep1"), "msg": ("bytes", b"msg4")}
+        assert [w.blob for w in kept.writes] == [kept.checkpoint_id.encode()]
+        assert sorted(await rows(saver.backend, t)) == [("", None), ("sub", None)]
+        counts = await saver.backend.count_rows(t)
+        assert counts["checkpoints"] == 2
+        # 2 checkpoints, 3 blobs (keep1, msg4, x2), 1 write; names differ per store
+        assert sorted(n for n in counts.values() if n) == [1, 2, 3]
+        # the blobs of the pruned checkpoints are gone
+        assert await saver.backend.get_blobs(t, "", [("msg", "1"), ("msg", "3")]) == {}
+    # The hot copy was dropped: reads come from the store, with one checkpoint.
+    hot = [c async for c in saver.alist({"configurable": {"thread_id": "hot-active"}})]
+    assert len(hot) == 1
+
+    after = await saver.backend.count_rows()
+    again = await run(saver, policy, now=now)  # idempotent
+    assert await saver.backend.count_rows() == after
+    assert (again.threads_deleted, again.threads_pruned, again.checkpoints_pruned) == (0, 0, 0)
+    assert again.threads_scanned == len(active) + len(delta) + 1
+
+
+async def test_keep_latest_two_and_idle_only(saver: AsyncHybridSaver) -> None:
+    now = time.time()
+    ops = Ops()
+    ops.active("a", now)
+    ops.chain("old", now - 3 * DAY, 2, {})
+    await load(saver.backend, ops)
+    report = await run(saver, RetentionPolicy(keep_latest=2), now=now)
+    assert (report.threads_pruned, report.checkpoints_pruned, report.threads_deleted) == (1, 2, 0)
+    kept = await saver.backend.list(ListQuery("a", "", None, None, None, None))
+    assert [k.checkpoint_id for k in kept] == [cid(now - HOUR), cid(now - 2 * HOUR)]
+    assert kept[1].parent_checkpoint_id is None and kept[0].parent_checkpoint_id is not None
+    report = await run(saver, RetentionPolicy(idle=2 * DAY), now=now)
+    assert (report.threads_deleted, report.checkpoints_of_deleted) == (1, 2)
+    assert (await saver.backend.count_rows("old"))["checkpoints"] == 0
+    assert (await saver.backend.count_rows("a"))["checkpoints"] == 4  # 2 in "", 2 in "sub"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30d", 30 * DAY), ("12h", 12 * HOUR), ("90m", 5400), ("2w", 14 * DAY)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30", "d", "1.5h", "-1d", "0d", "30 days", ""])
+def test_bad_durations_name_the_value(text: str) -> None:
+    with pytest.raises(ConfigError, match=f"--idle={text!r}.*e.g. 30d"):
+        parse_duration(text)
+
+
+def test_policies() -> None:
+    assert RetentionPolicy.parse("idle=30d,keep-latest=1") == RetentionPolicy(30 * DAY, 1)
+    assert RetentionPolicy.parse("keep-latest=3") == RetentionPolicy(None, 3)
+    with pytest.raises(ConfigError, match="'keep=1' is not idle=DURATION or keep-latest=N"):
+        RetentionPolicy.parse("keep=1")
+    with pytest.raises(ConfigError, match="keep_latest=0"):
+        RetentionPolicy(keep_latest=0)
+    with pytest.raises(ConfigError, match="needs a rule"):
+        RetentionPolicy.parse("")
+
+
+def test_prune_command(pg_url: str, redis_url: str, key_prefix: str) -> None:
+    now = time.time()
+    ops = Ops()
+    for t in ("a1", "a2"):
+        ops.active(t, now)
+    ops.chain("old", now - 40 * DAY, 2, {})
+
+    async def prepare() -> None:
+        async with hybrid_saver(redis_url, pg_url, key_prefix) as s:
+            await load(s.backend, ops)
+
+    asyncio.run(prepare())
+    conn = ["--redis", redis_url, "--durable", pg_url, "--key-prefix", key_prefix]
+    runner = CliRunner()
+    args = ["prune", *conn, "--idle", "30d", "--keep-latest", "1"]
+    dry = runner.invoke(cli, [*args, "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout) == {
+        "dry_run": True,
+        "threads_scanned": 3,
+        "threads_deleted": 1,
+        "checkpoints_of_deleted": 2,
+        "threads_pruned": 2,
+        "checkpoints_pruned": 8,
+        "delta_threads_skipped": [],
+    }
+    table = runner.invoke(cli, args)
+    assert table.exit_code == 0, table.output
+    assert "idle, deleted whole" in table.stdout and "prune (deleted)" in table.stdout
+    again = runner.invoke(cli, [*args, "--json"])
+    assert json.loads(again.stdout)["checkpoints_pruned"] == 0
+    assert json.loads(again.stdout)["threads_scanned"] == 2
+
+    bad = runner.invoke(cli, ["prune", *conn, "--idle", "30 days"])
+    assert bad.exit_code == 2
+    assert "--idle='30 days' is not a duration" in bad.output and "e.g. 30d" in bad.output
+    none = runner.invoke(cli, ["prune", *conn])
+    assert none.exit_code == 2 and "needs a rule" in none.output
