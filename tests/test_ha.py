@@ -30,7 +30,7 @@ from langgraph_hybrid_saver import (
 )
 from langgraph_hybrid_saver.hot.client import connect_redis
 from langgraph_hybrid_saver.hot.sentinel import parse_sentinel_url
-from scripts.ha import ReplicatedCluster, SentinelGroup, build_graph, failover_run
+from scripts.ha import FAST_SYNC, ReplicatedCluster, SentinelGroup, build_graph, failover_run
 from scripts.servers import free_port, kill_pid, wait_port
 from tests.test_topologies import valkey_binary
 
@@ -196,8 +196,9 @@ def _valkey(tmp_path: Path, name: str, *extra: str) -> tuple[int, subprocess.Pop
     folder = tmp_path / name
     folder.mkdir()
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
+    args += [*FAST_SYNC, "--appendonly", "yes", "--appendfsync", "always", *extra]
     proc = subprocess.Popen(
-        [valkey_binary(), *args, "--appendonly", "yes", *extra],
+        [valkey_binary(), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -220,7 +221,12 @@ async def test_waitaof_on_valkey(tmp_path: Path, pg_url: str, key_prefix: str) -
             time.sleep(0.1)
         url = f"redis://127.0.0.1:{primary}/0"
         async with AsyncHybridSaver.from_conn_string(
-            url, pg_url, key_prefix=key_prefix, replicas_ack=1, replicas_ack_fsync=True
+            url,
+            pg_url,
+            key_prefix=key_prefix,
+            replicas_ack=1,
+            replicas_ack_fsync=True,
+            replicas_ack_timeout=5,
         ) as saver:
             graph = build_graph(saver)
             config = {"configurable": {"thread_id": "fsynced"}}

@@ -201,10 +201,20 @@ class Lanes:
             raise _demoted(pipe) if isinstance(reply, ReadOnlyError) else reply
         return reply
 
-    async def send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def send(
+        self, commands: Sequence[Sequence[Any]], then: Sequence[Sequence[Any]] = ()
+    ) -> list[Any]:
         """`commands` in one write, on one connection, in order: their
-        replies, an error reply as an exception object in its place."""
+        replies, an error reply as an exception object in its place; then,
+        once those replies are in, `then` on the same connection (a broken
+        one raises `LaneBroken`, never a new connection)."""
         pipe = await self._pipe()
+        replies = await self._exchange(pipe, commands)
+        if then:
+            replies += await self._exchange(pipe, then)
+        return replies
+
+    async def _exchange(self, pipe: _Pipe, commands: Sequence[Sequence[Any]]) -> list[Any]:
         packed = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
         replies: list[Any] = await asyncio.gather(
             *pipe.send(packed, len(commands)), return_exceptions=True

@@ -111,7 +111,7 @@ class ReplicaAck:
         load: list[tuple[Any, ...]] = []
         for _ in range(2):  # again with the script loaded, on the same connection
             try:
-                replies = await self._send(hot, keys[0], [*load, *write, self.command])
+                replies = await self._send(hot, keys[0], [*load, *write])
                 replies = replies[len(load) :]
                 reply = raise_queued(replies[:-1])[-1] if sets else replies[0]
                 if isinstance(reply, Exception):
@@ -123,18 +123,26 @@ class ReplicaAck:
             return reply
         raise NoScriptError(f"the server refused to keep script {script.sha}")
 
-    async def _send(self, hot: Any, key: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _send(self, hot: Any, key: str, write: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of `write` and of the acknowledgement after it, on one
+        connection. WAITAOF goes once the write's reply is in: sent with the
+        write, it waits for the replica's next periodic acknowledgement of
+        its fsync instead of the one the write's own GETACK brings."""
         lanes: Lanes | None = hot._lanes
+        commands = [*write, self.command]
         for _ in range(2):  # a broken lane reopens (on the new primary after a failover)
             if lanes is None:
                 break
             try:
+                if self.fsync:
+                    return await lanes.send(write, then=[self.command])
                 return await lanes.send(commands)
             except LaneBroken as e:
                 if e.unsupported:
                     hot._lanes = lanes = None
         if isinstance(hot.redis, RedisCluster):
-            return await _cluster_send(hot.redis, key, commands)
+            groups = [write, [self.command]] if self.fsync else [commands]
+            return await _cluster_send(hot.redis, key, groups)
         async with hot.redis.pipeline(transaction=False) as pipe:  # one pooled connection
             for command in commands:
                 pipe.execute_command(*command)
@@ -144,10 +152,25 @@ class ReplicaAck:
         return replies
 
 
+async def _read_replies(conn: Any, n: int) -> list[Any]:
+    """`n` replies, an error reply in its place (as a pipeline's); a moving
+    slot or a lost connection is raised."""
+    replies: list[Any] = []
+    for _ in range(n):
+        try:
+            replies.append(await conn.read_response())
+        except (*_SLOT_MOVING, RedisConnectionError, RedisTimeoutError):
+            raise
+        except ResponseError as e:
+            replies.append(e)
+    return replies
+
+
 async def _cluster_send(
-    cluster: RedisCluster, key: str, commands: list[tuple[Any, ...]]
+    cluster: RedisCluster, key: str, groups: list[list[tuple[Any, ...]]]
 ) -> list[Any]:
-    """`commands` on one connection to the master of `key`'s slot; while the
+    """`groups` of commands on one connection to the master of `key`'s slot,
+    each sent once the replies of the one before are in; while the
     slot moves (a failover, a reshard) the topology is read again and the
     commands sent again, up to CLUSTER_ATTEMPTS times."""
     delay = 0.05
@@ -157,23 +180,11 @@ async def _cluster_send(
             raise RedisConnectionError(f"no master known for the slot of {key!r}")
         conn = node.acquire_connection()
         try:
-            await conn.send_packed_command(conn.pack_commands(commands))
             replies = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except _SLOT_MOVING:
-                    raise
-                except NoScriptError as e:
-                    replies.append(e)
-                except (RedisConnectionError, RedisTimeoutError):
-                    raise
-                except Exception as e:  # an error reply: in its place, like a pipeline's
-                    replies.append(e)
-            moving = [r for r in replies if isinstance(r, _SLOT_MOVING)]
-            if not moving:
-                return replies
-            raise moving[0]
+            for commands in groups:
+                await conn.send_packed_command(conn.pack_commands(commands))
+                replies += await _read_replies(conn, len(commands))
+            return replies
         except (*_SLOT_MOVING, *_CONNECTION_LOST) as e:
             await conn.disconnect()
             if attempt == CLUSTER_ATTEMPTS - 1:
