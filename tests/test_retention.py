@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,8 +33,8 @@ from langgraph_hybrid_saver.retention import (
     retain,
 )
 
-from .conftest import hybrid_saver
-from .helpers import put_chain
+from .conftest import hybrid_saver, start_reconciler
+from .helpers import durable_ids, put_chain
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -300,3 +302,51 @@ def test_prune_command(pg_url: str, redis_url: str, key_prefix: str) -> None:
     assert "--idle='30 days' is not a duration" in bad.output and "e.g. 30d" in bad.output
     none = runner.invoke(cli, ["prune", *conn])
     assert none.exit_code == 2 and "needs a rule" in none.output
+
+
+def test_reconcile_worker_runs_retention_on_a_schedule(
+    pg_url: str, redis_url: str, key_prefix: str
+) -> None:
+    worker = start_reconciler(
+        redis_url,
+        pg_url,
+        "--key-prefix",
+        key_prefix,
+        "--setup",
+        "--retention",
+        "keep-latest=1",
+        "--retention-every",
+        "1s",
+    )
+
+    async def write_and_watch() -> list[str]:
+        async with AsyncHybridSaver.from_conn_string(
+            redis_url, pg_url, key_prefix=key_prefix, reconciler="external"
+        ) as saver:
+            await put_chain(saver, "w", 5)
+            await saver.aflush()  # applied by the worker
+            for _ in range(600):  # until a scheduled run has pruned (bounded wait)
+                ids = await durable_ids(saver, "w")
+                if len(ids) == 1:
+                    break
+                await asyncio.sleep(0.05)
+            return [c.config["configurable"]["checkpoint_id"] async for c in saver.alist(None)]
+
+    try:
+        listed = asyncio.run(write_and_watch())
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert len(listed) == 1  # the durable store and Redis (its hot copy dropped) agree
+    # Each scheduled run logs its report; together they pruned the four older ones.
+    pruned = [int(n) for n in re.findall(r"retention: \{.*'checkpoints_pruned': (\d+)", err)]
+    assert pruned and sum(pruned) == 4, err
+
+
+def test_reconcile_worker_refuses_a_bad_retention_policy(pg_url: str, redis_url: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["reconcile", "--redis", redis_url, "--durable", pg_url, "--retention", "idle=30"]
+    )
+    assert result.exit_code == 2
+    assert "idle='30' is not a duration" in result.output
