@@ -32,6 +32,7 @@ from langgraph_hybrid_saver.hot.client import connect_redis
 from langgraph_hybrid_saver.hot.sentinel import parse_sentinel_url
 from scripts.ha import FAST_SYNC, ReplicatedCluster, SentinelGroup, build_graph, failover_run
 from scripts.servers import free_port, kill_pid, wait_port
+from tests.conftest import start_reconciler
 from tests.test_topologies import valkey_binary
 
 # The README's bound on what a failover loses without replicas_ack, as a
@@ -283,6 +284,39 @@ async def test_sentinel_url_follows_a_failover(
         assert state.values["n"] >= 4 and not state.next
         await saver.aflush()
         assert (await saver.backend.get("leased", "", None)) is not None
+
+
+async def test_reconcile_worker_on_a_sentinel_url_resumes_after_a_failover(
+    sentinel_group: SentinelGroup, pg_url: str, key_prefix: str
+) -> None:
+    """`python -m langgraph_hybrid_saver reconcile --redis redis+sentinel://...`
+    applies what savers wrote, goes on on the promoted replica after the
+    primary is killed, and stops cleanly."""
+    url = sentinel_group.url()
+    worker = start_reconciler(url, pg_url, "--key-prefix", key_prefix, "--setup")
+    try:
+        assert worker.stdout is not None
+        assert "started" in worker.stdout.readline()
+        async with AsyncHybridSaver.from_conn_string(
+            url, pg_url, key_prefix=key_prefix, reconciler="external", replicas_ack=1
+        ) as saver:
+            graph = build_graph(saver)
+            for i in range(4):
+                await graph.ainvoke({"log": []}, {"configurable": {"thread_id": f"w{i}"}})
+            await saver.aflush(timeout=30)
+            await asyncio.to_thread(sentinel_group.wait_promoted, sentinel_group.kill_primary())
+            for i in range(4, 8):
+                config = {"configurable": {"thread_id": f"w{i}"}}
+                await retrying(lambda config=config: graph.ainvoke({"log": []}, config))
+            await saver.aflush(timeout=60)  # only the worker applies entries
+            for i in range(8):
+                assert await saver.backend.get(f"w{i}", "", None) is not None
+        worker.terminate()
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        worker.kill()
 
 
 async def test_sentinel_kill_with_replicas_ack_loses_nothing(
