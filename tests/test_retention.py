@@ -14,11 +14,16 @@ import re
 import signal
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from click.testing import CliRunner
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import _messages_delta_reducer
+from typing_extensions import TypedDict
 
 from langgraph_hybrid_saver import AsyncHybridSaver
 from langgraph_hybrid_saver.backends import DurableBackend
@@ -350,3 +355,32 @@ def test_reconcile_worker_refuses_a_bad_retention_policy(pg_url: str, redis_url:
     )
     assert result.exit_code == 2
     assert "idle='30' is not a duration" in result.output
+
+
+class DeltaState(TypedDict):
+    messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer)]
+
+
+def _reply(state: DeltaState) -> dict[str, Any]:
+    return {"messages": [AIMessage(f"reply {len(state['messages'])}")]}
+
+
+async def test_a_delta_channel_graph_keeps_its_history(saver: AsyncHybridSaver) -> None:
+    """A real DeltaChannel thread: keep-latest leaves it whole, and its state
+    (rebuilt from older checkpoints) reads the same afterwards."""
+    g = StateGraph(DeltaState)
+    g.add_node("reply", _reply)
+    g.add_edge(START, "reply")
+    graph = g.compile(checkpointer=saver)
+    config: Any = {"configurable": {"thread_id": "delta-graph"}}
+    for turn in range(5):
+        await graph.ainvoke({"messages": [HumanMessage(f"turn {turn}")]}, config)
+    await put_chain(saver, "plain", 3)
+    before = [m.content for m in (await graph.aget_state(config)).values["messages"]]
+    assert len(before) == 10
+    report = await run(saver, RetentionPolicy(keep_latest=1))
+    assert report.delta_threads_skipped == ["delta-graph"]
+    assert report.threads_pruned == 1  # "plain"
+    await saver.hot.drop_thread("delta-graph", queue=False)  # read it from the store
+    after = [m.content for m in (await graph.aget_state(config)).values["messages"]]
+    assert after == before
