@@ -170,7 +170,9 @@ async def test_official_postgres_saver_reads_what_we_reconciled_and_vice_versa(
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
     tid, theirs = str(uuid.uuid4()), str(uuid.uuid4())
-    async with AsyncHybridSaver.from_conn_string(redis_url, pg_url, key_prefix=key_prefix) as s:
+    async with AsyncHybridSaver.from_conn_string(
+        redis_url, pg_url, key_prefix=key_prefix, thread_index=False
+    ) as s:
         await put_chain(s, tid, 3)
         await s.aflush(timeout=10)
         ours = [t async for t in s.alist(generate_config(tid))]

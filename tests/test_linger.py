@@ -14,7 +14,9 @@ from langgraph_hybrid_saver import Reconciler
 
 class Timed(Reconciler):
     def __init__(self, step_s: float, batch: int, steps: int = 3) -> None:
-        hot = SimpleNamespace(meta_key="m")  # all the constructor reads of it
+        redis = SimpleNamespace(register_script=lambda text: None)
+        keys = SimpleNamespace(shards=1)
+        hot = SimpleNamespace(redis=redis, cluster=False, keys=keys, shards=1, prefix="p")
         super().__init__(hot, None, linger_ms=20, batch_size=10)  # type: ignore[arg-type]
         self.step_s, self.batch, self.left = step_s, batch, steps
         self.pauses: list[float] = []
