@@ -245,6 +245,26 @@ async def test_keep_latest_two_and_idle_only(saver: AsyncHybridSaver) -> None:
     assert (await saver.backend.count_rows("a"))["checkpoints"] == 4  # 2 in "", 2 in "sub"
 
 
+async def test_keep_latest_makes_a_root_of_a_checkpoint_whose_parent_a_run_deletion_took(
+    saver: AsyncHybridSaver,
+) -> None:
+    """The parent went with delete_for_runs before the prune: the kept
+    checkpoint still becomes a root, as PostgresSaver's prune leaves it."""
+    first = await put_chain(saver, "orphan", 1, run_id="gone")
+    last = await put_chain(
+        saver, "orphan", 1, run_id="kept", parent=first[0]["configurable"]["checkpoint_id"]
+    )
+    config = {"configurable": {"thread_id": "orphan", "checkpoint_ns": ""}}
+    await saver.adelete_for_runs(["gone"])
+    before = await saver.aget_tuple(config)
+    assert before is not None and before.parent_config is not None  # a dangling parent
+    await saver.aprune(["orphan"], strategy="keep_latest")
+    after = await saver.aget_tuple(config)
+    assert after is not None and after.config == last[0]
+    assert after.parent_config is None
+    assert [p for _, p in await rows(saver.backend, "orphan")] == [None]
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("30d", 30 * DAY), ("12h", 12 * HOUR), ("90m", 5400), ("2w", 14 * DAY)]
 )

@@ -252,13 +252,13 @@ class CosmosWrites(CosmosBase):
                 kept_ids = {d["id"] for d in kept}
                 doomed = {d["id"] for d in index if d["kind"] == "checkpoint"} - kept_ids
                 plan = deletion_plan(index, doomed)
-                # A kept checkpoint whose parent is gone becomes a root, as in
+                # A kept checkpoint whose parent is not kept (pruned now, or
+                # deleted before by delete_for_runs) becomes a root, as in
                 # PostgresSaver.
-                gone = {
-                    (d["checkpoint_ns"], d["checkpoint_id"]) for d in index if d["id"] in doomed
-                }
+                kept_keys = {(d["checkpoint_ns"], d["checkpoint_id"]) for d in kept}
                 for d in kept:
-                    if (d["checkpoint_ns"], d.get("parent_checkpoint_id")) in gone:
+                    parent = d.get("parent_checkpoint_id")
+                    if parent and (d["checkpoint_ns"], parent) not in kept_keys:
                         full = await self._read(thread_id, d["id"])
                         if full is not None:
                             root = {k: v for k, v in full.items() if not k.startswith("_")}
