@@ -137,7 +137,8 @@ def open_sentinel(url: str, **kwargs: Any) -> SentinelRedis:
         "socket_connect_timeout": SENTINEL_TIMEOUT,
         **target.sentinel_kwargs,
     }
-    manager = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel: Any = Sentinel  # typed from redis-py 8.2 on, untyped before
+    manager = sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)
     client: SentinelRedis = manager.master_for(
         target.service,
         redis_class=SentinelRedis,
