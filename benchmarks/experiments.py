@@ -17,7 +17,7 @@ PostgreSQL schema:
 * `lanes`: the hot-path scripts on the saver's own connection
   (langgraph_hybrid_saver/lanes.py, written and read directly; connections
   per call in flight when lanes.md was measured) vs through redis-py's
-  command layer (`saver.hot._lanes = None`), with the floor.
+  command layer (`saver.hot.run.lanes = None`), with the floor.
 * `pipelining`: the hot-path scripts on one pipelined connection (the
   package's lanes.py: calls of one loop turn share a write, replies are read
   as they arrive) vs a prototype of the lanes it replaced (a connection per
@@ -379,7 +379,7 @@ async def lanes_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], 
             v: await stack.enter_async_context(open_saver(env, f"l{i}", parser=HIREDIS))
             for i, v in enumerate((LANES, NO_LANES))
         }
-        savers[NO_LANES].hot._lanes = None  # every script through redis-py
+        savers[NO_LANES].hot.run.lanes = None  # every script through redis-py
         floor_redis = Redis.from_url(env.redis_url)
         stack.push_async_callback(floor_redis.aclose)
         floors = floor_runners(floor_redis, f"bench{env.run_id}xlf")
@@ -447,8 +447,8 @@ async def pipelining_experiment(
             v: await stack.enter_async_context(open_saver(env, f"pl{i}", parser=HIREDIS))
             for i, v in enumerate(names)
         }
-        savers[PER_CALL].hot._lanes = per_call_lanes(savers[PER_CALL].hot.redis)
-        savers[NO_LANES].hot._lanes = None  # every script through redis-py
+        savers[PER_CALL].hot.run.lanes = per_call_lanes(savers[PER_CALL].hot.redis)
+        savers[NO_LANES].hot.run.lanes = None  # every script through redis-py
         floor_redis = Redis.from_url(env.redis_url)
         stack.push_async_callback(floor_redis.aclose)
         floors = floor_runners(floor_redis, f"bench{env.run_id}xpf")

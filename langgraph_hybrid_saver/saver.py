@@ -175,7 +175,7 @@ class AsyncHybridSaver(SyncBridge):
             compress_min=compress_min_bytes,
         )
         if replicas_ack is not None:
-            self.hot.ack = ReplicaAck(replicas_ack, replicas_ack_timeout, replicas_ack_fsync)
+            self.hot.run.ack = ReplicaAck(replicas_ack, replicas_ack_timeout, replicas_ack_fsync)
         self.backend = backend
         self.placement = reconciler
         self.durable_timeout = durable_timeout

@@ -274,9 +274,9 @@ async def test_sentinel_url_follows_a_failover(
             new = await asyncio.to_thread(sentinel_group.wait_promoted, old)
             for _ in range(3):  # READONLY on the lane, then the new primary
                 await retrying(lambda: graph.ainvoke({"log": []}, config))
-            assert saver.hot._lanes is not None
-            assert saver.hot._lanes.pipe is not None
-            assert saver.hot._lanes.pipe.conn.port == new
+            assert saver.hot.run.lanes is not None
+            assert saver.hot.run.lanes.pipe is not None
+            assert saver.hot.run.lanes.pipe.conn.port == new
             assert (await saver.hot.redis.execute_command("ROLE"))[0] == b"master"
             with pytest.raises(ThreadBusyError):
                 await intruder.ainvoke({"log": []}, config)

@@ -37,8 +37,8 @@ async def test_put_is_one_round_trip_with_its_outbox_entry(
         monkeypatch.setattr(target, name, counting)
 
     count(external.hot.redis, "execute_command")
-    assert external.hot._lanes is not None
-    count(external.hot._lanes, "call")
+    assert external.hot.run.lanes is not None
+    count(external.hot.run.lanes, "call")
     stored = await put_chain(external, str(uuid.uuid4()), 1)
     assert sent == ["EVALSHA", "EVALSHA"]  # put, put_writes: one script each
     sent.clear()

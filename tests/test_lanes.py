@@ -60,7 +60,7 @@ async def latest(saver: AsyncHybridSaver, thread_id: str) -> str:
 
 
 async def test_reads_and_writes_go_through_lanes(pg_saver: AsyncHybridSaver) -> None:
-    lanes = pg_saver.hot._lanes
+    lanes = pg_saver.hot.run.lanes
     assert lanes is not None
     [stored] = await put_chain(pg_saver, "t-lane", 1)
     assert lanes.pipe is not None and lanes.pipe.broken is None, "the write opened the pipe"
@@ -73,7 +73,7 @@ async def test_reads_and_writes_go_through_lanes(pg_saver: AsyncHybridSaver) -> 
 async def test_killed_lanes_are_replaced(
     own: AsyncHybridSaver, private_redis: PrivateRedis
 ) -> None:
-    lanes = own.hot._lanes
+    lanes = own.hot.run.lanes
     assert lanes is not None
     await put_chain(own, "t-kill", 2)
     before = lanes.pipe
@@ -166,7 +166,7 @@ class CountingWrites:
 async def test_concurrent_calls_share_one_connection_and_its_writes(
     pg_saver: AsyncHybridSaver,
 ) -> None:
-    lanes = pg_saver.hot._lanes
+    lanes = pg_saver.hot.run.lanes
     assert lanes is not None
     await put_chain(pg_saver, "t-conc-warm", 1)
     pipe = lanes.pipe
@@ -188,7 +188,7 @@ async def test_a_connection_that_breaks_fails_every_waiting_call_over_to_redis_p
 ) -> None:
     threads = [f"t-break-{i}" for i in range(6)]
     heads = [(await put_chain(own, t, 1))[0]["configurable"]["checkpoint_id"] for t in threads]
-    lanes = own.hot._lanes
+    lanes = own.hot.run.lanes
     assert lanes is not None and lanes.pipe is not None
     pipe = lanes.pipe
     admin = Redis.from_url(private_redis.url)
@@ -217,11 +217,11 @@ async def test_a_redis_py_without_streams_turns_lanes_off(
         async def disconnect(self, nowait: bool = False) -> None: ...
 
     hot = pg_saver.hot
-    assert hot._lanes is not None
-    hot._lanes.pipe = None
-    monkeypatch.setattr(hot._lanes, "pool", SimpleNamespace(make_connection=NoStreams))
+    assert hot.run.lanes is not None
+    hot.run.lanes.pipe = None
+    monkeypatch.setattr(hot.run.lanes, "pool", SimpleNamespace(make_connection=NoStreams))
     [stored] = await put_chain(pg_saver, "t-nostreams", 1)
-    assert hot._lanes is None, "lanes stay off instead of failing on every call"
+    assert hot.run.lanes is None, "lanes stay off instead of failing on every call"
     assert await latest(pg_saver, "t-nostreams") == stored["configurable"]["checkpoint_id"]
 
 
@@ -232,7 +232,7 @@ async def test_a_redis_restart_is_one_typed_error_then_reads_go_on(
     try:
         [stored] = await put_chain(saver, "t-down", 1)
         await saver.aflush()  # durable: the restarted (empty) Redis reads it through
-        assert saver.hot._lanes is not None and saver.hot._lanes.pipe is not None
+        assert saver.hot.run.lanes is not None and saver.hot.run.lanes.pipe is not None
         private_redis.stop()
         with pytest.raises(ServerUnreachableError, match="unreachable"):
             await latest(saver, "t-down")
@@ -244,7 +244,7 @@ async def test_a_redis_restart_is_one_typed_error_then_reads_go_on(
 
 async def test_a_resp3_client_reads_the_same(redis_url: str, pg_url: str, key_prefix: str) -> None:
     async with hybrid_saver(f"{redis_url}?protocol=3", pg_url, key_prefix) as saver:
-        assert saver.hot._lanes is not None
+        assert saver.hot.run.lanes is not None
         configs = await put_chain(saver, "t-resp", 3)
         assert await latest(saver, "t-resp") == configs[-1]["configurable"]["checkpoint_id"]
         listed = [t.config async for t in saver.alist({"configurable": {"thread_id": "t-resp"}})]
@@ -262,7 +262,7 @@ async def test_a_unix_socket_server_gets_the_same_pipelined_connection(
     server.start()
     try:
         async with hybrid_saver(f"unix://{sock}?db=0", pg_url, key_prefix) as saver:
-            lanes = saver.hot._lanes
+            lanes = saver.hot.run.lanes
             assert lanes is not None
             threads = [f"t-unix-{i}" for i in range(8)]
             chains = await asyncio.gather(*(put_chain(saver, t, 2) for t in threads))

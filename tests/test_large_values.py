@@ -181,7 +181,7 @@ async def test_unknown_script_and_redis_py_path(external: AsyncHybridSaver) -> N
     tid = str(uuid.uuid4())
     await external.hot.redis.script_flush()  # the MULTI's EVALSHA fails: NOSCRIPT
     await put_steps(external, tid, 1)
-    external.hot._lanes = None  # redis-py's transaction pipeline
+    external.hot.run.lanes = None  # redis-py's transaction pipeline
     await put_steps(external, tid, 1, start=1)
     assert await keys_of(external, "t") == []
     assert len(await keys_of(external, "p")) == 2

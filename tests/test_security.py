@@ -81,7 +81,7 @@ async def test_rediss_with_the_ca_in_the_url(tls_redis: RedisServer, pg_url: str
         got = await saver.aget_tuple(config)
         assert got is not None and got.checkpoint["channel_values"]["m"] == ["over tls"]
         # The scripts went over the saver's own pipelined connection, inside TLS.
-        pipe = saver.hot._lanes.pipe if saver.hot._lanes is not None else None
+        pipe = saver.hot.run.lanes.pipe if saver.hot.run.lanes is not None else None
         assert pipe is not None and pipe.broken is None
         assert pipe.transport.get_extra_info("ssl_object") is not None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import RedisCluster
 from redis.exceptions import (
@@ -31,7 +31,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver.errors import ConfigError, ReplicationTimeoutError
-from langgraph_hybrid_saver.hot.connection import LaneBroken, Lanes, raise_queued
+from langgraph_hybrid_saver.hot.connection import LaneBroken, raise_queued
+
+if TYPE_CHECKING:
+    from langgraph_hybrid_saver.hot.runner import ScriptRunner
 
 # A cluster write whose slot is moving (a failover) is retried this many times,
 # backing off from 50 ms to 1 s, before it fails as unreachable.
@@ -94,7 +97,7 @@ class ReplicaAck:
 
     async def run(
         self,
-        hot: Any,
+        runner: ScriptRunner,
         script: Any,
         keys: list[str],
         args: list[Any],
@@ -111,7 +114,7 @@ class ReplicaAck:
         load: list[tuple[Any, ...]] = []
         for _ in range(2):  # again with the script loaded, on the same connection
             try:
-                replies = await self._send(hot, keys[0], [*load, *write])
+                replies = await self._send(runner, keys[0], [*load, *write])
                 replies = replies[len(load) :]
                 reply = raise_queued(replies[:-1])[-1] if sets else replies[0]
                 if isinstance(reply, Exception):
@@ -119,16 +122,18 @@ class ReplicaAck:
             except NoScriptError:
                 load = [("SCRIPT", "LOAD", script.script)]
                 continue
-            self.check(replies[-1], what, hot.where)
+            self.check(replies[-1], what, runner.where)
             return reply
         raise NoScriptError(f"the server refused to keep script {script.sha}")
 
-    async def _send(self, hot: Any, key: str, write: list[tuple[Any, ...]]) -> list[Any]:
+    async def _send(
+        self, runner: ScriptRunner, key: str, write: list[tuple[Any, ...]]
+    ) -> list[Any]:
         """The replies of `write` and of the acknowledgement after it, on one
         connection. WAITAOF goes once the write's reply is in: sent with the
         write, it waits for the replica's next periodic acknowledgement of
         its fsync instead of the one the write's own GETACK brings."""
-        lanes: Lanes | None = hot._lanes
+        lanes = runner.lanes
         commands = [*write, self.command]
         for _ in range(2):  # a broken lane reopens (on the new primary after a failover)
             if lanes is None:
@@ -138,12 +143,12 @@ class ReplicaAck:
                     return await lanes.send(write, then=[self.command])
                 return await lanes.send(commands)
             except LaneBroken as e:
-                if e.unsupported:
-                    hot._lanes = lanes = None
-        if isinstance(hot.redis, RedisCluster):
+                runner.lane_failed(e)
+                lanes = runner.lanes
+        if runner.cluster:
             groups = [write, [self.command]] if self.fsync else [commands]
-            return await _cluster_send(hot.redis, key, groups)
-        async with hot.redis.pipeline(transaction=False) as pipe:  # one pooled connection
+            return await _cluster_send(runner.redis, key, groups)
+        async with runner.redis.pipeline(transaction=False) as pipe:  # one pooled connection
             for command in commands:
                 pipe.execute_command(*command)
             replies: list[Any] = await pipe.execute(raise_on_error=False)

@@ -27,7 +27,7 @@ from typing import Any
 
 from langgraph.checkpoint.base.id import uuid6
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from langgraph_hybrid_saver.core import (
     BlobRow,
@@ -53,10 +53,9 @@ from langgraph_hybrid_saver.hot.codec import (
     unpack_write,
     write_field,
 )
-from langgraph_hybrid_saver.hot.connection import LaneBroken, Lanes
 from langgraph_hybrid_saver.hot.keys import Keys
 from langgraph_hybrid_saver.hot.lua import source
-from langgraph_hybrid_saver.hot.replicas import ReplicaAck
+from langgraph_hybrid_saver.hot.runner import ScriptRunner
 
 logger = logging.getLogger("langgraph_hybrid_saver.hot")
 
@@ -67,7 +66,6 @@ DEFAULT_MAX_BULK = 512 * 1024 * 1024  # Redis' proto-max-bulk-len default
 # `pinned` experiment measures both ways).
 PIN_MIN_BYTES = 16 * 1024
 DEAD_WARN_INTERVAL = 60.0  # seconds between reports of one thread's dead letters
-_TEMP_TTL_MS = 600_000  # a temporary key the put script did not consume (it crashed)
 
 
 def _b(value: bytes | str) -> str:
@@ -170,72 +168,11 @@ class HotTier:
         self._namespaces = redis.register_script(source("namespaces"))
         self._thread_lease = redis.register_script(source("thread_lease"))
         self._thread_lease_keep = redis.register_script(source("thread_lease_keep"))
-        self._lanes = Lanes(redis) if not self.cluster and Lanes.usable(redis) else None
-        self.ack: ReplicaAck | None = None  # replicas_ack: every write waits for replicas
+        self.run = ScriptRunner(redis, self.where)
 
     async def aclose(self) -> None:
         """Close the hot path's own connections (not the client)."""
-        if self._lanes is not None:
-            await self._lanes.aclose()
-
-    async def eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Run one registered script (scripts in a pipeline or on a cluster
-        go through redis-py): on a lane when there are lanes, else (and when
-        the lane fails or the server does not know the script yet) through
-        redis-py, which loads it and retries by its policy."""
-        if self._lanes is not None:
-            try:
-                return await self._lanes.call("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
-            except LaneBroken as e:
-                if e.unsupported:
-                    self._lanes = None
-        return await script(keys=keys, args=args)
-
-    async def _eval_after(
-        self, sets: Sequence[tuple[str, bytes]], script: Any, keys: list[str], args: list[Any]
-    ) -> Any:
-        """`_eval`, in one MULTI after plain SETs of `sets` (with a TTL in case
-        the script fails before it takes them): values that never pass through
-        Lua. The same keys on a retry overwrite what a failed attempt set;
-        when the call fails, they are deleted (the script's own refusals have
-        done so already; keys it took are gone, so deleting them is harmless)."""
-        try:
-            return await self._transaction(sets, script, keys, args)
-        except Exception:
-            try:
-                await self.redis.delete(*(k for k, _ in sets))
-            except Exception:  # the TTL deletes them
-                logger.warning("could not delete the temporary keys of a failed put")
-            raise
-
-    async def _transaction(
-        self, sets: Sequence[tuple[str, bytes]], script: Any, keys: list[str], args: list[Any]
-    ) -> Any:
-        sets_cmds = [("SET", k, v, "PX", _TEMP_TTL_MS) for k, v in sets]
-        if self._lanes is not None:
-            try:
-                *_, reply = await self._lanes.transaction(
-                    [*sets_cmds, ("EVALSHA", script.sha, len(keys), *keys, *args)]
-                )
-                if isinstance(reply, Exception):
-                    raise reply
-                return reply
-            except NoScriptError:
-                pass
-            except LaneBroken as e:
-                if e.unsupported:
-                    self._lanes = None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for k, v in sets:
-                pipe.set(k, v, px=_TEMP_TTL_MS)
-            await script(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)  # errors as the server said them
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies[-1]
+        await self.run.aclose()
 
     # --- keys -----------------------------------------------------------------
 
@@ -251,8 +188,8 @@ class HotTier:
     async def check_layout(self) -> None:
         """Refuse to share a prefix with a process that shards threads differently;
         learn the largest value the server accepts."""
-        if self.ack is not None:
-            await self.ack.check_server(self.redis, self.where)
+        if self.run.ack is not None:
+            await self.run.ack.check_server(self.redis, self.where)
         try:  # managed services may refuse CONFIG: keep the default then
             reply = await self.redis.config_get("proto-max-bulk-len")
             self.max_bulk = int(reply.get(b"proto-max-bulk-len") or reply["proto-max-bulk-len"])
@@ -372,13 +309,9 @@ class HotTier:
     ) -> Any:
         keys = [self.base(thread_id), self.outbox(thread_id)]
         try:
-            if self.ack is not None:
-                what = f"a write to thread {thread_id!r}"
-                reply = await self._acked(script, keys, args, sets, what)
-            elif sets:
-                reply = await self._eval_after(sets, script, keys, args)
-            else:
-                reply = await self.eval(script, keys, args)
+            reply = await self.run.write(
+                script, keys, args, f"a write to thread {thread_id!r}", sets
+            )
             return reply if isinstance(reply, list) else _b(reply)
         except ResponseError as e:
             if not str(e).startswith(("LEASED", "DELETED")):
@@ -396,38 +329,11 @@ class HotTier:
                 "the holder is done, or take the lease with saver.alease(thread_id)"
             ) from None
 
-    async def _acked(
-        self,
-        script: Any,
-        keys: list[str],
-        args: list[Any],
-        sets: Sequence[tuple[str, bytes]] = (),
-        what: str = "a write",
-    ) -> Any:
-        """A write under `replicas_ack` (hot/replicas.py): `script` after the
-        SETs of `sets`, then WAIT, on one connection."""
-        assert self.ack is not None
-        try:
-            return await self.ack.run(self, script, keys, args, sets, _TEMP_TTL_MS, what)
-        except Exception:
-            if sets:
-                try:
-                    await self.redis.delete(*(k for k, _ in sets))
-                except Exception:  # the TTL deletes them
-                    logger.warning("could not delete the temporary keys of a failed put")
-            raise
-
-    async def _write(self, script: Any, keys: list[str], args: list[Any], what: str) -> Any:
-        """`eval` of a write script, acknowledged by replicas under `replicas_ack`."""
-        if self.ack is None:
-            return await self.eval(script, keys, args)
-        return await self._acked(script, keys, args, (), what)
-
     async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
         """Take a thread's lease; returns its fencing token."""
         what = f"the lease of thread {thread_id!r}"
         keys = [self.base(thread_id)]
-        ok, value = await self._write(self._thread_lease, keys, [ttl_ms, owner], what)
+        ok, value = await self.run.write(self._thread_lease, keys, [ttl_ms, owner], what)
         if not ok:
             raise ThreadBusyError(
                 f"thread {thread_id!r} is already leased by {_b(value)!r}; another process "
@@ -439,7 +345,7 @@ class HotTier:
         """Renew (ttl_ms > 0) or release (0) our lease; False if we lost it."""
         what = f"the lease of thread {thread_id!r}"
         keys = [self.base(thread_id)]
-        kept = await self._write(self._thread_lease_keep, keys, [token, ttl_ms], what)
+        kept = await self.run.write(self._thread_lease_keep, keys, [token, ttl_ms], what)
         return bool(kept)
 
     async def drop_thread(self, thread_id: str, *, queue: bool) -> str | None:
@@ -447,14 +353,14 @@ class HotTier:
         keys = [self.base(thread_id), self.outbox(thread_id)]
         tombstone = str(uuid6()) if queue else ""
         args = [thread_id, "1" if queue else "0", tombstone]
-        sid = await self._write(self._drop, keys, args, f"the deletion of thread {thread_id!r}")
+        sid = await self.run.write(self._drop, keys, args, f"the deletion of thread {thread_id!r}")
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> HotRead:
         args = [ns, cid or "", self.refresh_ms, thread_id]
-        reply = await self.eval(self._get, [self.base(thread_id)], args)
+        reply = await self.run.eval(self._get, [self.base(thread_id)], args)
         return self._read(thread_id, ns, reply)
 
     def _read(self, thread_id: str, ns: str, reply: list[Any]) -> HotRead:
@@ -513,7 +419,9 @@ class HotTier:
         return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
     async def namespaces(self, thread_id: str) -> list[str]:
-        return sorted(_b(n) for n in await self.eval(self._namespaces, [self.base(thread_id)], []))
+        return sorted(
+            _b(n) for n in await self.run.eval(self._namespaces, [self.base(thread_id)], [])
+        )
 
     async def list_full(
         self,
@@ -531,7 +439,9 @@ class HotTier:
         when the complete thread index lacks the thread)."""
         args = ["1" if ns is None else "0", ns or "", cid or "", before or "", limit or 0]
         args += [self.refresh_ms, thread_id if indexed else ""]
-        complete, gen, items, dead = await self.eval(self._list_full, [self.base(thread_id)], args)
+        complete, gen, items, dead = await self.run.eval(
+            self._list_full, [self.base(thread_id)], args
+        )
         if dead:
             self._report_dead(thread_id, int(dead))
         reads = [
@@ -546,7 +456,9 @@ class HotTier:
         """Checkpoints of one namespace newest first, without blobs or writes,
         and whether Redis holds every checkpoint of the namespace."""
         base = self.base(thread_id)
-        ids, recs, complete = await self.eval(self._list, [base], [ns, before or "", limit or 0])
+        ids, recs, complete = await self.run.eval(
+            self._list, [base], [ns, before or "", limit or 0]
+        )
         out = []
         for cid, rec in zip(ids, recs, strict=True):
             if rec is None:  # a record evicted alone is read from the durable store
@@ -572,7 +484,7 @@ class HotTier:
             *blobs,
             *writes,
         ]
-        values = await self.eval(self._repopulate, [self.base(stored.thread_id)], args)
+        values = await self.run.eval(self._repopulate, [self.base(stored.thread_id)], args)
         if values is None:
             return None
         return [unpack_write(v) for v in values if v is not None]

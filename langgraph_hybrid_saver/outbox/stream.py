@@ -145,7 +145,7 @@ class Outbox:
         )  # fmt: skip
         self._pins.pop(sid, None)
         keys = [self.keys.outboxes[shard], self.keys.dead[shard], self.keys.dead_index[shard]]
-        await self.hot.eval(self._dead_letter, keys, [sid, reason, self.keys.shard_root(shard)])
+        await self.hot.run.eval(self._dead_letter, keys, [sid, reason, self.keys.shard_root(shard)])
 
     async def dead_reason(self, shard: int, sid: str) -> str | None:
         """Why outbox entry `sid` was dead-lettered, or None if it was not."""
