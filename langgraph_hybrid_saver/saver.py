@@ -32,32 +32,21 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio import Redis, RedisCluster
 
 from langgraph_hybrid_saver import telemetry
-from langgraph_hybrid_saver.backends import (
-    PRUNE_STRATEGIES,
-    DurableBackend,
-)
+from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend
 from langgraph_hybrid_saver.bridge import SyncBridge, on_own_loop
 from langgraph_hybrid_saver.clients import open_clients
 from langgraph_hybrid_saver.core import (
     list_query,
-    next_config,
     next_version,
     normalize_id,
     parse_config,
     to_tuple,
 )
-from langgraph_hybrid_saver.encode import (
-    encode_put,
-    encode_writes,
-)
 from langgraph_hybrid_saver.errors import ConfigError
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
 from langgraph_hybrid_saver.hot.index import IndexBuilder
 from langgraph_hybrid_saver.hot.replicas import ReplicaAck
-from langgraph_hybrid_saver.outbox.reconciler import (
-    DEFAULT_LINGER_MS,
-    Reconciler,
-)
+from langgraph_hybrid_saver.outbox.reconciler import DEFAULT_LINGER_MS, Reconciler
 from langgraph_hybrid_saver.outbox.stream import Outbox
 from langgraph_hybrid_saver.tiering import Tiers, durable_threads
 from langgraph_hybrid_saver.writes import BacklogPolicy, Durability, Writes, redis_errors
@@ -197,9 +186,6 @@ class AsyncHybridSaver(SyncBridge):
             max_lag_seconds=max_lag_seconds,
             on_backlog=on_backlog,
         )
-        self._monitor: asyncio.Task[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
         self._closed = False
         self._on_close: list[Callable[[], Awaitable[Any]]] = []
 
@@ -253,14 +239,7 @@ class AsyncHybridSaver(SyncBridge):
 
     def _start(self) -> None:
         self._check_open()
-        if self.reconciler is not None and self._task is None:
-            self._task = self.loop.create_task(
-                self.reconciler.run(self._stop), name="hybrid-saver-reconciler"
-            )
-        if self.writes.bounded and self._monitor is None:
-            self._monitor = self.loop.create_task(
-                self.writes.watch_backlog(self._stop), name="hybrid-saver-bound"
-            )
+        self.writes.start(self.loop)
 
     @property
     def durability(self) -> Durability:
@@ -283,16 +262,7 @@ class AsyncHybridSaver(SyncBridge):
         if self._closed:
             return
         self._closed = True
-        if self.reconciler is not None:
-            self.reconciler.drain_timeout = drain_timeout
-        self._stop.set()
-        if self._monitor is not None:
-            await self._monitor
-        if self._task is not None:
-            try:  # the drain's last batch and the lease release take a moment more
-                await asyncio.wait_for(self._task, drain_timeout + 1)
-            except asyncio.TimeoutError:
-                logger.warning("reconciler did not stop in time; cancelled it")
+        await self.writes.stop(drain_timeout)
         if self.index is not None:
             await self.index.aclose()
         await self.hot.aclose()
@@ -383,22 +353,9 @@ class AsyncHybridSaver(SyncBridge):
         Returns:
             The config of the stored checkpoint.
         """
-        row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, new_versions)
-        tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
-        if telemetry.recording():
-            telemetry.note(telemetry.BYTES, telemetry.put_size(row, blobs))
-        what = f"checkpoint {cid!r} of thread {tid!r}"
+        self._start()
         with redis_errors(self.hot.where):
-            sid = await self._write_hot(partial(self.hot.put, row, refs, blobs), tid, what)
-            if isinstance(sid, list):
-                # Redis lost unchanged channel values (a restart before they were
-                # reconciled): store them again with this checkpoint.
-                lost = {f.partition("\x00")[0] for f in sid}
-                versions = checkpoint["channel_versions"]
-                again = {**new_versions, **{ch: versions[ch] for ch in lost}}
-                row, refs, blobs = encode_put(self.serde, config, checkpoint, metadata, again)
-                await self._write_hot(partial(self.hot.put, row, refs, blobs), tid, what)
-        return next_config(tid, ns, cid)
+            return await self.writes.put(self.serde, config, checkpoint, metadata, new_versions)
 
     @telemetry.traced("aput_writes", telemetry.of_writes)
     @on_own_loop
@@ -416,20 +373,10 @@ class AsyncHybridSaver(SyncBridge):
                 "put_writes needs config['configurable']['checkpoint_id'] (the "
                 "checkpoint the writes belong to)"
             )
-        rows, upsert = encode_writes(self.serde, writes, task_id, task_path, thread_id=thread_id)
-        if telemetry.recording():
-            telemetry.note(telemetry.BYTES, telemetry.writes_size(rows))
-        what = f"pending writes of task {task_id!r} to checkpoint {cid!r} of thread {thread_id!r}"
-        with redis_errors(self.hot.where):
-            await self._write_hot(
-                partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert), thread_id, what
-            )
-
-    async def _write_hot(
-        self, hot_write: Callable[[str], Awaitable[Any]], thread_id: str, what: str
-    ) -> Any:
         self._start()
-        return await self.writes.write(hot_write, thread_id, what)
+        at = (thread_id, ns, cid)
+        with redis_errors(self.hot.where):
+            await self.writes.put_writes(self.serde, at, writes, task_id, task_path)
 
     # --- deletes --------------------------------------------------------------
 
@@ -547,27 +494,7 @@ class AsyncHybridSaver(SyncBridge):
     async def astats(self) -> dict[str, Any]:
         """Backlog, reconcile lag, the in-process reconciler's counters and the
         durable backend's own `stats` if it keeps any (Cosmos DB: request units)."""
-        backlog, age, dead_letters = await self.outbox.state()
-        out: dict[str, Any] = {
-            "backlog": backlog,
-            "dead_letters": dead_letters,
-            "lag_seconds": age or 0.0,
-            "overloaded": self.overloaded,
-            "durability": self.durability,
-        }
-        if (durable := self.backend.stats) is not None:
-            out["durable"] = durable
-        if self.reconciler is not None:
-            st = self.reconciler.stats
-            out |= {
-                "applied": st.applied,
-                "batches": st.batches,
-                "errors": st.errors,
-                "last_error": st.last_error,
-                "dead_lettered": st.dead_lettered,
-                "owned_shards": st.owned_shards,
-            }
-        return out
+        return await self.writes.stats()
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         return next_version(current)

@@ -13,18 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from langgraph_hybrid_saver import telemetry
 from langgraph_hybrid_saver.backends import DurableBackend
-from langgraph_hybrid_saver.core import ListQuery
+from langgraph_hybrid_saver.core import ListQuery, next_config
+from langgraph_hybrid_saver.encode import encode_put, encode_writes
 from langgraph_hybrid_saver.errors import (
     BacklogError,
     ConfigError,
@@ -105,6 +109,9 @@ class Writes:
         self.overloaded = False  # set by `watch_backlog`
         self.held: dict[str, str] = {}  # thread_id -> lease token
         self._renewals: dict[str, asyncio.Task[None]] = {}
+        self._stop = asyncio.Event()
+        self._reconciling: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     @property
     def bounded(self) -> bool:
@@ -127,6 +134,48 @@ class Writes:
         if isinstance(sid, str) and (self.durability == "write_through" or self.overloaded):
             await self.wait_durable(thread_id, sid, what)
         return sid
+
+    async def put(
+        self,
+        serde: SerializerProtocol,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """A checkpoint, its new blobs and its outbox entry in one hot write."""
+        row, refs, blobs = encode_put(serde, config, checkpoint, metadata, new_versions)
+        tid, ns, cid = row.thread_id, row.checkpoint_ns, row.checkpoint_id
+        if telemetry.recording():
+            telemetry.note(telemetry.BYTES, telemetry.put_size(row, blobs))
+        what = f"checkpoint {cid!r} of thread {tid!r}"
+        sid = await self.write(partial(self.hot.put, row, refs, blobs), tid, what)
+        if isinstance(sid, list):
+            # Redis lost unchanged channel values (a restart before they were
+            # reconciled): store them again with this checkpoint.
+            lost = {f.partition("\x00")[0] for f in sid}
+            versions = checkpoint["channel_versions"]
+            again = {**new_versions, **{ch: versions[ch] for ch in lost}}
+            row, refs, blobs = encode_put(serde, config, checkpoint, metadata, again)
+            await self.write(partial(self.hot.put, row, refs, blobs), tid, what)
+        return next_config(tid, ns, cid)
+
+    async def put_writes(
+        self,
+        serde: SerializerProtocol,
+        at: tuple[str, str, str],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> None:
+        """Pending writes of a task to checkpoint `at` (thread, ns, id) in one hot write."""
+        thread_id, ns, cid = at
+        rows, upsert = encode_writes(serde, writes, task_id, task_path, thread_id=thread_id)
+        if telemetry.recording():
+            telemetry.note(telemetry.BYTES, telemetry.writes_size(rows))
+        what = f"pending writes of task {task_id!r} to checkpoint {cid!r} of thread {thread_id!r}"
+        hot_write = partial(self.hot.put_writes, thread_id, ns, cid, rows, upsert)
+        await self.write(hot_write, thread_id, what)
 
     async def wait_durable(self, thread_id: str, sid: str, what: str) -> None:
         """Return once outbox entry `sid` of the thread is in the durable store.
@@ -185,6 +234,59 @@ class Writes:
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.02)
+
+    # --- background work: the in-process reconciler, the backlog watch --------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the in-process reconciler and, under a backlog bound, its
+        watch (each once)."""
+        if self.reconciler is not None and self._reconciling is None:
+            self._reconciling = loop.create_task(
+                self.reconciler.run(self._stop), name="hybrid-saver-reconciler"
+            )
+        if self.bounded and self._watching is None:
+            self._watching = loop.create_task(
+                self.watch_backlog(self._stop), name="hybrid-saver-bound"
+            )
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop both, the reconciler after draining what it owns for at most
+        `drain_timeout` seconds (what is left stays in the outbox)."""
+        if self.reconciler is not None:
+            self.reconciler.drain_timeout = drain_timeout
+        self._stop.set()
+        if self._watching is not None:
+            await self._watching
+        if self._reconciling is not None:
+            try:  # the drain's last batch and the lease release take a moment more
+                await asyncio.wait_for(self._reconciling, drain_timeout + 1)
+            except asyncio.TimeoutError:
+                logger.warning("reconciler did not stop in time; cancelled it")
+
+    async def stats(self) -> dict[str, Any]:
+        """Backlog, reconcile lag, the in-process reconciler's counters and the
+        durable backend's own `stats` if it keeps any."""
+        backlog, age, dead_letters = await self.outbox.state()
+        out: dict[str, Any] = {
+            "backlog": backlog,
+            "dead_letters": dead_letters,
+            "lag_seconds": age or 0.0,
+            "overloaded": self.overloaded,
+            "durability": self.durability,
+        }
+        if (durable := self.backend.stats) is not None:
+            out["durable"] = durable
+        if self.reconciler is not None:
+            st = self.reconciler.stats
+            out |= {
+                "applied": st.applied,
+                "batches": st.batches,
+                "errors": st.errors,
+                "last_error": st.last_error,
+                "dead_lettered": st.dead_lettered,
+                "owned_shards": st.owned_shards,
+            }
+        return out
 
     async def watch_backlog(self, stop: asyncio.Event) -> None:
         """Keep `overloaded` current off the hot path (one pipelined read per tick)."""
