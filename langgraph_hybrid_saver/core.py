@@ -324,5 +324,3 @@ def merge_newest_first(
         seen.setdefault((s.thread_id, s.checkpoint_ns, s.checkpoint_id), s)
     merged = sorted(seen.values(), key=lambda s: s.checkpoint_id, reverse=True)
     return merged if limit is None else merged[: max(limit, 0)]
-
-
