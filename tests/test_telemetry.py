@@ -336,13 +336,14 @@ def test_without_opentelemetry_everything_is_the_plain_method(
             sys.modules[name] = None  # import fails as when not installed
         from langgraph_hybrid_saver import AsyncHybridSaver, MissingExtraError, telemetry
         from langgraph_hybrid_saver.bridge import on_own_loop
+        from langgraph_hybrid_saver.prometheus import serve_prometheus
         assert telemetry.ENABLED is False
         async def f(self): pass
         assert telemetry.traced("x")(f) is f
         assert AsyncHybridSaver.aput.__wrapped__.__name__ == "aput"  # on_own_loop only
         assert not hasattr(AsyncHybridSaver.aput.__wrapped__, "__wrapped__")
         try:
-            telemetry.serve_prometheus(0)
+            serve_prometheus(0)
         except MissingExtraError as e:
             assert "[otel]" in str(e), e
         else:

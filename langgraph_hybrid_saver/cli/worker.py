@@ -96,7 +96,7 @@ def reconcile(
     # warnings, whatever the worker's own level.
     logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
     if metrics_port is not None:  # served until the process exits (a daemon thread)
-        from langgraph_hybrid_saver.telemetry import serve_prometheus
+        from langgraph_hybrid_saver.prometheus import serve_prometheus
 
         click.echo(f"metrics on {serve_prometheus(metrics_port, metrics_host).url}")
 
