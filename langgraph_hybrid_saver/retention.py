@@ -20,8 +20,10 @@ superseded and the thread leaves the thread index) and one
 
 DeltaChannel: a thread whose checkpoints carry
 `counters_since_delta_snapshot` rebuilds values from the chain of older
-checkpoints, so keep-latest skips it and reports it; deleting an idle
-thread takes the whole chain, which severs nothing.
+checkpoints, so keep-latest also keeps, for each checkpoint it keeps, the
+ancestors back to the nearest one storing each DeltaChannel value
+(`backends._prune`, from `chain_index`), and reports them; deleting an
+idle thread takes the whole chain, which severs nothing.
 
 Idempotent: a second run finds nothing more to remove.
 """
@@ -32,12 +34,14 @@ import asyncio
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from uuid import UUID
 
 from langgraph_hybrid_saver.backends import DurableBackend
+from langgraph_hybrid_saver.backends._prune import ChainRow, keep_with_chains
 from langgraph_hybrid_saver.errors import ConfigError, FlushTimeoutError
 from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.outbox.ops import DeleteThreadOp, seq_key
@@ -134,7 +138,10 @@ class RetentionReport:
     checkpoints_of_deleted: int = 0  # the checkpoints those threads held
     threads_pruned: int = 0  # threads that lost checkpoints to keep-latest
     checkpoints_pruned: int = 0
-    delta_threads_skipped: list[str] = field(default_factory=list)
+    # older than the latest N, kept because a kept checkpoint's DeltaChannel
+    # values are rebuilt from them
+    threads_kept_for_delta: int = 0
+    checkpoints_kept_for_delta: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,13 +149,16 @@ class RetentionReport:
 
 @dataclass(slots=True)
 class BatchPlan:
-    """What one page of threads loses."""
+    """What one page of threads loses. `delta`: threads with a DeltaChannel
+    and more than `keep` checkpoints in a namespace, planned by `plan_delta`."""
 
     idle: list[str] = field(default_factory=list)
     prune: list[str] = field(default_factory=list)
-    delta_skipped: list[str] = field(default_factory=list)
+    delta: list[str] = field(default_factory=list)
     checkpoints_idle: int = 0
     checkpoints_pruned: int = 0
+    threads_kept_for_delta: int = 0
+    checkpoints_kept_for_delta: int = 0
 
 
 def plan_batch(
@@ -156,8 +166,8 @@ def plan_batch(
 ) -> BatchPlan:
     """The plan of a page from its `checkpoint_index` rows: a thread whose
     newest checkpoint id sorts before `cutoff` is idle; any other with more
-    than `keep` checkpoints in a namespace is pruned, unless it uses a
-    DeltaChannel (skipped)."""
+    than `keep` checkpoints in a namespace is pruned, or, when it uses a
+    DeltaChannel, left to `plan_delta`."""
     counts: dict[str, dict[str, int]] = {}
     newest: dict[str, str] = {}
     delta: set[str] = set()
@@ -177,11 +187,33 @@ def plan_batch(
             if not excess:
                 continue
             if thread_id in delta:
-                plan.delta_skipped.append(thread_id)
+                plan.delta.append(thread_id)
             else:
                 plan.prune.append(thread_id)
                 plan.checkpoints_pruned += excess
     return plan
+
+
+def plan_delta(plan: BatchPlan, rows: Sequence[ChainRow], keep: int) -> None:
+    """Add to `plan` what the DeltaChannel threads of `plan.delta` lose, from
+    their `chain_index` rows: all but the newest `keep` of each namespace and
+    the ancestors those need (`keep_with_chains`, what `prune_keep_latest`
+    with `delta_chains` keeps)."""
+    kept = keep_with_chains(rows, keep)
+    total = Counter(r.thread_id for r in rows)
+    left = Counter(
+        r.thread_id for r in rows if (r.thread_id, r.checkpoint_ns, r.checkpoint_id) in kept
+    )
+    newest: Counter[str] = Counter()
+    for (thread_id, _), n in Counter((r.thread_id, r.checkpoint_ns) for r in rows).items():
+        newest[thread_id] += min(n, keep)
+    for thread_id in sorted(total):
+        if gone := total[thread_id] - left[thread_id]:
+            plan.prune.append(thread_id)
+            plan.checkpoints_pruned += gone
+        if older := left[thread_id] - newest[thread_id]:
+            plan.threads_kept_for_delta += 1
+            plan.checkpoints_kept_for_delta += older
 
 
 async def wait_outbox(outbox: Outbox, timeout: float) -> None:
@@ -242,13 +274,17 @@ async def retain(
     after = ""
     while threads := await backend.thread_ids(after, batch):
         after = threads[-1]
-        plan = plan_batch(await backend.checkpoint_index(threads), policy.keep_latest, cutoff)
+        keep = policy.keep_latest
+        plan = plan_batch(await backend.checkpoint_index(threads), keep, cutoff)
+        if plan.delta:
+            assert keep is not None
+            plan_delta(plan, await backend.chain_index(plan.delta), keep)
         if not dry_run:
             if plan.idle:
                 await delete_threads(hot, outbox, backend, plan.idle)
             if plan.prune:
-                assert policy.keep_latest is not None
-                await backend.prune_keep_latest(plan.prune, policy.keep_latest)
+                assert keep is not None
+                await backend.prune_keep_latest(plan.prune, keep, delta_chains=True)
                 for thread_id in plan.prune:  # re-read from the store on demand
                     await hot.drop_thread(thread_id, queue=False)
         report.threads_scanned += len(threads)
@@ -256,7 +292,8 @@ async def retain(
         report.checkpoints_of_deleted += plan.checkpoints_idle
         report.threads_pruned += len(plan.prune)
         report.checkpoints_pruned += plan.checkpoints_pruned
-        report.delta_threads_skipped += plan.delta_skipped
+        report.threads_kept_for_delta += plan.threads_kept_for_delta
+        report.checkpoints_kept_for_delta += plan.checkpoints_kept_for_delta
         if progress is not None:
             progress(report)
     return report

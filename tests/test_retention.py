@@ -1,9 +1,11 @@
 """Retention (`langgraph_hybrid_saver.retention`, `prune`): on every durable
 store, thousands of threads on PostgreSQL, what is kept and removed: the
 latest N checkpoints of every namespace, idle threads whole, their writes
-and the blobs no kept checkpoint uses; DeltaChannel threads intact; the hot
-copies and the thread index in Redis; a dry run changes nothing; a second
-run changes nothing.
+and the blobs no kept checkpoint uses; on DeltaChannel threads also the
+older checkpoints back to the snapshot their values are rebuilt from (real
+graphs read the same state afterwards, from the durable store alone too);
+the hot copies and the thread index in Redis; a dry run changes nothing; a
+second run changes nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import re
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import pytest
@@ -108,6 +110,27 @@ class Ops:
         self.put(thread_id, s1, {"x": "1"}, {"x": "1"}, ns="sub")
         self.put(thread_id, s2, {"x": "2"}, {"x": "2"}, ns="sub", parent=s1)
 
+    def delta_chain(self, thread_id: str, start: float) -> None:
+        """c0 <- ... <- c4 of a DeltaChannel `messages`: snapshots (a blob at
+        the version) at c0 and c2, the others a new version with the delta
+        counters only; a write on each. c4 rebuilds `messages` from c2's
+        snapshot and the writes of c2 and c3."""
+        parent = None
+        for k in range(5):
+            c = cid(start + k * HOUR)
+            snapshot = k in (0, 2)
+            new = {"messages": str(k)} if snapshot else {}
+            self.put(
+                thread_id,
+                c,
+                {"messages": str(k)},
+                new,
+                parent=parent,
+                metadata={} if snapshot else DELTA,
+            )
+            self.write(thread_id, c)
+            parent = c
+
     def chain(self, thread_id: str, start: float, n: int, metadata: dict[str, Any]) -> None:
         parent = None
         for k in range(n):
@@ -129,7 +152,7 @@ def dataset(kind: str, now: float) -> tuple[Ops, list[str], list[str], list[str]
         ops.chain(t, now - 40 * DAY, 2, {})
     ops.chain("idle-delta", now - 40 * DAY, 3, DELTA)  # idle: deleted whole
     for t in delta:
-        ops.chain(t, now - 5 * HOUR, 3, DELTA)
+        ops.delta_chain(t, now - 6 * HOUR)
     return ops, active, idle, delta
 
 
@@ -190,9 +213,12 @@ async def test_retention_keeps_the_latest_and_deletes_idle_threads(
     assert dry.threads_scanned == len(active) + len(idle) + len(delta) + 2
     assert dry.threads_deleted == len(idle) + 1
     assert dry.checkpoints_of_deleted == 2 * (len(idle) - 1) + 3 + 1
-    assert dry.threads_pruned == len(active) + 1
-    assert dry.checkpoints_pruned == 4 * len(active) + 2
-    assert sorted(dry.delta_threads_skipped) == delta
+    assert dry.threads_pruned == len(active) + 1 + len(delta)
+    assert dry.checkpoints_pruned == 4 * len(active) + 2 + 2 * len(delta)
+    assert (dry.threads_kept_for_delta, dry.checkpoints_kept_for_delta) == (
+        len(delta),
+        2 * len(delta),
+    )
 
     done = await run(saver, policy, now=now, batch=100)
     assert {**done.to_json(), "dry_run": True} == dry.to_json()  # what the dry run said
@@ -201,9 +227,14 @@ async def test_retention_keeps_the_latest_and_deletes_idle_threads(
         assert await saver.backend.count_rows(t) == {k: 0 for k in before}
     assert await saver.aget_tuple(config) is None
     assert not await saver.hot.redis.sismember(index, "hot-idle")  # left the thread index
-    for t in delta:  # the DeltaChannel chains are whole
+    for t in delta:  # the chain back to the snapshot c4 is rebuilt from is kept
+        assert await durable_ids(saver, t) == [cid(now - h * HOUR) for h in (2, 3, 4)]
         assert [p is None for _, p in await rows(saver.backend, t)] == [False, False, True]
-        assert (await saver.backend.count_rows(t))["checkpoints"] == 3
+        c2 = await saver.backend.get(t, "", cid(now - 4 * HOUR))
+        assert c2 is not None and c2.blobs == {"messages": ("bytes", b"messages2")}
+        assert [w.blob for w in c2.writes] == [c2.checkpoint_id.encode()]
+        counts = await saver.backend.count_rows(t)
+        assert sorted(n for n in counts.values() if n) == [1, 3, 3]  # blobs, writes, checkpoints
     for t in [*active[:3], *active[-3:]]:
         kept = await saver.backend.get(t, "", None)
         assert kept is not None and kept.checkpoint_id == cid(now - HOUR)
@@ -226,6 +257,7 @@ async def test_retention_keeps_the_latest_and_deletes_idle_threads(
     assert await saver.backend.count_rows() == after
     assert (again.threads_deleted, again.threads_pruned, again.checkpoints_pruned) == (0, 0, 0)
     assert again.threads_scanned == len(active) + len(delta) + 1
+    assert again.checkpoints_kept_for_delta == dry.checkpoints_kept_for_delta  # still kept
 
 
 async def test_keep_latest_two_and_idle_only(saver: AsyncHybridSaver) -> None:
@@ -313,7 +345,8 @@ def test_prune_command(pg_url: str, redis_url: str, key_prefix: str) -> None:
         "checkpoints_of_deleted": 2,
         "threads_pruned": 2,
         "checkpoints_pruned": 8,
-        "delta_threads_skipped": [],
+        "threads_kept_for_delta": 0,
+        "checkpoints_kept_for_delta": 0,
     }
     table = runner.invoke(cli, args)
     assert table.exit_code == 0, table.output
@@ -377,30 +410,98 @@ def test_reconcile_worker_refuses_a_bad_retention_policy(pg_url: str, redis_url:
     assert "idle='30' is not a duration" in result.output
 
 
+def _add_notes(state: list[str], writes: Sequence[list[str]]) -> list[str]:
+    return [*state, *(note for w in writes for note in w)]
+
+
 class DeltaState(TypedDict):
-    messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer)]
+    messages: Annotated[
+        list[AnyMessage], DeltaChannel(_messages_delta_reducer, snapshot_frequency=4)
+    ]
 
 
-def _reply(state: DeltaState) -> dict[str, Any]:
+class TwoDeltaState(TypedDict):
+    """Two DeltaChannels whose snapshots fall on different checkpoints."""
+
+    messages: Annotated[
+        list[AnyMessage], DeltaChannel(_messages_delta_reducer, snapshot_frequency=4)
+    ]
+    notes: Annotated[list[str], DeltaChannel(_add_notes, snapshot_frequency=3)]
+
+
+def _reply(state: dict[str, Any]) -> dict[str, Any]:
     return {"messages": [AIMessage(f"reply {len(state['messages'])}")]}
 
 
-async def test_a_delta_channel_graph_keeps_its_history(saver: AsyncHybridSaver) -> None:
-    """A real DeltaChannel thread: keep-latest leaves it whole, and its state
-    (rebuilt from older checkpoints) reads the same afterwards."""
-    g = StateGraph(DeltaState)
-    g.add_node("reply", _reply)
+def _reply_and_note(state: dict[str, Any]) -> dict[str, Any]:
+    """A reply, and a note every other turn (`notes` is updated half as often)."""
+    n = len(state["messages"])
+    return {
+        "messages": [AIMessage(f"reply {n}")],
+        **({"notes": [f"note {n}"]} if n % 4 == 1 else {}),
+    }
+
+
+def delta_graph(state: type[Any], checkpointer: AsyncHybridSaver) -> Any:
+    g = StateGraph(state)
+    g.add_node("reply", _reply if state is DeltaState else _reply_and_note)
     g.add_edge(START, "reply")
-    graph = g.compile(checkpointer=saver)
+    return g.compile(checkpointer=checkpointer)
+
+
+@pytest.mark.parametrize("state", [DeltaState, TwoDeltaState], ids=["one", "two"])
+async def test_keep_latest_keeps_what_a_delta_channel_graph_reads(
+    saver: AsyncHybridSaver, redis_url: str, durable_url: str, key_prefix: str, state: type[Any]
+) -> None:
+    """A real DeltaChannel graph run for 13 turns (snapshots every 4 and 3
+    updates): keep_latest=1 removes most checkpoints, and the state reads the
+    same afterwards through the saver and from the durable store alone."""
+    graph = delta_graph(state, saver)
     config: Any = {"configurable": {"thread_id": "delta-graph"}}
-    for turn in range(5):
+    for turn in range(13):  # the last snapshot of `messages` is in turn 12: a chain
         await graph.ainvoke({"messages": [HumanMessage(f"turn {turn}")]}, config)
     await put_chain(saver, "plain", 3)
-    before = [m.content for m in (await graph.aget_state(config)).values["messages"]]
-    assert len(before) == 10
-    report = await run(saver, RetentionPolicy(keep_latest=1))
-    assert report.delta_threads_skipped == ["delta-graph"]
-    assert report.threads_pruned == 1  # "plain"
-    await saver.hot.drop_thread("delta-graph", queue=False)  # read it from the store
-    after = [m.content for m in (await graph.aget_state(config)).values["messages"]]
-    assert after == before
+    await saver.aflush()
+    before = (await graph.aget_state(config)).values
+    assert len(before["messages"]) == 26
+    tuple_before = await saver.aget_tuple(config)
+    assert tuple_before is not None
+    history = {
+        s.config["configurable"]["checkpoint_id"]: s.values
+        async for s in graph.aget_state_history(config)
+    }
+    stored = await durable_ids(saver, "delta-graph")
+    policy = RetentionPolicy(keep_latest=1)
+
+    dry = await run(saver, policy, dry_run=True)
+    assert await durable_ids(saver, "delta-graph") == stored  # a dry run changes nothing
+    done = await run(saver, policy)
+    assert done.to_json() == {**dry.to_json(), "dry_run": False}  # what the dry run said
+    assert done.threads_pruned == 2  # "plain" and "delta-graph"
+    left = await durable_ids(saver, "delta-graph")
+    assert 1 < len(left) < len(stored) // 4
+    assert len(stored) - len(left) == done.checkpoints_pruned - 2
+    assert done.threads_kept_for_delta == 1
+    assert done.checkpoints_kept_for_delta == len(left) - 1
+
+    # through the saver: its hot copy was dropped, read from the store
+    assert (await graph.aget_state(config)).values == before
+    after = await saver.aget_tuple(config)
+    assert after is not None and after.config == tuple_before.config
+    assert after.checkpoint == tuple_before.checkpoint
+    assert after.metadata == tuple_before.metadata
+    assert after.pending_writes == tuple_before.pending_writes
+    # from the durable store alone: a new saver with nothing in Redis
+    async with hybrid_saver(redis_url, durable_url, key_prefix + "-fresh") as fresh:
+        reread = delta_graph(state, fresh)
+        values = (await reread.aget_state(config)).values
+        assert values == before
+        assert [m.content for m in values["messages"]] == [m.content for m in before["messages"]]
+        if state is DeltaState:  # one DeltaChannel: every checkpoint left reads as before
+            async for s in reread.aget_state_history(config):
+                assert s.values == history[s.config["configurable"]["checkpoint_id"]]
+
+    again = await run(saver, policy)  # idempotent
+    assert (again.threads_pruned, again.checkpoints_pruned) == (0, 0)
+    assert again.checkpoints_kept_for_delta == done.checkpoints_kept_for_delta
+    assert await durable_ids(saver, "delta-graph") == left

@@ -63,9 +63,10 @@ def plan_apply(ops: Sequence[Op], marks: Mapping[str, str]) -> ApplyPlan:
 
 
 def refuse_delta_threads(threads: Iterable[str]) -> None:
-    """`prune_keep_latest` refuses threads whose metadata has
-    `counters_since_delta_snapshot`: a DeltaChannel rebuilds its value from
-    the chain of older checkpoints, which keeping only the latest would sever.
+    """`prune_keep_latest` without `delta_chains` (what `aprune` calls)
+    refuses threads whose metadata has `counters_since_delta_snapshot`, as
+    PostgresSaver's `prune` does: a DeltaChannel rebuilds its value from the
+    chain of older checkpoints, which keeping only the latest would sever.
 
     Raises:
         NotImplementedError: Naming the threads, when there are any.
@@ -73,5 +74,6 @@ def refuse_delta_threads(threads: Iterable[str]) -> None:
     if delta := sorted(threads):
         raise NotImplementedError(
             "keep_latest would sever the DeltaChannel history of threads "
-            f"{', '.join(delta)}; prune them with strategy='delete' or not at all"
+            f"{', '.join(delta)}; prune them with strategy='delete', or with retention "
+            "(`langgraph-hybrid-saver prune --keep-latest N`), which keeps that history"
         )

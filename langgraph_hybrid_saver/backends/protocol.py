@@ -22,6 +22,7 @@ import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from langgraph_hybrid_saver.backends._prune import ChainRow
 from langgraph_hybrid_saver.core import (
     ListQuery,
     StoredCheckpoint,
@@ -73,10 +74,19 @@ class DurableBackend(Protocol):
         """Delete checkpoints (and their writes) created by the runs; returns
         the thread ids touched."""
 
-    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
+    async def prune_keep_latest(
+        self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
+    ) -> None:
         """Keep only the newest `keep` checkpoints of every namespace of the
         threads (their writes and the blobs they refer to), in one
-        transaction; a kept checkpoint whose parent goes becomes a root."""
+        transaction; a kept checkpoint whose parent goes becomes a root.
+
+        A thread whose metadata has `counters_since_delta_snapshot` (it uses
+        a DeltaChannel) is refused with `NotImplementedError`, as
+        PostgresSaver's `prune` refuses it, unless `delta_chains`: then it
+        also keeps the ancestors its kept checkpoints' DeltaChannel values
+        are rebuilt from (`backends._prune.keep_with_chains`, planned in the
+        same transaction from `chain_index`'s rows)."""
 
     async def checkpoint_index(
         self, thread_ids: Sequence[str]
@@ -84,6 +94,11 @@ class DurableBackend(Protocol):
         """(thread_id, checkpoint_ns, checkpoint_id, delta) of every checkpoint
         of the threads, no payloads; `delta` says its metadata has
         `counters_since_delta_snapshot` (what retention plans from)."""
+
+    async def chain_index(self, thread_ids: Sequence[str]) -> builtins.list[ChainRow]:
+        """A `ChainRow` of every checkpoint of the threads: its parent and
+        which channels it counts as DeltaChannels, versions and stores (what
+        keep-latest plans a DeltaChannel thread from)."""
 
     # --- optional capabilities: a backend without one returns None ---------
 

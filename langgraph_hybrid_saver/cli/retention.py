@@ -61,8 +61,9 @@ def prune(
     duration (by checkpoint id: LangGraph's ids are time-ordered uuid6);
     --keep-latest deletes all but the newest N checkpoints of every namespace
     of the others, with their writes and the blobs no kept checkpoint uses.
-    Threads that use a DeltaChannel are never pruned (their values are
-    rebuilt from older checkpoints); they are listed. Runs after the outbox
+    On threads that use a DeltaChannel it also keeps the older checkpoints
+    the kept ones rebuild their DeltaChannel values from (back to the
+    nearest snapshot of each), and counts them. Runs after the outbox
     entries written before it are applied (a reconciler must be running),
     BATCH threads per transaction; safe to run again.
     """
@@ -109,16 +110,13 @@ def prune(
     ui.add_row(
         table, "older checkpoints", str(report.threads_pruned), str(report.checkpoints_pruned)
     )
-    ui.add_row(table, "DeltaChannel, skipped", str(len(report.delta_threads_skipped)), "")
+    ui.add_row(
+        table,
+        "older, kept for DeltaChannel",
+        str(report.threads_kept_for_delta),
+        str(report.checkpoints_kept_for_delta),
+    )
     console.print(table)
-    if report.delta_threads_skipped:
-        shown = ", ".join(report.delta_threads_skipped[:10])
-        more = len(report.delta_threads_skipped) - 10
-        ui.print_line(
-            console,
-            ("note: ", "yellow"),
-            f"kept whole (DeltaChannel): {shown}" + (f" and {more} more" if more > 0 else ""),
-        )
     if dry_run:
         ui.print_line(console, ("dry run: nothing was changed", "dim"))
 

@@ -6,11 +6,13 @@ What a new backend must pass before the saver and the reconciler can rely on
 it: `apply` is idempotent behind a per-thread watermark, a delete fences what
 was queued before it, reads give back what was applied (latest, by id,
 blobs, list with filter/before/limit, newest first), `delete_for_runs` and
-`prune_keep_latest` delete what they say and no more.
+`prune_keep_latest` delete what they say and no more (with `delta_chains`,
+keeping a DeltaChannel thread's chain back to its snapshot).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,12 +20,15 @@ import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend
+from langgraph_hybrid_saver.backends._prune import ChainRow
 from langgraph_hybrid_saver.core import (
+    BlobRow,
+    CheckpointRow,
     ListQuery,
     StoredCheckpoint,
     WriteRow,
 )
-from langgraph_hybrid_saver.outbox.ops import seq_key
+from langgraph_hybrid_saver.outbox.ops import PutOp, seq_key
 
 from ..helpers import delete_op, put_op, writes_op
 
@@ -301,6 +306,85 @@ async def test_prune_keep_latest_refuses_a_delta_channel_thread(backend: Durable
         await backend.prune_keep_latest(["t", "d"])
     assert await ids(backend, "d") == ["c2", "c1"]  # nothing severed
     assert await ids(backend, "t") == ["c2", "c1"]  # nor pruned
+
+
+def delta_put(
+    n: int,
+    cid: str,
+    parent: str | None,
+    *,
+    snapshot: bool,
+    inline: dict[str, Any] | None = None,
+    thread_id: str = "d",
+) -> PutOp:
+    """A DeltaChannel step of thread `thread_id` at stream id `n-0`: channel
+    `m` at version n, stored as a blob when `snapshot`, else with only the
+    delta counters in the metadata; channel `x` (no DeltaChannel) at
+    version 1, never stored; `inline` values in the document."""
+    checkpoint = {
+        "v": 1,
+        "id": cid,
+        "ts": "2024-01-01T00:00:00+00:00",
+        "channel_values": inline or {},
+        "channel_versions": {"m": f"{n}", "x": "1", **dict.fromkeys(inline or {}, "1")},
+        "versions_seen": {},
+    }
+    metadata: dict[str, Any] = {"step": n}
+    if not snapshot:
+        metadata["counters_since_delta_snapshot"] = {"m": [1, 1]}
+    blobs = (BlobRow("m", f"{n}", "bytes", f"m{n}".encode()),) if snapshot else ()
+    row = CheckpointRow(thread_id, "", cid, parent, json.dumps(checkpoint), json.dumps(metadata))
+    return PutOp(seq_key(f"{n}-0"), row, blobs)
+
+
+async def test_prune_keep_latest_keeps_a_delta_channel_chain(backend: DurableBackend) -> None:
+    """c5 rebuilds `m` from c3's snapshot and the writes of c3 and c4: with
+    `delta_chains` those stay, c1 and c2 go (and m's blob at 1)."""
+    steps = [("c1", True), ("c2", False), ("c3", True), ("c4", False), ("c5", False)]
+    parent = None
+    for n, (cid, snap) in enumerate(steps, 1):
+        await backend.apply([delta_put(2 * n, cid, parent, snapshot=snap)])
+        await backend.apply([writes_op(2 * n + 1, "d", cid, cid.encode(), False)])
+        parent = cid
+    await backend.apply(
+        [put_op(20, "d", "s1", ns="sub"), put_op(21, "d", "s2", ns="sub", parent="s1")]
+    )
+    await backend.apply(chain("t"))
+    rows = {r.checkpoint_id: r for r in await backend.chain_index(["d"])}
+    assert rows["c4"] == ChainRow(
+        "d", "", "c4", "c3", frozenset({"m"}), frozenset({"m", "x"}), frozenset()
+    )
+    assert rows["c3"].stored == {"m"} and rows["c3"].delta == set()
+    assert rows["s1"].stored == {"step"} and rows["s1"].versioned == set()
+    await backend.prune_keep_latest(["d", "t"], delta_chains=True)
+    assert await ids(backend, "d") == ["s2", "c5", "c4", "c3"]
+    assert await ids(backend, "t") == ["c2"]  # a thread without a DeltaChannel: as before
+    c3 = await backend.get("d", "", "c3")
+    assert c3 is not None and c3.parent_checkpoint_id is None  # now a root
+    assert c3.blobs == {"m": ("bytes", b"m6")} and [w.blob for w in c3.writes] == [b"c3"]
+    assert await backend.get_blobs("d", "", [("m", "2")]) == {}
+    before = await snapshot(backend, "d")
+    await backend.prune_keep_latest(["d"], delta_chains=True)  # again: nothing more
+    assert await snapshot(backend, "d") == before
+
+
+async def test_an_inline_value_is_a_snapshot_an_inline_null_is_not(
+    backend: DurableBackend,
+) -> None:
+    """As PostgresSaver's delta walk reads them: a checkpoint whose inline
+    `m` is a value seeds the walk, one whose `m` is null does not."""
+    await backend.apply(
+        [
+            delta_put(1, "c1", None, snapshot=False, inline={"m": "plain value"}),
+            delta_put(2, "c2", "c1", snapshot=False, inline={"m": None}),
+            delta_put(3, "c3", "c2", snapshot=False),
+            delta_put(4, "c4", "c3", snapshot=False, thread_id="e", inline={"m": None}),
+        ]
+    )
+    rows = {r.checkpoint_id: r.stored for r in await backend.chain_index(["d", "e"])}
+    assert rows == {"c1": {"m"}, "c2": set(), "c3": set(), "c4": set()}
+    await backend.prune_keep_latest(["d"], delta_chains=True)
+    assert await ids(backend, "d") == ["c3", "c2", "c1"]
 
 
 # --- optional capabilities (declared on every backend, None where absent) ------------------

@@ -1,6 +1,7 @@
 """Writes on Cosmos DB: `apply`, `delete_for_runs` and `prune_keep_latest`,
 each a plan per thread committed in batches fenced by the thread's
-watermark document (the package docstring, "Concurrency")."""
+watermark document (the package docstring, "Concurrency"); the indexes
+retention plans from."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import Any
 from azure.cosmos import exceptions
 
 from langgraph_hybrid_saver.backends._apply import plan_apply, refuse_delta_threads
+from langgraph_hybrid_saver.backends._prune import ChainRow, keep_with_chains
 from langgraph_hybrid_saver.backends.cosmos.client import CosmosBase, Watermark
 from langgraph_hybrid_saver.backends.cosmos.documents import (
     MAX_CONFLICT_RETRIES,
     WATERMARK_ID,
     Doc,
+    chain_row,
     checkpoint_doc_id,
+    chunk_ids,
     make_doc,
     put_docs,
     write_docs,
@@ -24,10 +28,13 @@ from langgraph_hybrid_saver.backends.cosmos.documents import (
 from langgraph_hybrid_saver.backends.cosmos.metering import metered
 from langgraph_hybrid_saver.backends.cosmos.plan import Change, batches, deletion_plan
 from langgraph_hybrid_saver.backends.cosmos.queries import (
+    BY_IDS_SQL,
+    CHECKPOINT_DOCS_SQL,
     CHECKPOINT_INDEX_SQL,
     DELTA_THREADS_SQL,
     INDEX_SQL,
     RUNS_SQL,
+    VALUE_BLOB_IDS_SQL,
     WRITE_IDS_OF_SQL,
 )
 from langgraph_hybrid_saver.errors import DurableStoreError
@@ -229,28 +236,53 @@ class CosmosWrites(CosmosBase):
         ]
 
     @metered
-    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
+    async def chain_index(self, thread_ids: Sequence[str]) -> builtins.list[ChainRow]:
+        rows = await self._per_thread(sorted(set(thread_ids)), self._chain_rows)
+        return [r for thread in rows for r in thread]
+
+    async def _chain_rows(self, thread_id: str) -> builtins.list[ChainRow]:
+        """The `ChainRow`s of one thread: its checkpoint documents with their
+        payloads (and chunks), and which of its blobs hold a value."""
+        docs = await self._query(CHECKPOINT_DOCS_SQL, [], thread_id)
+        value_blobs = set(await self._query(VALUE_BLOB_IDS_SQL, [], thread_id))
+        wanted = [i for d in docs for i in chunk_ids(d)]
+        chunks = {c["id"]: c for c in await self._query_ids(BY_IDS_SQL, wanted, thread_id)}
+        return [chain_row(d, chunks, value_blobs) for d in docs]
+
+    @metered
+    async def prune_keep_latest(
+        self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
+    ) -> None:
         threads = sorted(set(thread_ids))
         if not threads:
             return
-        param = [{"name": "@threads", "value": threads}]
-        scope = threads[0] if len(threads) == 1 else None
-        refuse_delta_threads(set(await self._query(DELTA_THREADS_SQL, param, scope)))
+        if not delta_chains:
+            param = [{"name": "@threads", "value": threads}]
+            scope = threads[0] if len(threads) == 1 else None
+            refuse_delta_threads(set(await self._query(DELTA_THREADS_SQL, param, scope)))
 
         async def thread(thread_id: str) -> int:
             async def plan_for(mark: Watermark) -> tuple[dict[str, Change], str, int]:
                 index = await self._query(INDEX_SQL, [], thread_id)
-                by_ns: dict[str, builtins.list[Doc]] = {}
-                for d in index:
-                    if d["kind"] == "checkpoint":
+                checkpoints = [d for d in index if d["kind"] == "checkpoint"]
+                if delta_chains and any(d.get("delta") for d in checkpoints):
+                    keys = keep_with_chains(await self._chain_rows(thread_id), keep)
+                    kept = [
+                        d
+                        for d in checkpoints
+                        if (thread_id, d["checkpoint_ns"], d["checkpoint_id"]) in keys
+                    ]
+                else:
+                    by_ns: dict[str, builtins.list[Doc]] = {}
+                    for d in checkpoints:
                         by_ns.setdefault(d["checkpoint_ns"], []).append(d)
-                kept = [
-                    d
-                    for docs in by_ns.values()
-                    for d in sorted(docs, key=lambda d: d["checkpoint_id"], reverse=True)[:keep]
-                ]
+                    kept = [
+                        d
+                        for docs in by_ns.values()
+                        for d in sorted(docs, key=lambda d: d["checkpoint_id"], reverse=True)[:keep]
+                    ]
                 kept_ids = {d["id"] for d in kept}
-                doomed = {d["id"] for d in index if d["kind"] == "checkpoint"} - kept_ids
+                doomed = {d["id"] for d in checkpoints} - kept_ids
                 plan = deletion_plan(index, doomed)
                 # A kept checkpoint whose parent is not kept (pruned now, or
                 # deleted before by delete_for_runs) becomes a root, as in

@@ -1,6 +1,6 @@
 """The documents of a thread in its Cosmos DB partition (layout: the
 package docstring): ids, payload packing into chunks, and decoding back
-into a `StoredCheckpoint`."""
+into a `StoredCheckpoint` (or the `ChainRow` a prune plans from)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from langgraph_hybrid_saver.backends._prune import ChainRow
 from langgraph_hybrid_saver.core import (
     StoredCheckpoint,
     WriteRow,
@@ -211,3 +212,32 @@ def stored(
             f"Cosmos document {doc.get('id')!r} of thread {doc.get('thread_id')!r} (or one "
             f"of its blobs or writes) cannot be decoded: {type(e).__name__}: {e}"
         ) from e
+
+
+def chain_row(doc: Doc, chunks: Mapping[str, Doc], value_blobs: set[str]) -> ChainRow:
+    """The `ChainRow` of a checkpoint document; `value_blobs`: the ids of the
+    thread's blob documents that hold a value (type not "empty")."""
+    try:
+        payload = json.loads(unpack(doc, chunks) or b"null")
+        checkpoint, metadata = payload["checkpoint"], payload["metadata"]
+    except (ValueError, TypeError, KeyError, zlib.error) as e:
+        raise CorruptDataError(
+            f"Cosmos document {doc.get('id')!r} of thread {doc.get('thread_id')!r} "
+            f"cannot be decoded: {type(e).__name__}: {e}"
+        ) from e
+    ns = doc["checkpoint_ns"]
+    versions = checkpoint.get("channel_versions") or {}
+    inline = checkpoint.get("channel_values") or {}
+    counters = metadata.get("counters_since_delta_snapshot")
+    return ChainRow(
+        doc["thread_id"],
+        ns,
+        doc["checkpoint_id"],
+        doc["parent_checkpoint_id"],
+        frozenset(counters if isinstance(counters, dict) else ()),
+        frozenset(versions),
+        frozenset(
+            {ch for ch, v in versions.items() if blob_doc_id(ns, ch, str(v)) in value_blobs}
+            | {ch for ch, v in inline.items() if v is not None}
+        ),
+    )

@@ -17,12 +17,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from langgraph_hybrid_saver.backends import redact
 from langgraph_hybrid_saver.backends._apply import refuse_delta_threads
+from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_with_chains
 from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.postgres.apply import apply_staged
 from langgraph_hybrid_saver.backends.postgres.read import stored
 from langgraph_hybrid_saver.backends.postgres.refusals import refusal
 from langgraph_hybrid_saver.backends.postgres.sql import (
+    CHAIN_INDEX_SQL,
     CHECKPOINT_INDEX_SQL,
+    DELETE_CHECKPOINTS_SQL,
     DELETE_ORPHAN_BLOBS_SQL,
     DELETE_RUNS_SQL,
     DELETE_WRITES_OF_SQL,
@@ -189,15 +192,31 @@ class PostgresBackend:
         rows = await self._fetch(CHECKPOINT_INDEX_SQL, (sorted(set(thread_ids)),))
         return [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], r["delta"]) for r in rows]
 
-    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
+    async def chain_index(self, thread_ids: Sequence[str]) -> builtins.list[ChainRow]:
+        return _chain_rows(await self._fetch(CHAIN_INDEX_SQL, (sorted(set(thread_ids)),)))
+
+    async def prune_keep_latest(
+        self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
+    ) -> None:
         threads = sorted(set(thread_ids))
         async with self.pool.connection() as conn, conn.transaction():
             # Lock the threads against a concurrent reconcile, like `apply`.
             cur = await conn.execute(LOCK_THREADS_SQL, (threads,))
             await cur.execute(DELTA_THREADS_SQL, (threads,))
-            refuse_delta_threads(cast(DictRow, r)["thread_id"] for r in await cur.fetchall())
-            await cur.execute(PRUNE_OLDER_SQL, {"threads": threads, "keep": keep})
-            await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
+            delta = sorted(cast(DictRow, r)["thread_id"] for r in await cur.fetchall())
+            if not delta_chains:
+                refuse_delta_threads(delta)
+            if plain := sorted(set(threads) - set(delta)):
+                await cur.execute(PRUNE_OLDER_SQL, {"threads": plain, "keep": keep})
+                await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
+            if delta:
+                await cur.execute(CHAIN_INDEX_SQL, (delta,))
+                rows = _chain_rows(cast(builtins.list[DictRow], await cur.fetchall()))
+                if doomed := doomed_with_chains(rows, keep):
+                    keys = tuple([key[i] for key in doomed] for i in range(3))
+                    await cur.execute(DELETE_CHECKPOINTS_SQL, keys)
+                    gone = cast(builtins.list[DictRow], await cur.fetchall())
+                    await _delete_writes_of(cur, gone)
             await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
 
@@ -230,6 +249,21 @@ async def _migrate(conn: AsyncConnection[Any], migrations: Sequence[str], table:
     for v in range(version + 1, len(migrations)):
         await conn.execute(migrations[v])
         await conn.execute(f"INSERT INTO {table} (v) VALUES (%s)", (v,))
+
+
+def _chain_rows(rows: Sequence[DictRow]) -> builtins.list[ChainRow]:
+    return [
+        ChainRow(
+            r["thread_id"],
+            r["checkpoint_ns"],
+            r["checkpoint_id"],
+            r["parent_checkpoint_id"],
+            frozenset(r["delta"]),
+            frozenset(r["versioned"]),
+            frozenset(r["stored"]),
+        )
+        for r in rows
+    ]
 
 
 async def _delete_writes_of(cur: AsyncCursor[Any], rows: Sequence[DictRow]) -> None:

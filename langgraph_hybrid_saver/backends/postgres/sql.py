@@ -191,6 +191,44 @@ CHECKPOINT_INDEX_SQL = """
 SELECT thread_id, checkpoint_ns, checkpoint_id, metadata ? 'counters_since_delta_snapshot' AS delta
 FROM checkpoints WHERE thread_id = ANY(%s)
 """
+# What `backends._prune` plans a DeltaChannel thread from, per checkpoint:
+# the channels of its delta counters, of its versions, and those it stores
+# (an inline value other than null, or a blob at its version that is not
+# "empty": PostgresSaver writes those for a version without a value). One
+# primary-key probe per versioned channel, as PostgresSaver's delta walk.
+CHAIN_INDEX_SQL = """
+SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
+    ARRAY(SELECT jsonb_object_keys(CASE
+        WHEN jsonb_typeof(c.metadata -> 'counters_since_delta_snapshot') = 'object'
+        THEN c.metadata -> 'counters_since_delta_snapshot' END)) AS delta,
+    ARRAY(SELECT jsonb_object_keys(CASE
+        WHEN jsonb_typeof(c.checkpoint -> 'channel_versions') = 'object'
+        THEN c.checkpoint -> 'channel_versions' END)) AS versioned,
+    ARRAY(
+        SELECT i.key FROM jsonb_each(CASE
+            WHEN jsonb_typeof(c.checkpoint -> 'channel_values') = 'object'
+            THEN c.checkpoint -> 'channel_values' END) AS i
+        WHERE jsonb_typeof(i.value) <> 'null'
+        UNION
+        SELECT v.key FROM jsonb_each_text(CASE
+            WHEN jsonb_typeof(c.checkpoint -> 'channel_versions') = 'object'
+            THEN c.checkpoint -> 'channel_versions' END) AS v
+        WHERE EXISTS (
+            SELECT 1 FROM checkpoint_blobs b
+            WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+              AND b.channel = v.key AND b.version = v.value AND b.type <> 'empty'
+        )
+    ) AS stored
+FROM checkpoints c WHERE c.thread_id = ANY(%s)
+"""
+# The checkpoints `backends._prune` planned to delete, by key.
+DELETE_CHECKPOINTS_SQL = """
+DELETE FROM checkpoints c
+USING unnest(%s::text[], %s::text[], %s::text[]) AS d(thread_id, checkpoint_ns, checkpoint_id)
+WHERE c.thread_id = d.thread_id AND c.checkpoint_ns = d.checkpoint_ns
+  AND c.checkpoint_id = d.checkpoint_id
+RETURNING c.thread_id, c.checkpoint_ns, c.checkpoint_id
+"""
 # A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
 UNLINK_PRUNED_PARENTS_SQL = """
 UPDATE checkpoints c SET parent_checkpoint_id = NULL

@@ -21,13 +21,15 @@ from langgraph_hybrid_saver.backends._apply import (
     plan_apply,
     refuse_delta_threads,
 )
+from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_with_chains
 from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.sqlite.apply import write_run
 from langgraph_hybrid_saver.backends.sqlite.official_rows import OfficialRows
-from langgraph_hybrid_saver.backends.sqlite.read import load, parse_metadata, read_blobs
+from langgraph_hybrid_saver.backends.sqlite.read import chain_rows, load, parse_metadata, read_blobs
 from langgraph_hybrid_saver.backends.sqlite.sql import (
     CHECKPOINT_INDEX_SQL,
     DELETE_BLOB_SQL,
+    DELETE_CHECKPOINT_SQL,
     DELETE_RUNS_SQL,
     DELETE_THREAD_SQL,
     DELETE_WRITES_OF_SQL,
@@ -227,16 +229,29 @@ class SqliteBackend:
             rows = await conn.execute_fetchall(CHECKPOINT_INDEX_SQL, (arg,))
         return [(t, ns, cid, bool(delta)) for t, ns, cid, delta in rows]
 
-    async def prune_keep_latest(self, thread_ids: Sequence[str], keep: int = 1) -> None:
-        threads = json.dumps(sorted(set(thread_ids)))
+    async def chain_index(self, thread_ids: Sequence[str]) -> builtins.list[ChainRow]:
+        async with self._reading() as conn:
+            return await chain_rows(conn, thread_ids, self.official)
+
+    async def prune_keep_latest(
+        self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
+    ) -> None:
+        threads = sorted(set(thread_ids))
         # BEGIN IMMEDIATE holds off a concurrent reconcile, as in `apply`.
         async with self._writing() as conn:
-            delta = await conn.execute_fetchall(DELTA_THREADS_SQL, (threads,))
-            refuse_delta_threads(r[0] for r in delta)
-            gone = await conn.execute_fetchall(PRUNE_OLDER_SQL, (threads, keep))
-            await conn.executemany(DELETE_WRITES_OF_SQL, gone)
-            await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
-            await _delete_orphan_blobs(conn, json.loads(threads))
+            rows = await conn.execute_fetchall(DELTA_THREADS_SQL, (json.dumps(threads),))
+            delta = sorted(r[0] for r in rows)
+            if not delta_chains:
+                refuse_delta_threads(delta)
+            if plain := sorted(set(threads) - set(delta)):
+                gone = await conn.execute_fetchall(PRUNE_OLDER_SQL, (json.dumps(plain), keep))
+                await conn.executemany(DELETE_WRITES_OF_SQL, gone)
+            if delta:
+                doomed = doomed_with_chains(await chain_rows(conn, delta, self.official), keep)
+                await conn.executemany(DELETE_CHECKPOINT_SQL, doomed)
+                await conn.executemany(DELETE_WRITES_OF_SQL, doomed)
+            await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (json.dumps(threads),))
+            await _delete_orphan_blobs(conn, threads)
 
     async def server_version(self) -> str:
         """The library's version, e.g. "SQLite 3.40.1" (for `setup` and `status`)."""

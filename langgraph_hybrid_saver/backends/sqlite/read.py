@@ -1,5 +1,6 @@
 """The SQLite backend's reads: a `checkpoints` row with its blobs and
-writes, as a `StoredCheckpoint`; blobs by key, in one query."""
+writes, as a `StoredCheckpoint`; blobs by key, in one query; the rows a
+DeltaChannel thread's prune is planned from."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import aiosqlite
 
-from langgraph_hybrid_saver.backends.sqlite.sql import SELECT_BLOB_KEYS_SQL, SELECT_WRITES_SQL
+from langgraph_hybrid_saver.backends._prune import ChainRow
+from langgraph_hybrid_saver.backends.sqlite.sql import (
+    CHAIN_DOCS_SQL,
+    SELECT_BLOB_KEYS_SQL,
+    SELECT_WRITES_SQL,
+    VALUE_BLOBS_SQL,
+)
 from langgraph_hybrid_saver.core import (
     StoredCheckpoint,
     WriteRow,
@@ -67,3 +74,42 @@ async def blob_rows(
         return {}
     rows = await conn.execute_fetchall(SELECT_BLOB_KEYS_SQL, (json.dumps(wanted),))
     return {(t, ns, ch, v): (type_, blob) for t, ns, ch, v, type_, blob in rows}
+
+
+async def chain_rows(
+    conn: aiosqlite.Connection, threads: Iterable[str], official: OfficialRows
+) -> list[ChainRow]:
+    """A `ChainRow` of every checkpoint of the threads. A channel is stored
+    by an inline value other than null or by a blob at its version (`str`
+    of it, as blobs are keyed); a row the official saver wrote stores the
+    values of its whole checkpoint."""
+    arg = (json.dumps(sorted(set(threads))),)
+    values = {tuple(k) for k in await conn.execute_fetchall(VALUE_BLOBS_SQL, arg)}
+    out = []
+    for t, ns, cid, parent, metadata, doc_text, type_, data in await conn.execute_fetchall(
+        CHAIN_DOCS_SQL, arg
+    ):
+        if doc_text is None:  # written by the official saver
+            doc, blobs = official.split(t, ns, cid, type_, data)
+            in_blobs = {ch for ch, (bt, _) in blobs.items() if bt != "empty"}
+        else:
+            doc = json.loads(doc_text)
+            in_blobs = {
+                ch
+                for ch, v in (doc.get("channel_versions") or {}).items()
+                if (t, ns, ch, str(v)) in values
+            }
+        inline = doc.get("channel_values") or {}
+        counters = parse_metadata(metadata).get("counters_since_delta_snapshot")
+        out.append(
+            ChainRow(
+                t,
+                ns,
+                cid,
+                parent,
+                frozenset(counters if isinstance(counters, dict) else ()),
+                frozenset(doc.get("channel_versions") or ()),
+                frozenset(in_blobs | {ch for ch, v in inline.items() if v is not None}),
+            )
+        )
+    return out

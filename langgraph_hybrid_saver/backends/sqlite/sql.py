@@ -169,6 +169,24 @@ SELECT thread_id, checkpoint_ns, checkpoint_id,
     json_type(CAST(metadata AS TEXT), '$.counters_since_delta_snapshot') IS NOT NULL
 FROM checkpoints WHERE thread_id IN (SELECT value FROM json_each(?))
 """
+# What `backends._prune` plans a DeltaChannel thread from (sqlite/read.py:
+# `chain_rows`): every checkpoint's metadata and document (the whole
+# serialized checkpoint of a row the official saver wrote), and which blobs
+# hold a value.
+CHAIN_DOCS_SQL = """
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata,
+    hybrid_checkpoint,
+    CASE WHEN hybrid_checkpoint IS NULL THEN type END,
+    CASE WHEN hybrid_checkpoint IS NULL THEN checkpoint END
+FROM checkpoints WHERE thread_id IN (SELECT value FROM json_each(?))
+"""
+VALUE_BLOBS_SQL = """
+SELECT thread_id, checkpoint_ns, channel, version FROM hybrid_saver_blobs
+WHERE thread_id IN (SELECT value FROM json_each(?)) AND type <> 'empty'
+"""
+DELETE_CHECKPOINT_SQL = """
+DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
 # A kept checkpoint whose parent was pruned becomes a root, as in PostgresSaver.
 UNLINK_PRUNED_PARENTS_SQL = """
 UPDATE checkpoints SET parent_checkpoint_id = NULL
