@@ -5,8 +5,10 @@ Each variant runs the chat graph (benchmarks/chat_graph.py: one user and
 one AI message per turn) on its own thread in a fresh schema, through the
 hybrid saver, then measures the thread's rows as stored (`pg_column_size`:
 after TOAST compression, without page and index overhead), then runs
-retention (`keep_latest=1`) and measures again. A DeltaChannel thread is
-left whole by retention (its values are rebuilt from older checkpoints).
+retention (`keep_latest=1`, timed) and measures again. On the DeltaChannel
+thread retention also keeps the checkpoints back to the snapshot the latest
+one's messages are rebuilt from (LangGraph's default: a snapshot every 100
+updates).
 
     python -m benchmarks.retention_size [--pg URL] [--redis URL] [--turns N]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 import uuid
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -82,6 +85,7 @@ async def run_variant(name: str, state: type[Any], args: argparse.Namespace) -> 
             await saver.aflush()
             messages = len((await graph.aget_state(config)).values["messages"])
             before = thread_bytes(args.pg, schema)
+            started = time.perf_counter()
             report = await retain(
                 saver.hot,
                 saver.outbox,
@@ -89,6 +93,7 @@ async def run_variant(name: str, state: type[Any], args: argparse.Namespace) -> 
                 RetentionPolicy(keep_latest=1),
                 flush=saver.aflush,
             )
+            took = time.perf_counter() - started
             after = thread_bytes(args.pg, schema)
             left = len((await graph.aget_state(config)).values["messages"])
             await saver.adelete_thread("chat")
@@ -97,12 +102,13 @@ async def run_variant(name: str, state: type[Any], args: argparse.Namespace) -> 
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
     total_before = sum(before[t] for t in TABLES)
     total_after = sum(after[t] for t in TABLES)
-    skipped = " (DeltaChannel thread: left whole)" if report.delta_threads_skipped else ""
+    kept = report.checkpoints_kept_for_delta
+    older = f" ({kept} older kept for the DeltaChannel)" if kept else ""
     print(
         f"{name:13} {args.turns} turns, {messages} messages: "
         f"{before['checkpoints rows']} checkpoints, {total_before:>11,} bytes; "
-        f"after keep_latest=1: {after['checkpoints rows']} checkpoints, "
-        f"{total_after:>11,} bytes, state {left} messages{skipped}"
+        f"after keep_latest=1: {after['checkpoints rows']} checkpoints{older}, "
+        f"{total_after:>11,} bytes, state {left} messages; retention took {took:.2f} s"
     )
     for table in TABLES:
         print(f"{'':13}   {table:18} {before[table]:>11,} -> {after[table]:>11,} bytes")
