@@ -331,6 +331,7 @@ def test_prune_command(pg_url: str, redis_url: str, key_prefix: str) -> None:
     for t in ("a1", "a2"):
         ops.active(t, now)
     ops.chain("old", now - 40 * DAY, 2, {})
+    ops.delta_chain("d", now - 6 * HOUR)
 
     async def prepare() -> None:
         async with hybrid_saver(redis_url, pg_url, key_prefix) as s:
@@ -344,20 +345,21 @@ def test_prune_command(pg_url: str, redis_url: str, key_prefix: str) -> None:
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout) == {
         "dry_run": True,
-        "threads_scanned": 3,
+        "threads_scanned": 4,
         "threads_deleted": 1,
         "checkpoints_of_deleted": 2,
-        "threads_pruned": 2,
-        "checkpoints_pruned": 8,
-        "threads_kept_for_delta": 0,
-        "checkpoints_kept_for_delta": 0,
+        "threads_pruned": 3,
+        "checkpoints_pruned": 10,
+        "threads_kept_for_delta": 1,
+        "checkpoints_kept_for_delta": 2,
     }
     table = runner.invoke(cli, args)
     assert table.exit_code == 0, table.output
     assert "idle, deleted whole" in table.stdout and "prune (deleted)" in table.stdout
+    assert re.search(r"older, kept for DeltaChannel\W+1\W+2\W", table.stdout), table.stdout
     again = runner.invoke(cli, [*args, "--json"])
     assert json.loads(again.stdout)["checkpoints_pruned"] == 0
-    assert json.loads(again.stdout)["threads_scanned"] == 2
+    assert json.loads(again.stdout)["threads_scanned"] == 3
 
     bad = runner.invoke(cli, ["prune", *conn, "--idle", "30 days"])
     assert bad.exit_code == 2
@@ -476,6 +478,9 @@ async def test_keep_latest_keeps_what_a_delta_channel_graph_reads(
     }
     stored = await durable_ids(saver, "delta-graph")
     policy = RetentionPolicy(keep_latest=1)
+    with pytest.raises(NotImplementedError, match="delta-graph"):  # as PostgresSaver's
+        await saver.aprune(["delta-graph"], strategy="keep_latest")
+    assert await durable_ids(saver, "delta-graph") == stored
 
     dry = await run(saver, policy, dry_run=True)
     assert await durable_ids(saver, "delta-graph") == stored  # a dry run changes nothing
