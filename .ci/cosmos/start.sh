@@ -12,14 +12,15 @@ url="https://127.0.0.1:${port}/"
 
 answers() { curl -sk --max-time 2 -o /dev/null "$url"; }
 
+# node_modules is not committed; install exactly what package-lock.json pins
+# (also when a running stand-in is reused: tests start stand-ins of their own).
+if [ ! -d node_modules/@vercel/cosmosdb-server ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error </dev/null
+fi
+
 if answers; then
   echo "cosmos stand-in: something already answers on $url; reusing it"
   exit 0
-fi
-
-# node_modules is not committed; install exactly what package-lock.json pins.
-if [ ! -d node_modules/@vercel/cosmosdb-server ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error </dev/null
 fi
 
 nohup node cosmos-standin.js "$port" >standin.log 2>&1 </dev/null &
