@@ -27,6 +27,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import _messages_delta_reducer, add_messages
+from redis.asyncio import Redis
 from typing_extensions import TypedDict
 
 from benchmarks.chat_graph import REPLY_TEXT, USER_TEXT
@@ -100,6 +101,12 @@ async def run_variant(name: str, state: type[Any], args: argparse.Namespace) -> 
     finally:
         with psycopg.connect(args.pg, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        redis = Redis.from_url(args.redis)
+        try:  # the thread index, meta and outbox keys of the run's prefix
+            if keys := [k async for k in redis.scan_iter(f"{schema}:*")]:
+                await redis.delete(*keys)
+        finally:
+            await redis.aclose()
     total_before = sum(before[t] for t in TABLES)
     total_after = sum(after[t] for t in TABLES)
     kept = report.checkpoints_kept_for_delta
