@@ -127,6 +127,7 @@ VARIABLES: dict[str, tuple[str, Parser]] = {
     "HYBRID_SAVER_REPLICAS_ACK_TIMEOUT": ("replicas_ack_timeout", _seconds(nullable=False)),
     "HYBRID_SAVER_REPLICAS_ACK_FSYNC": ("replicas_ack_fsync", _bool),
     "HYBRID_SAVER_COMPRESS_MIN_BYTES": ("compress_min_bytes", _int(1, nullable=True)),
+    "HYBRID_SAVER_LOCAL_CACHE_BYTES": ("local_cache_bytes", _int(0, nullable=True)),
 }
 
 

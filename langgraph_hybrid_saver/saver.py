@@ -102,6 +102,10 @@ class AsyncHybridSaver(SyncBridge):
             off when something else than these savers writes threads into
             the durable store (e.g. the official saver, or a second key
             prefix on the same store).
+        local_cache_bytes: Serve the latest checkpoint of threads this process
+            wrote or read from memory (at most this many bytes, least recently
+            used out first), kept correct by Redis' invalidation messages
+            (client tracking); 0 or None: off. Off on Redis Cluster.
         compress_min_bytes: Channel values and writes of at least this many
             serialized bytes are zstd-compressed in Redis (the durable store
             gets them as the serializer wrote them); None: never.
@@ -135,6 +139,7 @@ class AsyncHybridSaver(SyncBridge):
         replicas_ack_fsync: bool = False,
         thread_index: bool = True,
         compress_min_bytes: int | None = 4096,
+        local_cache_bytes: int | None = 64 * 1024 * 1024,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(serde=serde)
@@ -162,6 +167,7 @@ class AsyncHybridSaver(SyncBridge):
             refresh_on_read=refresh_ttl_on_read,
             window=hot_window,
             compress_min=compress_min_bytes,
+            local_cache_bytes=local_cache_bytes,
         )
         if replicas_ack is not None:
             self.hot.run.ack = ReplicaAck(replicas_ack, replicas_ack_timeout, replicas_ack_fsync)
@@ -232,6 +238,7 @@ class AsyncHybridSaver(SyncBridge):
         Idempotent. Also starts the in-process reconciler.
         """
         await self.hot.check_layout()
+        await self.hot.start_local_cache()
         await self.backend.setup()
         self._start()
         if self.index is not None:

@@ -59,7 +59,7 @@ TARGET_THREAD_ID = "hybrid_saver.target_thread_id"  # acopy_thread
 BACKEND = "hybrid_saver.backend"  # postgres | sqlite | cosmos
 KEY_PREFIX = "hybrid_saver.key_prefix"
 BYTES = "hybrid_saver.bytes"  # serialized size written (aput, aput_writes)
-READ = "hybrid_saver.read"  # aget_tuple: hot | read_through | absent
+READ = "hybrid_saver.read"  # aget_tuple: local | hot | read_through | absent
 COUNT = "hybrid_saver.count"  # writes, runs, threads or checkpoints the call handled
 BATCH_SIZE = "hybrid_saver.batch_size"  # entries read for a reconcile batch
 ENTRIES = "hybrid_saver.entries"  # entries of the batch applied (the rest: dead letters)
@@ -319,11 +319,12 @@ def dead_lettered(backend: object) -> None:
 
 
 def read(source: str) -> None:
-    """Where a checkpoint read was served from: "hot", "read_through" (the
-    durable store, then copied back to Redis; counted) or "absent"."""
+    """Where a checkpoint read was served from: "local" (the local cache),
+    "hot", "read_through" (the durable store, then copied back to Redis;
+    counted) or "absent"."""
     if _inst is not None:
         otel_trace.get_current_span().set_attribute(READ, source)
-        if source != "hot":
+        if source in ("read_through", "absent"):
             _inst.read_throughs.add(1, {READ: source})
 
 
@@ -334,8 +335,7 @@ def error(tier: str) -> None:
 
 
 def local_cache(hit: bool) -> None:
-    """A lookup in a process-local cache of checkpoints (the hook for one:
-    the package has no such cache yet)."""
+    """A lookup in the local cache of latest checkpoints (hot/local_cache.py)."""
     if _inst is not None:
         _inst.local_cache.add(1, {HIT: hit})
 

@@ -56,7 +56,22 @@ class Tiers:
         self.durable_timeout = durable_timeout
 
     async def get(self, thread_id: str, ns: str, cid: str | None) -> StoredCheckpoint | None:
-        return await self.complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
+        local = self.hot.local
+        if cid is not None or local is None or not local.ready:
+            return await self.complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
+        stored = await local.get(thread_id, ns)
+        telemetry.local_cache(stored is not None)
+        if stored is not None:
+            telemetry.read("local")
+            return stored
+        token = local.begin(thread_id)
+        try:
+            stored = await self.complete(thread_id, ns, cid, await self.hot.get(thread_id, ns, cid))
+        except BaseException:
+            local.end(thread_id, ns, token, None)
+            raise
+        local.end(thread_id, ns, token, stored)
+        return stored
 
     async def complete(
         self, thread_id: str, ns: str, cid: str | None, read: HotRead

@@ -276,6 +276,8 @@ class Writes:
         }
         if (durable := self.backend.stats) is not None:
             out["durable"] = durable
+        if self.hot.local is not None:
+            out["local_cache"] = self.hot.local.stats()
         if self.reconciler is not None:
             st = self.reconciler.stats
             out |= {

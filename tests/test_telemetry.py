@@ -73,9 +73,7 @@ def captured() -> Iterator[Captured]:
 
 def total(points: list[Any], **attributes: Any) -> float:
     return sum(
-        p.value
-        for p in points
-        if all(p.attributes.get(k) == v for k, v in attributes.items())
+        p.value for p in points if all(p.attributes.get(k) == v for k, v in attributes.items())
     )
 
 
@@ -97,7 +95,7 @@ async def test_graph_run_spans_and_metrics(
         # A thread that is no longer hot is read through from PostgreSQL.
         await saver.hot.drop_thread(thread, queue=False)
         assert await saver.aget_tuple(cfg) is not None
-        assert await saver.aget_tuple(cfg) is not None  # hot again: copied back
+        assert await saver.aget_tuple(cfg) is not None  # from memory: the local cache
         listed = [t async for t in saver.alist(cfg, limit=2)]
         assert len(listed) == 2
         metrics = await captured.metrics()
@@ -122,7 +120,7 @@ async def test_graph_run_spans_and_metrics(
 
     gets = captured.named("hybrid_saver.aget_tuple")
     reads = [(s.attributes or {}).get(telemetry.READ) for s in gets]
-    assert reads[-2:] == ["read_through", "hot"]
+    assert reads[-2:] == ["read_through", "local"]
     assert "hot" in reads[:-2]  # the graph's resume read its thread from Redis
 
     [alist] = captured.named("hybrid_saver.alist")
@@ -189,9 +187,7 @@ async def test_durable_outage_counts_errors(
         finally:
             throwaway_pg.start()
     assert total(metrics[telemetry.ERRORS], **{telemetry.TIER: "durable"}) == 1
-    [failed] = [
-        s for s in captured.named("hybrid_saver.aget_tuple") if not s.status.is_ok
-    ]
+    [failed] = [s for s in captured.named("hybrid_saver.aget_tuple") if not s.status.is_ok]
     assert failed.events[0].attributes["exception.type"].endswith("ServerUnreachableError")
 
 

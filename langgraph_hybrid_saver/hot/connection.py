@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis._parsers.base import BaseParser
@@ -84,6 +84,7 @@ class _Pipe(asyncio.Protocol):
         self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # (reply, deadline)
         self.pending: list[bytes] | None = None  # written at the end of this turn
         self.broken: str | None = None
+        self.on_close: Callable[[], None] | None = None  # told once when it breaks
         self.timeout: float | None = conn.socket_timeout
         self.timer: asyncio.TimerHandle | None = None
         leftover = bytes(getattr(conn._reader, "_buffer", b""))
@@ -147,6 +148,8 @@ class _Pipe(asyncio.Protocol):
         if self.broken is None:
             self.broken = reason
             self.transport.close()
+            if self.on_close is not None:
+                self.on_close()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -163,6 +166,10 @@ class Lanes:
         self.pool = redis.connection_pool
         self.pipe: _Pipe | None = None
         self._opening = asyncio.Lock()
+        # Called with each new connection before any call uses it, and when
+        # it breaks (the local cache turns client tracking on there).
+        self.on_open: Callable[[_Pipe], None] | None = None
+        self.on_close: Callable[[], None] | None = None
 
     @staticmethod
     def usable(redis: Any) -> bool:
@@ -185,6 +192,9 @@ class Lanes:
                     await conn.disconnect()
                     raise LaneBroken("redis-py's connections expose no streams", unsupported=True)
                 self.pipe = _Pipe(conn, asyncio.get_running_loop())
+                self.pipe.on_close = self.on_close
+                if self.on_open is not None:
+                    self.on_open(self.pipe)
             return self.pipe
 
     async def _pipe(self) -> _Pipe:
@@ -225,14 +235,6 @@ class Lanes:
         if any(isinstance(reply, ReadOnlyError) for reply in replies):
             raise _demoted(pipe)
         return replies
-
-    async def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """`commands` between MULTI and EXEC, in one write: EXEC's reply, an
-        error of a command inside it as an exception object in its place. A
-        command refused when queued (OOM, bad arguments) is raised; the
-        server then ran none of them."""
-        reply: list[Any] = raise_queued(await self.send([("MULTI",), *commands, ("EXEC",)]))
-        return reply
 
     async def aclose(self) -> None:
         pipe, self.pipe = self.pipe, None

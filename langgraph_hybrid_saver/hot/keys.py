@@ -22,6 +22,9 @@ so each Lua script touches one slot and works on Redis Cluster.
       base:w:<len>:<ns>       hash    checkpoint id NUL task NUL idx -> write
       base:z:<len>:<ns>       zset    the same write fields, for a range by id
       base:f:<len>:<ns>       string  set while Redis holds every checkpoint of the ns
+    {prefix}:v1:s:{<shard>}:<len>:<thread_id>    string  the thread's stamp: written
+                                      after every script that changes what a read of
+                                      the thread returns (local caches track the prefix)
     {prefix}:v1:{<shard>}:outbox    stream  entries not yet in the durable store
     {prefix}:v1:{<shard>}:dead      stream  entries the durable store refused
     {prefix}:v1:{<shard>}:dead:idx  hash    outbox entry id -> its dead letter's id
@@ -58,6 +61,21 @@ class Keys:
         self.leases = [f"{self.root}:lease:{s}" for s in range(shards)]
         self.thread_index = [f"{self.shard_root(s)}threads" for s in range(shards)]
         self.index_build = f"{self.meta}:index-build"
+        self.stamps = f"{self.root}:s:"  # the prefix local caches track
+
+    def stamp(self, thread_id: str) -> str:
+        """The thread's stamp key (same slot as its base)."""
+        shard = self.shard(thread_id)
+        return f"{self.stamps}{{{shard}}}:{len(thread_id.encode())}:{thread_id}"
+
+    def stamped_thread(self, key: bytes) -> str | None:
+        """The thread of a stamp key, or None for another key."""
+        text = key.decode("utf-8", "surrogateescape")
+        if not text.startswith(self.stamps):
+            return None
+        _, _, rest = text[len(self.stamps) :].partition("}:")
+        length, _, thread_id = rest.partition(":")
+        return thread_id if length.isdigit() else None
 
     def shard(self, thread_id: str) -> int:
         return zlib.crc32(thread_id.encode()) % self.shards

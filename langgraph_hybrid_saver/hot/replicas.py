@@ -104,21 +104,28 @@ class ReplicaAck:
         sets: Sequence[tuple[str, bytes]],
         set_ttl_ms: int,
         what: str,
+        stamp: Sequence[Any] = (),
     ) -> Any:
         """Run `script` (in MULTI after plain SETs of `sets` when there are
-        any) then the acknowledgement, on one connection; the script's reply."""
-        write: list[tuple[Any, ...]] = [("SET", k, v, "PX", set_ttl_ms) for k, v in sets]
+        any), then `stamp` (a command), then the acknowledgement, on one
+        connection; the script's reply."""
+        write: list[Sequence[Any]] = [("SET", k, v, "PX", set_ttl_ms) for k, v in sets]
         write.append(("EVALSHA", script.sha, len(keys), *keys, *args))
         if sets:
             write = [("MULTI",), *write, ("EXEC",)]
+        if stamp:
+            write.append(stamp)
         load: list[tuple[Any, ...]] = []
         for _ in range(2):  # again with the script loaded, on the same connection
             try:
                 replies = await self._send(runner, keys[0], [*load, *write])
                 replies = replies[len(load) :]
-                reply = raise_queued(replies[:-1])[-1] if sets else replies[0]
+                body = replies[: len(write) - 1] if stamp else replies[: len(write)]
+                reply = raise_queued(body)[-1] if sets else body[0]
                 if isinstance(reply, Exception):
                     raise reply
+                if stamp and isinstance(replies[len(write) - 1], Exception):
+                    raise replies[len(write) - 1]
             except NoScriptError:
                 load = [("SCRIPT", "LOAD", script.script)]
                 continue
@@ -126,15 +133,13 @@ class ReplicaAck:
             return reply
         raise NoScriptError(f"the server refused to keep script {script.sha}")
 
-    async def _send(
-        self, runner: ScriptRunner, key: str, write: list[tuple[Any, ...]]
-    ) -> list[Any]:
+    async def _send(self, runner: ScriptRunner, key: str, write: list[Sequence[Any]]) -> list[Any]:
         """The replies of `write` and of the acknowledgement after it, on one
         connection. WAITAOF goes once the write's reply is in: sent with the
         write, it waits for the replica's next periodic acknowledgement of
         its fsync instead of the one the write's own GETACK brings."""
         lanes = runner.lanes
-        commands = [*write, self.command]
+        commands: list[Sequence[Any]] = [*write, self.command]
         for _ in range(2):  # a broken lane reopens (on the new primary after a failover)
             if lanes is None:
                 break
@@ -146,7 +151,9 @@ class ReplicaAck:
                 runner.lane_failed(e)
                 lanes = runner.lanes
         if runner.cluster:
-            groups = [write, [self.command]] if self.fsync else [commands]
+            groups: list[list[Sequence[Any]]] = (
+                [write, [self.command]] if self.fsync else [commands]
+            )
             return await _cluster_send(runner.redis, key, groups)
         async with runner.redis.pipeline(transaction=False) as pipe:  # one pooled connection
             for command in commands:
@@ -172,7 +179,7 @@ async def _read_replies(conn: Any, n: int) -> list[Any]:
 
 
 async def _cluster_send(
-    cluster: RedisCluster, key: str, groups: list[list[tuple[Any, ...]]]
+    cluster: RedisCluster, key: str, groups: list[list[Sequence[Any]]]
 ) -> list[Any]:
     """`groups` of commands on one connection to the master of `key`'s slot,
     each sent once the replies of the one before are in; while the

@@ -8,6 +8,11 @@ then the script, in one MULTI: values that never pass through Lua. The same
 keys on a retry overwrite what a failed attempt set; when the call fails,
 they are deleted (the script's own refusals have done so already; keys it
 took are gone, so deleting them is harmless).
+
+A write may carry a `stamp`: a plain command sent right after the script on
+the same connection (the thread's stamp key, hot/local_cache.py). It is not
+part of the script because Redis reports a key a script wrote to the
+connection that ran it even under client tracking's NOLOOP.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
-from langgraph_hybrid_saver.hot.connection import LaneBroken, Lanes
+from langgraph_hybrid_saver.hot.connection import LaneBroken, Lanes, raise_queued
 from langgraph_hybrid_saver.hot.replicas import ReplicaAck
 
 logger = logging.getLogger("langgraph_hybrid_saver.hot")
@@ -70,15 +75,16 @@ class ScriptRunner:
         args: list[Any],
         what: str,
         sets: Sequence[tuple[str, bytes]] = (),
+        stamp: Sequence[Any] = (),
     ) -> Any:
-        """A write script (after plain SETs of `sets`), acknowledged by
-        replicas under `replicas_ack`; the script's reply."""
+        """A write script (after plain SETs of `sets`, followed by `stamp`),
+        acknowledged by replicas under `replicas_ack`; the script's reply."""
         if self.ack is None and not sets:
-            return await self.eval(script, keys, args)
+            return await self._script_then(script, keys, args, stamp)
         try:
             if self.ack is not None:
-                return await self.ack.run(self, script, keys, args, sets, TEMP_TTL_MS, what)
-            return await self._transaction(sets, script, keys, args)
+                return await self.ack.run(self, script, keys, args, sets, TEMP_TTL_MS, what, stamp)
+            return await self._transaction(sets, script, keys, args, stamp)
         except Exception:
             if sets:
                 try:
@@ -87,18 +93,41 @@ class ScriptRunner:
                     logger.warning("could not delete the temporary keys of a failed put")
             raise
 
+    async def _script_then(
+        self, script: Any, keys: list[str], args: list[Any], stamp: Sequence[Any]
+    ) -> Any:
+        """`eval`, then `stamp` in the same network write."""
+        if not stamp:
+            return await self.eval(script, keys, args)
+        if self.lanes is not None:
+            try:
+                evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
+                reply, stamped = await self.lanes.send([evalsha, stamp])
+                if not isinstance(reply, NoScriptError):
+                    return _checked(reply, stamped)
+            except LaneBroken as e:
+                self.lane_failed(e)
+        reply = await script(keys=keys, args=args)
+        await self.redis.execute_command(*stamp)
+        return reply
+
     async def _transaction(
-        self, sets: Sequence[tuple[str, bytes]], script: Any, keys: list[str], args: list[Any]
+        self,
+        sets: Sequence[tuple[str, bytes]],
+        script: Any,
+        keys: list[str],
+        args: list[Any],
+        stamp: Sequence[Any],
     ) -> Any:
         sets_cmds = [("SET", k, v, "PX", TEMP_TTL_MS) for k, v in sets]
         if self.lanes is not None:
             try:
-                *_, reply = await self.lanes.transaction(
-                    [*sets_cmds, ("EVALSHA", script.sha, len(keys), *keys, *args)]
+                body = [*sets_cmds, ("EVALSHA", script.sha, len(keys), *keys, *args)]
+                replies = await self.lanes.send(
+                    [("MULTI",), *body, ("EXEC",), *([stamp] if stamp else [])]
                 )
-                if isinstance(reply, Exception):
-                    raise reply
-                return reply
+                *_, reply = raise_queued(replies[: len(body) + 2])
+                return _checked(reply, replies[-1] if stamp else None)
             except NoScriptError:
                 pass
             except LaneBroken as e:
@@ -111,4 +140,16 @@ class ScriptRunner:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+        if stamp:
+            await self.redis.execute_command(*stamp)
         return replies[-1]
+
+
+def _checked(reply: Any, stamped: Any) -> Any:
+    """The script's reply; its error or the stamp's raised (a write the
+    other processes' caches did not hear of is not reported done)."""
+    if isinstance(reply, Exception):
+        raise reply
+    if isinstance(stamped, Exception):
+        raise stamped
+    return reply

@@ -54,6 +54,7 @@ from langgraph_hybrid_saver.hot.codec import (
     write_field,
 )
 from langgraph_hybrid_saver.hot.keys import Keys
+from langgraph_hybrid_saver.hot.local_cache import LocalCache, Tracking
 from langgraph_hybrid_saver.hot.lua import source
 from langgraph_hybrid_saver.hot.runner import ScriptRunner
 
@@ -65,6 +66,7 @@ DEFAULT_MAX_BULK = 512 * 1024 * 1024  # Redis' proto-max-bulk-len default
 # A blob value this large goes beside the put script, not through it (a
 # `pinned` experiment measures both ways).
 PIN_MIN_BYTES = 16 * 1024
+TOMBSTONE_MS = 604_800_000  # a deleted thread's generation and tombstone live 7 days
 DEAD_WARN_INTERVAL = 60.0  # seconds between reports of one thread's dead letters
 
 
@@ -116,6 +118,7 @@ class HotTier:
         refresh_on_read: bool = False,
         window: int | None = None,
         compress_min: int | None = None,
+        local_cache_bytes: int | None = None,
     ) -> None:
         if compress_min is not None and (
             not isinstance(compress_min, int) or isinstance(compress_min, bool) or compress_min < 1
@@ -169,9 +172,31 @@ class HotTier:
         self._thread_lease = redis.register_script(source("thread_lease"))
         self._thread_lease_keep = redis.register_script(source("thread_lease_keep"))
         self.run = ScriptRunner(redis, self.where)
+        if local_cache_bytes is not None and (
+            isinstance(local_cache_bytes, bool)
+            or not isinstance(local_cache_bytes, int)
+            or local_cache_bytes < 0
+        ):
+            raise ConfigError(
+                f"local_cache_bytes={local_cache_bytes!r}: use an int >= 0 (bytes; 0 or None: "
+                "no local cache)"
+            )
+        # The local cache needs the lane (its writes are the ones Redis does not report).
+        self.local: LocalCache | None = None
+        self.tracking: Tracking | None = None
+        if local_cache_bytes and self.run.lanes is not None:
+            self.local = LocalCache(self.keys, local_cache_bytes)
+            self.tracking = Tracking(redis, self.local, self.run.lanes)
+
+    async def start_local_cache(self) -> None:
+        """Turn the local cache's invalidations on (once; a no-op without it)."""
+        if self.tracking is not None and self.tracking.client_id is None:
+            await self.tracking.start()
 
     async def aclose(self) -> None:
         """Close the hot path's own connections (not the client)."""
+        if self.tracking is not None:
+            await self.tracking.aclose()
         await self.run.aclose()
 
     # --- keys -----------------------------------------------------------------
@@ -254,7 +279,11 @@ class HotTier:
                 [x for (f, _), (k, _) in zip(large, sets, strict=True) for x in (f, k)]
             )
             reply = await self._fenced(self._put, row.thread_id, [*head, named, *inline], sets)
-        return [_b(f) for f in reply] if isinstance(reply, list) else reply
+        if isinstance(reply, list):
+            return [_b(f) for f in reply]
+        if self.local is not None:
+            self.local.put(row, refs, blobs)
+        return str(reply)
 
     async def put_writes(
         self,
@@ -279,7 +308,10 @@ class HotTier:
                 pack_write(w, self.compress_min), f"write {w.idx} to channel {w.channel!r}"
             )
             args += (write_field(cid, w), packed)
-        return str(await self._fenced(self._put_writes, thread_id, args))
+        sid = str(await self._fenced(self._put_writes, thread_id, args))
+        if self.local is not None:
+            self.local.put_writes(thread_id, ns, cid, writes, upsert)
+        return sid
 
     def _fits(self, value: bytes, what: str) -> bytes:
         """`value`, if Redis accepts a value that large (else nothing is sent)."""
@@ -302,18 +334,25 @@ class HotTier:
         ]
         packed = self._fits(pack_for_lua(items), f"thread {thread_id!r} as one atomic copy")
         args = [self.ttl_ms, self.window, token, thread_id, packed]
+        if self.local is not None:
+            self.local.forget_thread(thread_id)
         return str(await self._fenced(self._copy, thread_id, args))
 
     async def _fenced(
         self, script: Any, thread_id: str, args: list[Any], sets: Sequence[tuple[str, bytes]] = ()
     ) -> Any:
         keys = [self.base(thread_id), self.outbox(thread_id)]
+        what = f"a write to thread {thread_id!r}"
         try:
             reply = await self.run.write(
-                script, keys, args, f"a write to thread {thread_id!r}", sets
+                script, keys, args, what, sets, self._stamp(thread_id, self.ttl_ms)
             )
             return reply if isinstance(reply, list) else _b(reply)
-        except ResponseError as e:
+        except BaseException as e:
+            if self.local is not None:  # written or not: read it back
+                self.local.forget_thread(thread_id)
+            if not isinstance(e, ResponseError):
+                raise
             if not str(e).startswith(("LEASED", "DELETED")):
                 raise
             if str(e).startswith("DELETED"):
@@ -328,6 +367,12 @@ class HotTier:
                 "hold the lease (or its lease expired): nothing was written; retry once "
                 "the holder is done, or take the lease with saver.alease(thread_id)"
             ) from None
+
+    def _stamp(self, thread_id: str, ttl_ms: int) -> tuple[Any, ...]:
+        """The write that tells other processes' local caches the thread
+        changed (hot/local_cache.py); it lives as long as the thread's keys."""
+        key = self.keys.stamp(thread_id)
+        return ("SET", key, "1", "PX", ttl_ms) if ttl_ms else ("SET", key, "1")
 
     async def acquire_thread(self, thread_id: str, owner: str, ttl_ms: int) -> str:
         """Take a thread's lease; returns its fencing token."""
@@ -353,7 +398,11 @@ class HotTier:
         keys = [self.base(thread_id), self.outbox(thread_id)]
         tombstone = str(uuid6()) if queue else ""
         args = [thread_id, "1" if queue else "0", tombstone]
-        sid = await self.run.write(self._drop, keys, args, f"the deletion of thread {thread_id!r}")
+        if self.local is not None:
+            self.local.forget_thread(thread_id)
+        what = f"the deletion of thread {thread_id!r}"
+        stamp = self._stamp(thread_id, TOMBSTONE_MS)
+        sid = await self.run.write(self._drop, keys, args, what, stamp=stamp)
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------
