@@ -56,6 +56,7 @@ VALKEY_POOL_SIZE = int(os.environ.get("BENCH_VALKEY_POOL_SIZE", "1024"))
 
 
 WORKER = "+worker"
+NO_LOCAL_CACHE = " local_cache=0"
 
 
 def hybrid_name(backend: str, worker: bool = False) -> str:
@@ -155,7 +156,9 @@ def unsupported_reason(url: str) -> str | None:
     return None
 
 
-def hybrid_factory(backend: str, *, worker: bool = False, **options: Any) -> SaverFactory:
+def hybrid_factory(
+    backend: str, *, worker: bool = False, variant: str = "", **options: Any
+) -> SaverFactory:
     @asynccontextmanager
     async def open_hybrid(env: Env) -> AsyncIterator[BaseCheckpointSaver[Any]]:
         from langgraph_hybrid_saver import AsyncHybridSaver
@@ -165,7 +168,7 @@ def hybrid_factory(backend: str, *, worker: bool = False, **options: Any) -> Sav
             if reason is not None:
                 raise Unavailable(reason)
             opts = dict(options)
-            default_prefix = hybrid_prefix(env, backend) + ("w" if worker else "")
+            default_prefix = hybrid_prefix(env, backend) + ("w" if worker else "") + variant
             prefix = opts.pop("key_prefix", default_prefix)
             if worker:
                 opts["reconciler"] = "external"
@@ -366,6 +369,10 @@ COMPETITORS: dict[str, SaverFactory] = {
     VALKEY: open_valkey,
     **{hybrid_name(b): hybrid_factory(b) for b in DURABLE_BACKENDS},
     **{hybrid_name(b, worker=True): hybrid_factory(b, worker=True) for b in DURABLE_BACKENDS},
+    # the local cache's share, side by side
+    hybrid_name("postgres") + NO_LOCAL_CACHE: hybrid_factory(
+        "postgres", variant="nolocal", local_cache_bytes=0
+    ),
 }
 
 
