@@ -43,6 +43,7 @@ from typing import Any
 import hiredis
 
 from langgraph_hybrid_saver.core import BlobRow, CheckpointRow, StoredCheckpoint, WriteRow
+from langgraph_hybrid_saver.errors import ConfigError
 from langgraph_hybrid_saver.hot.connection import LaneBroken
 from langgraph_hybrid_saver.hot.keys import Keys
 
@@ -264,6 +265,23 @@ class LocalCache:
             "bytes": self.bytes,
             "max_bytes": self.max_bytes,
         }
+
+
+def local_cache(
+    redis: Any, keys: Keys, lanes: Any, max_bytes: int | None
+) -> tuple[LocalCache | None, Tracking | None]:
+    """The cache and its tracking for `local_cache_bytes`; none without a
+    lane (its writes are the ones Redis does not report) or with 0/None."""
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
+    ):
+        raise ConfigError(
+            f"local_cache_bytes={max_bytes!r}: use an int >= 0 (bytes; 0 or None: no local cache)"
+        )
+    if not max_bytes or lanes is None:
+        return None, None
+    cache = LocalCache(keys, max_bytes)
+    return cache, Tracking(redis, cache, lanes)
 
 
 class Tracking:

@@ -54,7 +54,7 @@ from langgraph_hybrid_saver.hot.codec import (
     write_field,
 )
 from langgraph_hybrid_saver.hot.keys import Keys
-from langgraph_hybrid_saver.hot.local_cache import LocalCache, Tracking
+from langgraph_hybrid_saver.hot.local_cache import local_cache
 from langgraph_hybrid_saver.hot.lua import source
 from langgraph_hybrid_saver.hot.runner import ScriptRunner
 
@@ -172,21 +172,7 @@ class HotTier:
         self._thread_lease = redis.register_script(source("thread_lease"))
         self._thread_lease_keep = redis.register_script(source("thread_lease_keep"))
         self.run = ScriptRunner(redis, self.where)
-        if local_cache_bytes is not None and (
-            isinstance(local_cache_bytes, bool)
-            or not isinstance(local_cache_bytes, int)
-            or local_cache_bytes < 0
-        ):
-            raise ConfigError(
-                f"local_cache_bytes={local_cache_bytes!r}: use an int >= 0 (bytes; 0 or None: "
-                "no local cache)"
-            )
-        # The local cache needs the lane (its writes are the ones Redis does not report).
-        self.local: LocalCache | None = None
-        self.tracking: Tracking | None = None
-        if local_cache_bytes and self.run.lanes is not None:
-            self.local = LocalCache(self.keys, local_cache_bytes)
-            self.tracking = Tracking(redis, self.local, self.run.lanes)
+        self.local, self.tracking = local_cache(redis, self.keys, self.run.lanes, local_cache_bytes)
 
     async def start_local_cache(self) -> None:
         """Turn the local cache's invalidations on (once; a no-op without it)."""
