@@ -155,6 +155,7 @@ class LocalCache:
     def put(self, row: CheckpointRow, refs: Sequence[str], blobs: Sequence[BlobRow]) -> None:
         """A checkpoint we stored: the namespace's latest now. Its unchanged
         values come from its parent's entry; without that entry it is not cached."""
+        self._touch(row.thread_id)
         parent = self.entries.get((row.thread_id, row.checkpoint_ns))
         if not self.ready or parent is None or row.checkpoint_id <= parent.checkpoint_id:
             # not known to be the latest (no entry: Redis may hold a newer one)
@@ -188,6 +189,7 @@ class LocalCache:
     ) -> None:
         """Writes we stored to checkpoint `cid`: as the put_writes script keeps
         them (one per task and index; special channels overwrite)."""
+        self._touch(thread_id)
         entry = self.entries.get((thread_id, ns))
         if entry is None or entry.checkpoint_id != cid:
             return
@@ -212,10 +214,7 @@ class LocalCache:
             thread_id = self.keys.stamped_thread(key)
             if thread_id is None:
                 continue
-            self._seq += 1
             self.invalidations += 1
-            if thread_id in self._reading:
-                self._touched[thread_id] = self._seq
             self.forget_thread(thread_id)
 
     def flush(self) -> None:
@@ -237,8 +236,17 @@ class LocalCache:
                 del self.by_thread[thread_id]
 
     def forget_thread(self, thread_id: str) -> None:
+        """Drop the thread's entries: we change it (or may have)."""
+        self._touch(thread_id)
         for ns in list(self.by_thread.get(thread_id, ())):
             self.forget(thread_id, ns)
+
+    def _touch(self, thread_id: str) -> None:
+        """The thread changes: a read of it in flight, whose reply may predate
+        the change, is not cached (our own writes bring no invalidation)."""
+        self._seq += 1
+        if thread_id in self._reading:
+            self._touched[thread_id] = self._seq
 
     def _store(self, thread_id: str, ns: str, entry: _Entry) -> None:
         self.forget(thread_id, ns)

@@ -320,9 +320,11 @@ class HotTier:
         ]
         packed = self._fits(pack_for_lua(items), f"thread {thread_id!r} as one atomic copy")
         args = [self.ttl_ms, self.window, token, thread_id, packed]
-        if self.local is not None:
-            self.local.forget_thread(thread_id)
-        return str(await self._fenced(self._copy, thread_id, args))
+        try:
+            return str(await self._fenced(self._copy, thread_id, args))
+        finally:
+            if self.local is not None:  # a read in flight may predate the copy
+                self.local.forget_thread(thread_id)
 
     async def _fenced(
         self, script: Any, thread_id: str, args: list[Any], sets: Sequence[tuple[str, bytes]] = ()
@@ -384,11 +386,13 @@ class HotTier:
         keys = [self.base(thread_id), self.outbox(thread_id)]
         tombstone = str(uuid6()) if queue else ""
         args = [thread_id, "1" if queue else "0", tombstone]
-        if self.local is not None:
-            self.local.forget_thread(thread_id)
         what = f"the deletion of thread {thread_id!r}"
         stamp = self._stamp(thread_id, TOMBSTONE_MS)
-        sid = await self.run.write(self._drop, keys, args, what, stamp=stamp)
+        try:
+            sid = await self.run.write(self._drop, keys, args, what, stamp=stamp)
+        finally:
+            if self.local is not None:  # a read in flight may predate the deletion
+                self.local.forget_thread(thread_id)
         return _b(sid) if sid else None
 
     # --- reads ----------------------------------------------------------------

@@ -149,3 +149,22 @@ def test_nothing_is_served_or_cached_while_tracking_is_off() -> None:
     token = c.begin("t")
     c.end("t", "", token, stored("c1", {}, {}))
     assert c.entries == {}
+
+
+def test_a_read_that_may_predate_our_own_write_is_not_cached() -> None:
+    """Our own writes bring no invalidation (NOLOOP): they mark reads in flight."""
+    c = cache()
+    token = c.begin("t")
+    c.forget_thread("t")  # we deleted or copied the thread meanwhile
+    c.end("t", "", token, stored("c1", {}, {}))
+    assert c.entries == {}
+
+    token = c.begin("t")
+    c.put(row("c2", "c1", {}), [], [])  # we put meanwhile (no entry to build on)
+    c.end("t", "", token, stored("c1", {}, {}))
+    assert c.entries == {}, "c1 is older than our own c2"
+
+    token = c.begin("t")
+    c.put_writes("t", "", "c1", [WriteRow("task", 0, "", "ch", "bytes", b"w")], upsert=False)
+    c.end("t", "", token, stored("c1", {}, {}))  # may lack that write
+    assert c.entries == {}
