@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
 from redis.asyncio import Redis
+from typing_extensions import TypedDict
 
 from langgraph_hybrid_saver import AsyncHybridSaver
 from langgraph_hybrid_saver.errors import ConfigError
@@ -210,3 +214,47 @@ async def test_options(redis_url: str, pg_url: str, key_prefix: str) -> None:
     for off in (0, None):
         async with hybrid_saver(redis_url, pg_url, key_prefix, local_cache_bytes=off) as s:
             assert s.hot.local is None and "local_cache" not in await s.astats()
+
+
+class Fanout(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+@pytest.mark.parametrize("options", [{}, {"durability": "write_through"}])
+async def test_a_finished_parallel_node_is_not_run_again_on_resume(
+    redis_url: str, pg_url: str, key_prefix: str, options: dict[str, Any]
+) -> None:
+    """Two parallel nodes, one interrupts: the other's result is a pending
+    write of the checkpoint, saved (durability "async") while that
+    checkpoint's put waits; a cached thread must still hold it."""
+    runs = {"w1": 0}
+
+    def w1(state: Fanout) -> dict[str, Any]:
+        runs["w1"] += 1
+        return {"log": ["w1"]}
+
+    def w2(state: Fanout) -> dict[str, Any]:
+        return {"log": [f"w2:{interrupt('w2?')}"]}
+
+    builder = StateGraph(Fanout)
+    builder.add_node("start", lambda state: {"log": ["start"]})
+    builder.add_node("w1", w1)
+    builder.add_node("w2", w2)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "w1")
+    builder.add_edge("start", "w2")
+    builder.add_edge("w1", END)
+    builder.add_edge("w2", END)
+    async with hybrid_saver(redis_url, pg_url, key_prefix, **options) as saver:
+        graph = builder.compile(checkpointer=saver)
+        for i in range(5):
+            cfg = {"configurable": {"thread_id": f"fanout-{i}"}}
+            await graph.ainvoke({"log": []}, cfg, durability="async")
+            await graph.ainvoke(Command(resume="first"), cfg, durability="async")  # cached now
+            runs["w1"] = 0
+            await graph.ainvoke({"log": []}, cfg, durability="async")
+            state = await graph.aget_state(cfg)
+            assert [i.value for i in state.interrupts] == ["w2?"], f"thread {i}"
+            out = await graph.ainvoke(Command(resume="ok"), cfg, durability="async")
+            assert runs["w1"] == 1, f"thread {i}: w1 ran again on resume"
+            assert out["log"].count("w1") == 2

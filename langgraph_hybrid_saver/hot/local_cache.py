@@ -191,7 +191,14 @@ class LocalCache:
         them (one per task and index; special channels overwrite)."""
         self._touch(thread_id)
         entry = self.entries.get((thread_id, ns))
-        if entry is None or entry.checkpoint_id != cid:
+        if entry is None:
+            return
+        if entry.checkpoint_id != cid:
+            # Writes to a checkpoint newer than the entry: its put may come
+            # after them (LangGraph saves writes while the put waits for the
+            # one before), and then it must not be cached as having none.
+            if cid > entry.checkpoint_id:
+                self.forget(thread_id, ns)
             return
         for w in writes:
             if upsert:

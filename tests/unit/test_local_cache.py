@@ -168,3 +168,19 @@ def test_a_read_that_may_predate_our_own_write_is_not_cached() -> None:
     c.put_writes("t", "", "c1", [WriteRow("task", 0, "", "ch", "bytes", b"w")], upsert=False)
     c.end("t", "", token, stored("c1", {}, {}))  # may lack that write
     assert c.entries == {}
+
+
+def test_writes_before_their_checkpoints_put_keep_the_put_out() -> None:
+    """LangGraph's async durability can save a checkpoint's writes before the
+    put of that checkpoint returns: the put must not be cached write-less."""
+    c = cache()
+    token = c.begin("t")
+    c.end("t", "", token, stored("c1", {}, {}))
+    c.put_writes("t", "", "c2", [WriteRow("task", 0, "", "ch", "bytes", b"w")], upsert=False)
+    c.put(row("c2", "c1", {}), [], [])
+    assert c.entries == {}
+    # writes to an older checkpoint leave the entry alone
+    token = c.begin("t")
+    c.end("t", "", token, stored("c3", {}, {}))
+    c.put_writes("t", "", "c2", [WriteRow("task", 1, "", "ch", "bytes", b"late")], upsert=False)
+    assert ("t", "") in c.entries
