@@ -197,7 +197,8 @@ class Lanes:
                     self.on_open(self.pipe)
             return self.pipe
 
-    async def _pipe(self) -> _Pipe:
+    async def connection(self) -> _Pipe:
+        """The open connection (a new one when there is none or it broke)."""
         pipe = self.pipe
         if pipe is None or pipe.broken is not None:
             pipe = await self._open()
@@ -205,7 +206,7 @@ class Lanes:
 
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py raises it."""
-        pipe = await self._pipe()
+        pipe = await self.connection()
         reply = await pipe.send(hiredis.pack_command(args))[0]
         if isinstance(reply, Exception):
             raise _demoted(pipe) if isinstance(reply, ReadOnlyError) else reply
@@ -218,7 +219,7 @@ class Lanes:
         replies, an error reply as an exception object in its place; then,
         once those replies are in, `then` on the same connection (a broken
         one raises `LaneBroken`, never a new connection)."""
-        pipe = await self._pipe()
+        pipe = await self.connection()
         replies = await self._exchange(pipe, commands)
         if then:
             replies += await self._exchange(pipe, then)

@@ -347,7 +347,7 @@ class Tracking:
             conn._writer.transport.abort()
             raise
         self._conn, self.client_id = conn, client_id
-        pipe = await self.lanes._pipe()  # tracking on the lane as it is now
+        pipe = await self.lanes.connection()  # tracking on the lane as it is now
         self._register(pipe)
 
     def _register(self, pipe: Any) -> None:
