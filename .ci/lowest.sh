@@ -3,7 +3,8 @@
 # version of each dependency (.ci/lowest-constraints.txt, pip install -c) and
 # runs the tests that exercise them: the conformance suite on every durable
 # store (langgraph-checkpoint, redis/hiredis, psycopg, aiosqlite, azure-cosmos),
-# the pipelined Redis connection (redis-py internals, hiredis), DeltaChannel
+# the pipelined Redis connection and the local cache's invalidation connection
+# (redis-py internals, hiredis), DeltaChannel
 # graphs (langgraph), the PostgreSQL COPY/pipeline apply, the PostgreSQL
 # connect errors, EncryptedSerializer, the CLI (click, rich) and OpenTelemetry
 # with the worker's Prometheus endpoint (the [otel] extra).
@@ -65,6 +66,7 @@ EOF
 python -m pytest -p no:cacheprovider -q \
   tests/test_conformance.py \
   tests/test_lanes.py \
+  tests/test_local_cache.py \
   tests/test_lifecycle.py \
   tests/test_pg_apply.py \
   tests/test_pg_errors.py \
