@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 from redis.asyncio import Redis
 from typing_extensions import TypedDict
 
-from langgraph_hybrid_saver import AsyncHybridSaver
+from langgraph_hybrid_saver import AsyncHybridSaver, HybridSaver
 from langgraph_hybrid_saver.errors import ConfigError
 
 from .conftest import ROOT, PrivateRedis, hybrid_saver
@@ -31,6 +32,13 @@ from .helpers import chat_graph, put_chain
 
 def latest_id(t: Any) -> str | None:
     return t.config["configurable"]["checkpoint_id"] if t else None
+
+
+def put_chain_sync(saver: HybridSaver, thread_id: str, parent: Any) -> list[str]:
+    """One checkpoint on top of `parent`, through the sync API (blocking)."""
+    cp = empty_checkpoint()
+    stored = saver.put(parent, cp, {"source": "loop", "step": 1}, {})
+    return [stored["configurable"]["checkpoint_id"]]
 
 
 def config(thread_id: str) -> dict[str, Any]:
@@ -258,3 +266,31 @@ async def test_a_finished_parallel_node_is_not_run_again_on_resume(
             out = await graph.ainvoke(Command(resume="ok"), cfg, durability="async")
             assert runs["w1"] == 1, f"thread {i}: w1 ran again on resume"
             assert out["log"].count("w1") == 2
+
+
+async def test_an_invalidation_waiting_in_the_socket_is_read_before_a_hit(
+    pair: tuple[AsyncHybridSaver, AsyncHybridSaver],
+    private_redis: PrivateRedis,
+    pg_url: str,
+    key_prefix: str,
+) -> None:
+    """Another process's write returns while this loop does not run (a
+    blocking call here): its invalidation sits unread in our socket; the next
+    read must not be a hit."""
+    a, _ = pair
+    other = await asyncio.to_thread(
+        HybridSaver, private_redis.url, pg_url, key_prefix=key_prefix, local_cache_bytes=0
+    )
+    try:
+        [first] = await put_chain(a, "w", 1)
+        for i in range(20):
+            assert latest_id(await a.aget_tuple(config("w"))) == latest_id(
+                await asyncio.to_thread(other.get_tuple, config("w"))
+            )
+            parent = other.get_tuple(config("w"))  # blocking: this loop stands still
+            assert parent is not None
+            [written] = put_chain_sync(other, "w", parent.config)
+            assert latest_id(await a.aget_tuple(config("w"))) == written, f"write {i}"
+    finally:
+        await asyncio.to_thread(other.close)
+    assert first is not None

@@ -16,9 +16,10 @@ miss). Our own writes update the cache here.
 
 Freshness: Redis queues a change's invalidation before the reply to the
 write that made it, so once another process learns its write is done, the
-invalidation is in our socket; before serving a hit the cache lets the event
-loop read that socket (two turns of the loop), so a hit is never older than
-what reached this host.
+invalidation is in our socket; before serving a hit the cache checks that no
+byte waits in that socket nor in the lane's (one `select` with no timeout),
+else lets the event loop read them first (two turns of the loop), so a hit is
+never older than what reached this host.
 
 Safety over hits: a read whose thread was invalidated while it was in flight
 is not cached; when the invalidation connection or the lane's tracking is
@@ -35,8 +36,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import select
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,17 +94,21 @@ class LocalCache:
         self._flushed_at = 0
         self._touched: dict[str, int] = {}  # thread -> seq of its last invalidation, while read
         self._reading: dict[str, int] = {}  # thread -> reads in flight
+        # Whether no byte waits in the tracking sockets (set by Tracking).
+        self.quiet: Callable[[], bool] = lambda: False
 
     # --- reads ----------------------------------------------------------------
 
     async def get(self, thread_id: str, ns: str) -> StoredCheckpoint | None:
-        """The cached latest checkpoint, after the loop has read what invalidations
-        reached the socket (two turns: the select, then its callbacks)."""
+        """The cached latest checkpoint, once the loop has read what reached
+        the tracking sockets: at once when nothing is waiting in them, else
+        after two turns of the loop (the select, then its callbacks)."""
         if not self.ready or (thread_id, ns) not in self.entries:
             self.misses += self.ready
             return None
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        if not self.quiet():
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
         entry = self.entries.get((thread_id, ns))
         if entry is None or not self.ready:
             self.misses += 1
@@ -318,6 +324,8 @@ class Tracking:
         self._closed = False
         lanes.on_open = self._register
         lanes.on_close = self._lane_lost
+        self._socket: Any = None  # the invalidation connection's
+        cache.quiet = self.quiet
 
     async def start(self) -> None:
         """Open the invalidation connection and turn tracking on; on failure
@@ -347,6 +355,7 @@ class Tracking:
             conn._writer.transport.abort()
             raise
         self._conn, self.client_id = conn, client_id
+        self._socket = conn._writer.transport.get_extra_info("socket")
         pipe = await self.lanes.connection()  # tracking on the lane as it is now
         self._register(pipe)
 
@@ -384,6 +393,20 @@ class Tracking:
 
         reply.add_done_callback(done)
 
+    def quiet(self) -> bool:
+        """No byte waits in the invalidation connection's socket nor in the
+        lane's (an invalidation, or the lane's end, the loop has not read)."""
+        pipe = self.lanes.pipe
+        lane = pipe.transport.get_extra_info("socket") if pipe is not None else None
+        sockets = [s for s in (self._socket, lane) if s is not None]
+        if len(sockets) < 2:
+            return False
+        try:
+            readable, _, _ = select.select(sockets, [], [], 0)
+        except (OSError, ValueError):  # a socket closed meanwhile
+            return False
+        return not readable
+
     def _lane_lost(self) -> None:
         """The lane's tracking went with it: off until the next lane registers."""
         self.cache.ready = False
@@ -408,6 +431,7 @@ class Tracking:
         self.cache.flush()
         self.client_id = None
         conn, self._conn = self._conn, None
+        self._socket = None
         if conn is not None:
             conn._writer.transport.abort()
         self._retry()
@@ -431,6 +455,7 @@ class Tracking:
         if self._task is not None:
             self._task.cancel()
         conn, self._conn = self._conn, None
+        self._socket = None
         if conn is not None:
             conn._writer.transport.abort()
 
