@@ -333,8 +333,9 @@ async def workers(target: Target, now_ms: int) -> list[tuple[str, float]]:
 
 async def scan_threads(target: Target) -> tuple[int, int]:
     """Threads with a hot copy (their namespace sets, `base:n`) and the bytes
-    of the large values unreconciled outbox entries hold (`base:p:...`), in
-    one SCAN of the prefix.
+    of the large values held for unreconciled outbox entries (the `v` keys of
+    threads with pending entries, `base:o`, and the `p` keys older layouts
+    wrote), in one SCAN of the prefix.
 
     A key matches the prefix's pattern also when a thread id or namespace
     happens to contain ":n" or ":p:", so each match is parsed:
@@ -342,14 +343,20 @@ async def scan_threads(target: Target) -> tuple[int, int]:
     """
     keys = target.hot.keys
     root = keys.threads_pattern_root
-    count, large = 0, []
+    count, large, pending = 0, [], set()
+    values: list[tuple[bytes, bytes]] = []  # (thread base, `v` or `h`-held key)
     async for raw in target.redis.scan_iter(match=f"{glob_escape(root)}*", count=SCAN_COUNT):
         key: bytes = raw if isinstance(raw, bytes) else raw.encode()
         kind = keys.after_thread(key)
         if kind == b":n":
             count += 1
+        elif kind == b":o":
+            pending.add(key[:-2])
         elif kind is not None and kind.startswith(b":p:"):
             large.append(key)
+        elif kind is not None and kind.startswith(b":v:"):
+            values.append((key[: -len(kind)], key))
+    large += [key for base, key in values if base in pending]
     held = 0
     for i in range(0, len(large), SCAN_COUNT):
         async with target.redis.pipeline(transaction=False) as pipe:

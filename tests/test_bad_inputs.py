@@ -316,7 +316,7 @@ async def test_redis_out_of_memory(external: AsyncHybridSaver) -> None:
     assert [k async for k in external.hot.redis.scan_iter(f"{external.hot.prefix}:*:t:*")] == []
     puts = await external.hot.redis.xlen(external.hot.outbox(tid))
     assert (
-        len([k async for k in external.hot.redis.scan_iter(f"{external.hot.prefix}:*:p:*")]) == puts
+        len([k async for k in external.hot.redis.scan_iter(f"{external.hot.prefix}:*:v:*")]) == puts
     )
 
 

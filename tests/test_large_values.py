@@ -1,8 +1,10 @@
 """Large blob values (PIN_MIN_BYTES and more) go beside the put script in the
 same MULTI, never through Lua: real Redis, every durable store. What must
 hold: a large value reads back whole from Redis and from the durable store,
-the outbox entry keeps it until the durable store has it, and nothing is
-left behind by a refused put, a pruned or deleted thread or an applied entry."""
+Redis holds it once (its `v` key, which the outbox entry reads), it stays
+until the durable store has it (through a delete of the thread too), and
+nothing is left behind by a refused put, a pruned or deleted thread or an
+applied entry."""
 
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ async def put_steps(
 
 async def keys_of(saver: AsyncHybridSaver, kind: str) -> list[bytes]:
     """The saver's Redis keys of one kind: 't' temporary, 'p' an outbox
-    entry's large value, 'v' a hot large value."""
+    entry's large value (older layouts), 'v' a large value."""
     return [k async for k in saver.hot.redis.scan_iter(f"{saver.hot.prefix}:*:{kind}:*")]
 
 
@@ -67,21 +69,32 @@ async def test_a_large_value_goes_beside_the_script_and_reaches_the_durable_stor
     configs = await put_steps(external, tid, 2)
     redis, base = external.hot.redis, external.hot.base(tid)
     assert await keys_of(external, "t") == []
-    assert len(await keys_of(external, "v")) == 2  # one per version of `messages`
-    assert len(await keys_of(external, "p")) == 2  # one per outbox entry's large value
-    # The hash holds a marker, not the value; the entry names its record 'R'.
+    values = await keys_of(external, "v")
+    assert len(values) == 2  # one per version of `messages`
+    assert await keys_of(external, "p") == []  # the entries read the `v` keys
+    # The hash and the entry hold a marker, not the value; the entry names its
+    # record 'V'. Redis holds each value once: no other key is that large.
     fields = await redis.hgetall(f"{base}:b:0:")
     large = [f for f, v in fields.items() if f.startswith(b"messages")]
     assert len(large) == 2 and all(fields[f] == b"" for f in large)
     assert all(fields[f] for f in fields if f.startswith(b"step"))
     entries = await redis.xrange(external.hot.outbox(tid))
-    assert [b"R" in f and b"r" not in f for _, f in entries] == [True, True]
+    assert [b"V" in f and b"r" not in f for _, f in entries] == [True, True]
+    assert all(f[m] == b"" for _, f in entries for m in f if m.startswith(b"messages"))
+    sizes = {
+        k: await redis.strlen(k)
+        async for k in redis.scan_iter(f"{external.hot.prefix}:*")
+        if await redis.type(k) == b"string"
+    }
+    assert sorted(k for k, n in sizes.items() if n >= PIN_MIN_BYTES) == sorted(values)
+    assert [await redis.pttl(k) for k in values] == [-1, -1]  # pending: no TTL
 
     hot = await external.aget_tuple(configs[0])
     assert hot is not None and hot.checkpoint["channel_values"]["messages"][:-1] == BIG
 
     assert await reconcile(external) == 2
-    assert await keys_of(external, "p") == []  # deleted with their entries
+    assert sorted(await keys_of(external, "v")) == sorted(values)  # still the hot copy
+    assert all(0 < t <= external.hot.ttl_ms for t in [await redis.pttl(k) for k in values])
     durable = await external.backend.get(tid, "", configs[1]["configurable"]["checkpoint_id"])
     assert durable is not None
     blobs = {ch: len(blob or b"") for ch, (_, blob) in durable.blobs.items()}
@@ -148,17 +161,18 @@ async def test_pruning_and_deleting_drop_large_values(
         tid = str(uuid.uuid4())
         await put_steps(saver, tid, 3)
         assert len(await keys_of(saver, "v")) == 3  # the window waits for the durable store
-        assert len(await keys_of(saver, "p")) == 3  # every entry keeps its own
         assert await reconcile(saver) == 3
         assert len(await keys_of(saver, "v")) == 1  # the newest checkpoint's only
-        assert await keys_of(saver, "p") == []  # deleted with their entries
         await put_steps(saver, tid, 1, start=3)
+        held = await keys_of(saver, "v")
         await saver.adelete_thread(tid)
-        assert await keys_of(saver, "v") == []
-        assert len(await keys_of(saver, "p")) == 1  # until the reconciler applied it
-        # The put; delete_thread applied (and took off the outbox) its own entry.
+        # The put's value stays (no TTL, held by the thread) until the
+        # reconciler applied its entry; delete_thread applied its own.
+        assert await keys_of(saver, "v") == [k for k in held if k.endswith(b"\x004")]
+        assert await saver.hot.redis.smembers(f"{saver.hot.base(tid)}:h") != set()
         assert await reconcile(saver) == 1
-        assert await keys_of(saver, "p") == []
+        assert await keys_of(saver, "v") == []
+        assert await saver.hot.redis.exists(f"{saver.hot.base(tid)}:h") == 0
         assert await saver.backend.get(tid, "", None) is None
 
 
@@ -167,7 +181,7 @@ async def test_a_lost_outbox_value_is_dead_lettered_not_applied_without_it(
 ) -> None:
     tid = str(uuid.uuid4())
     [config] = await put_steps(external, tid, 1)
-    [pinned] = await keys_of(external, "p")
+    [pinned] = await keys_of(external, "v")
     [(sid, fields)] = await external.hot.redis.xrange(external.hot.outbox(tid))
     with pytest.raises(CorruptDataError, match="not read"):
         decode_entry(sid.decode(), fields)  # a reader that did not fetch the value
@@ -184,25 +198,26 @@ async def test_unknown_script_and_redis_py_path(external: AsyncHybridSaver) -> N
     external.hot.run.lanes = None  # redis-py's transaction pipeline
     await put_steps(external, tid, 1, start=1)
     assert await keys_of(external, "t") == []
-    assert len(await keys_of(external, "p")) == 2
+    assert len(await keys_of(external, "v")) == 2
     assert await reconcile(external) == 2
     latest = await external.aget_tuple(generate_config(tid))
     assert latest is not None and latest.checkpoint["channel_values"]["messages"][-1] == "step 1"
 
 
-async def test_a_server_without_copy_keeps_large_values_inline(
+async def test_a_server_without_copy_stores_large_values_once(
     tmp_path: Path, durable_url: str
 ) -> None:
+    """Redis 6.0 has no COPY; storing a large value needs only RENAME."""
     server = PrivateRedis(tmp_path, None, "--rename-command", "COPY", "")
     server.start()
     try:
         async with AsyncHybridSaver.from_conn_string(
             server.url, durable_url, reconciler="external"
         ) as saver:
-            assert saver.hot.pin_min == 0
+            assert saver.hot.pin_min == PIN_MIN_BYTES
             tid = str(uuid.uuid4())
             await put_steps(saver, tid, 1)
-            assert await keys_of(saver, "p") == [] and await keys_of(saver, "v") == []
+            assert await keys_of(saver, "p") == [] and len(await keys_of(saver, "v")) == 1
             assert await reconcile(saver) == 1
             latest = await saver.aget_tuple(generate_config(tid))
             assert (
@@ -210,3 +225,62 @@ async def test_a_server_without_copy_keeps_large_values_inline(
             )
     finally:
         server.stop()
+
+
+async def test_a_drop_of_the_thread_keeps_what_its_pending_entries_read(
+    external: AsyncHybridSaver,
+) -> None:
+    """Pruning and delete_for_runs drop a thread from Redis (to re-read it from
+    the durable store); entries not applied yet still read their values."""
+    tid = str(uuid.uuid4())
+    configs = await put_steps(external, tid, 2)
+    values = await keys_of(external, "v")
+    await external.hot.drop_thread(tid, queue=False)
+    assert sorted(await keys_of(external, "v")) == sorted(values)
+    assert await reconcile(external) == 2
+    assert await external.outbox.dead_letters() == 0
+    assert await keys_of(external, "v") == []  # deleted once the thread settled
+    stored = await external.backend.get(tid, "", configs[1]["configurable"]["checkpoint_id"])
+    assert stored is not None and len(stored.blobs["messages"][1] or b"") > PIN_MIN_BYTES
+    latest = await external.aget_tuple(generate_config(tid))  # read through
+    assert latest is not None and latest.checkpoint["channel_values"]["messages"][-1] == "step 1"
+
+
+async def test_a_value_written_again_after_a_delete_outlives_the_held_one(
+    external: AsyncHybridSaver,
+) -> None:
+    tid = str(uuid.uuid4())
+    await put_steps(external, tid, 1)
+    [value] = await keys_of(external, "v")
+    await external.adelete_thread(tid)  # the put's entry still pending: held
+    [config] = await put_steps(external, tid, 1)  # the same field, the same key
+    assert await keys_of(external, "v") == [value]
+    assert await external.hot.redis.smembers(f"{external.hot.base(tid)}:h") == set()
+    assert await reconcile(external) == 2
+    assert await keys_of(external, "v") == [value]  # the new checkpoint's hot copy
+    assert await external.hot.redis.pttl(value) > 0
+    stored = await external.backend.get(tid, "", config["configurable"]["checkpoint_id"])
+    assert stored is not None and len(stored.blobs["messages"][1] or b"") > PIN_MIN_BYTES
+
+
+async def test_an_entry_of_the_older_layout_reads_its_own_key(
+    external: AsyncHybridSaver,
+) -> None:
+    """Entries written before values were stored once (record 'R', the value in
+    `base:p:<entry id>:<field>`) are applied from that key, which goes with them."""
+    tid = str(uuid.uuid4())
+    [config] = await put_steps(external, tid, 1)
+    redis, outbox = external.hot.redis, external.hot.outbox(tid)
+    [value] = await keys_of(external, "v")
+    [(sid, fields)] = await redis.xrange(outbox)
+    old = {(b"R" if k == b"V" else k): v for k, v in fields.items()}
+    await redis.xdel(outbox, sid)
+    new_sid = (await redis.xadd(outbox, old)).decode()
+    [field] = [f for f in fields if f.startswith(b"messages")]
+    pinned = f"{external.hot.base(tid)}:p:{new_sid}:".encode() + field
+    await redis.copy(value, pinned)
+    await redis.delete(value)  # the entry must not need the hot copy
+    assert await reconcile(external) == 1
+    assert await keys_of(external, "p") == []  # deleted with its entry
+    stored = await external.backend.get(tid, "", config["configurable"]["checkpoint_id"])
+    assert stored is not None and len(stored.blobs["messages"][1] or b"") > PIN_MIN_BYTES

@@ -17,7 +17,10 @@ so each Lua script touches one slot and works on Redis Cluster.
                                       the value is large and in a key of its own:
       base:v:<len>:<ns>:<field>  string  a large blob value (type NUL blob)
       base:V:<len>:<ns>       set     the fields whose values are in such keys
-      base:p:<entry id>:<field>  string  a large value of an outbox entry, until applied
+      base:h                  set     `v` keys a drop of the thread left for its pending
+                                      entries to read; deleted when the thread settles
+      base:p:<entry id>:<field>  string  a large value of an outbox entry (record 'R',
+                                      older layouts: entries now read the `v` key)
       base:t:<random>:<i>     string  a large value on its way into the put script
       base:w:<len>:<ns>       hash    checkpoint id NUL task NUL idx -> write
       base:z:<len>:<ns>       zset    the same write fields, for a range by id
@@ -92,9 +95,25 @@ class Keys:
         """A namespace's key of `kind` (i, c, b, w, z, f, V), as `nk` builds it."""
         return f"{self.base(thread_id)}:{kind}:{len(ns.encode())}:{ns}"
 
-    def pinned(self, thread_id: str, entry_id: str, field: bytes) -> bytes:
-        """The key holding a large value of an outbox entry until it is applied."""
-        return f"{self.base(thread_id)}:p:{entry_id}:".encode() + field
+    def large(self, thread_id: str, ns: str, field: bytes) -> bytes:
+        """The key of a large blob value, `large_key` in the scripts."""
+        return f"{self.ns_key(thread_id, 'v', ns)}:".encode() + field
+
+    def entry_value(
+        self, entry_id: str, entry: dict[bytes, bytes], field: bytes
+    ) -> bytes | None:
+        """The key holding the value of a large field of outbox entry `entry`:
+        the thread's `v` key (record 'V'), the entry's own `p` key (record
+        'R', written by older layouts), None when the entry has none."""
+        thread_id = entry.get(b"t")
+        if thread_id is None:
+            return None
+        tid = thread_id.decode(errors="replace")
+        if b"V" in entry and b"n" in entry:
+            return self.large(tid, entry[b"n"].decode(errors="replace"), field)
+        if b"R" in entry:
+            return f"{self.base(tid)}:p:{entry_id}:".encode() + field
+        return None
 
     @property
     def threads_pattern_root(self) -> str:

@@ -12,8 +12,10 @@ it; a read that misses it reads that value from the durable store).
 Large values (PIN_MIN_BYTES and more) never pass through Lua, where turning
 a large argument into a Lua string costs Redis more than storing it: `put`
 sends each one in a plain SET to a temporary key in the MULTI that runs the
-put script, and the script COPYs it to its `v` key and RENAMEs it to the
-outbox entry's `p` key (no TTL; the reconciler deletes it with the entry).
+put script, and the script RENAMEs it to its `v` key. Redis holds it once:
+the outbox entry (record 'V') names the field, and the reconciler reads the
+`v` key, which keeps no TTL and is neither trimmed nor deleted while the
+thread has pending entries (a delete holds it in `base:h` until then).
 """
 
 from __future__ import annotations
@@ -158,7 +160,9 @@ class HotTier:
         self.refresh_ms = self.ttl_ms if refresh_on_read else 0
         self.keys = Keys(prefix, shards)
         self.max_bulk = DEFAULT_MAX_BULK  # the server's, read by check_layout
-        self.pin_min = 0  # PIN_MIN_BYTES once check_layout finds COPY (Redis >= 6.2)
+        # Large values go beside the script in the MULTI; not on Cluster,
+        # where redis-py runs no MULTI.
+        self.pin_min = 0 if self.cluster else PIN_MIN_BYTES
         self._warned: dict[str, float] = {}  # thread -> when its dead letters were reported
         self._put = redis.register_script(source("put"))
         self._put_writes = redis.register_script(source("put_writes"))
@@ -206,12 +210,6 @@ class HotTier:
             self.max_bulk = int(reply.get(b"proto-max-bulk-len") or reply["proto-max-bulk-len"])
         except Exception:
             pass
-        if not self.cluster:  # large values need COPY (Redis 6.2, Valkey)
-            try:
-                await self.redis.copy(f"{self.keys.meta}:none", f"{self.keys.meta}:none2")
-                self.pin_min = PIN_MIN_BYTES
-            except ResponseError:
-                self.pin_min = 0
         await self.redis.hsetnx(self.keys.meta, "shards", self.shards)
         stored = await self.redis.hget(self.keys.meta, "shards")
         if stored is not None and int(stored) != self.shards:

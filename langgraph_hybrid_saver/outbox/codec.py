@@ -26,7 +26,7 @@ def decode_entry(
     large: dict[bytes, tuple[bytes, bytes | None]] | None = None,
 ) -> Op:
     """An outbox entry as the operation the durable store must apply; `large`:
-    the values of its large blobs (`HotTier._large_values`)."""
+    the values of its large blobs (`Outbox.large_values`)."""
     try:
         kind = fields[b"k"]
         thread_id = fields[b"t"].decode()
@@ -37,7 +37,8 @@ def decode_entry(
         if kind == b"w":
             writes = tuple(unpack_write(v) for f, v in fields.items() if b"\x00" in f)
             return WritesOp(seq, thread_id, ns, cid, fields[b"u"] == b"1", writes)
-        doc, md, parent, _ = ormsgpack.unpackb(fields[b"R" if b"R" in fields else b"r"])
+        record = fields.get(b"V") or fields.get(b"R") or fields[b"r"]
+        doc, md, parent, _ = ormsgpack.unpackb(record)
         blobs = []
         for f, v in fields.items():
             if b"\x00" in f:

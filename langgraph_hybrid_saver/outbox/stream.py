@@ -35,8 +35,10 @@ def _b(value: bytes | str) -> str:
 class Outbox:
     """The outbox streams of one key prefix; one round trip per call.
 
-    Holds the `p` keys (large values) of the entries it read until it acks
-    them: the reconciler reads and acks through one instance."""
+    Holds the `p` keys (large values of entries older layouts wrote) of the
+    entries it read until it acks them: the reconciler reads and acks
+    through one instance. An entry of this layout reads its large values from
+    the thread's `v` keys, which stay as the hot copy."""
 
     def __init__(self, hot: HotTier) -> None:
         self.hot = hot
@@ -107,23 +109,23 @@ class Outbox:
             except CorruptDataError as e:
                 await self.dead_letter(shard, sid, str(e))
             else:
-                if values:
+                if values and b"R" in fields:  # `p` keys: deleted with the entry
                     self._pins[sid] = [key for key, _ in values.values()]
         return out
 
     async def large_values(
         self, entries: Sequence[tuple[str, dict[bytes, bytes]]]
     ) -> list[dict[bytes, tuple[bytes, bytes | None]]]:
-        """The large values of outbox entries (field -> (`p` key, value or
+        """The large values of outbox entries (field -> (its key, value or
         None when the key is gone)), read in one round trip when any has one."""
         keys: list[list[tuple[bytes, bytes]]] = []
         for sid, fields in entries:
             keys.append([])
-            if b"R" in fields and b"t" in fields:
-                thread_id = fields[b"t"].decode(errors="replace")
-                for f, v in fields.items():
-                    if v == b"" and b"\x00" in f:
-                        keys[-1].append((f, self.keys.pinned(thread_id, sid, f)))
+            for f, v in fields.items():
+                if v == b"" and b"\x00" in f:
+                    key = self.keys.entry_value(sid, fields, f)
+                    if key is not None:
+                        keys[-1].append((f, key))
         flat = [key for ks in keys for _, key in ks]
         if not flat:
             return [{} for _ in entries]
@@ -137,7 +139,7 @@ class Outbox:
     async def dead_letter(self, shard: int, sid: str, reason: str) -> None:
         """Move an outbox entry the durable store cannot take (undecodable, or
         refused by the store) to the shard's dead-letter stream, whole. Its
-        large values' `p` keys stay for a retry; its thread stays pending, so
+        large values stay for a retry; its thread stays pending, so
         its hot copy neither expires nor is trimmed."""
         logger.error(
             "outbox entry %s of shard %d is not durable; moved to %s: %s",

@@ -18,7 +18,8 @@ local function read_letter(stream, id)
   end
   return old, entry, f
 end
--- The fields of an entry whose values are in `p` keys of their own.
+-- The fields of an entry whose values are in keys of their own (`v` keys for
+-- record 'V', `p` keys for record 'R').
 local function large_fields(entry)
   local out = {}
   for i = 1, #entry, 2 do

@@ -21,7 +21,7 @@ end
 -- same checkpoint id, a special write of the same task and index) would be
 -- overwritten in the durable store by this older one.
 if f['k'] == 'p' and f['n'] and f['c'] then
-  local cur, rec = redis.call('HGET', nk('c', f['n']), f['c']), f['R'] or f['r']
+  local cur, rec = redis.call('HGET', nk('c', f['n']), f['c']), f['V'] or f['R'] or f['r']
   if cur and rec and cur ~= rec then return {'superseded', 'checkpoint'} end
 elseif f['k'] == 'w' and f['u'] == '1' and f['n'] then
   for i = 1, #entry, 2 do

@@ -74,6 +74,13 @@ local function index_state(tid)
   return redis.call('SISMEMBER', k, tid) == 1 and 1 or 2
 end
 local function large_key(ns, f) return nk('v', ns) .. ':' .. f end
+-- Whether field `f` of the namespace's blob hash is a large value whose key
+-- holds it (a key a drop of the thread held has no field: not this thread's).
+local function has_large(ns, f)
+  local bk = nk('b', ns)
+  return redis.call('HEXISTS', bk, f) == 1 and redis.call('HSTRLEN', bk, f) == 0
+    and redis.call('EXISTS', large_key(ns, f)) == 1
+end
 -- The blob values a record refers to (a corrupt record: none; the client
 -- names the key in its error); a large value from its own key.
 local function read_blobs(ns, rec, ttl)
@@ -102,8 +109,9 @@ local function read_writes(ns, cid)
 end
 -- Keep only the newest `window` checkpoints of a namespace: older records,
 -- their writes and the blobs only they use leave Redis. Called only when the
--- thread has no pending entry, so everything dropped is durable.
-local function trim_ns(ns, window)
+-- thread has no pending entry but the caller's own (whose large fields are
+-- in `mine`, never dropped), so everything dropped is durable.
+local function trim_ns(ns, window, mine)
   local ik, ck, bk = nk('i', ns), nk('c', ns), nk('b', ns)
   local over = window > 0 and redis.call('ZCARD', ik) - window or 0
   if over <= 0 then return end
@@ -112,7 +120,7 @@ local function trim_ns(ns, window)
   redis.call('DEL', nk('f', ns))
   -- Channel versions only grow along a thread, so a blob the oldest kept
   -- checkpoint does not use is not used by a newer one either.
-  local keep_f = {}
+  local keep_f = mine or {}
   local newest = redis.call('ZRANGE', ik, -1, -1)[1]
   for _, kept in ipairs({redis.call('ZRANGE', ik, 0, 0)[1], newest}) do
     local r = redis.call('HGET', ck, kept)
@@ -150,4 +158,7 @@ local function settle()
       keep(large_key(ns, f), ttl, false)
     end
   end
+  -- Large values a drop of the thread held for its pending entries.
+  for _, lk in ipairs(redis.call('SMEMBERS', base .. ':h')) do redis.call('DEL', lk) end
+  redis.call('DEL', base .. ':h')
 end

@@ -7,7 +7,8 @@
 -- records, their writes and the blobs only they used are dropped from Redis
 -- once the durable store has them (here when nothing of the thread was
 -- pending, else by the ack that empties its backlog). Whatever it returns, no
--- temporary key is left.
+-- temporary key is left. A large value is stored once: its `v` key is both
+-- the hot copy and what the outbox entry (record 'V') reads until applied.
 local ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tid, ns, cid, rec, parent = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local nc = tonumber(ARGV[9])
@@ -28,9 +29,8 @@ local unchanged_large = {}
 for i = 10, 9 + nc do
   local f = ARGV[i]
   if redis.call('HSTRLEN', bk, f) == 0 then  -- absent, or a large value
-    local lk = large_key(ns, f)
-    if redis.call('EXISTS', lk) == 0 then missing[#missing + 1] = f
-    else unchanged_large[#unchanged_large + 1] = lk end
+    if has_large(ns, f) then unchanged_large[#unchanged_large + 1] = large_key(ns, f)
+    else missing[#missing + 1] = f end
   end
 end
 if #missing > 0 then return refuse(missing) end
@@ -48,25 +48,24 @@ redis.call('HSET', ck, cid, rec)
 redis.call('SADD', base .. ':n', ns)
 index_thread(tid)
 if #ARGV >= first then call_chunked('HSET', bk, ARGV, first, #ARGV, 4000) end
--- A put with large values names its record 'R': a reconciler that predates
--- them cannot decode it and dead-letters it instead of applying it without them.
-local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, #large > 0 and 'R' or 'r', rec}
+-- A put with large values names its record 'V' (values in the thread's `v`
+-- keys; 'R' was a `p` key per entry): a reconciler that predates it cannot
+-- decode it and dead-letters it instead of applying it without them.
+local entry = {'k', 'p', 't', tid, 'n', ns, 'c', cid, #large > 0 and 'V' or 'r', rec}
 for i = first, #ARGV do entry[#entry + 1] = ARGV[i] end
+local mine = {}
 for i = 1, #large, 2 do
   local f, lk = large[i], large_key(ns, large[i])
-  redis.call('COPY', large[i + 1], lk, 'REPLACE')
-  redis.call('PERSIST', lk)
+  redis.call('RENAME', large[i + 1], lk)
+  redis.call('PERSIST', lk)  -- the temporary key's TTL goes: the entry is pending
+  redis.call('SREM', base .. ':h', lk)  -- in use again, if a drop held it
   redis.call('HSET', bk, f, '')
   redis.call('SADD', nk('V', ns), f)
   entry[#entry + 1] = f
   entry[#entry + 1] = ''
+  mine[f] = true
 end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
-for i = 1, #large, 2 do
-  local pk = base .. ':p:' .. id .. ':' .. large[i]
-  redis.call('RENAME', large[i + 1], pk)
-  redis.call('PERSIST', pk)
-end
-if durable_before then trim_ns(ns, window) end
+if durable_before then trim_ns(ns, window, mine) end
 expire_ns(ns, ttl)
 return id

@@ -10,8 +10,9 @@ if index == '1' and redis.call('ZCARD', nk('i', ns)) == 0 then
   redis.call('ZADD', nk('i', ns), 0, cid)
 end
 redis.call('HSETNX', nk('c', ns), cid, rec)
-for i = 8, 7 + nb, 2 do  -- stored inline, unless stored already
-  if redis.call('HSTRLEN', nk('b', ns), ARGV[i]) == 0 then
+for i = 8, 7 + nb, 2 do  -- stored inline, unless stored already (a pending
+  -- entry may read a large value's key: it stays)
+  if redis.call('HSTRLEN', nk('b', ns), ARGV[i]) == 0 and not has_large(ns, ARGV[i]) then
     redis.call('HSET', nk('b', ns), ARGV[i], ARGV[i + 1])
     drop_large(ns, ARGV[i])
   end

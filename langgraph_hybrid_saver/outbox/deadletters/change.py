@@ -94,7 +94,7 @@ def _unmovable(hot: HotTier, raw: Raw) -> str | None:
 
 async def retry(hot: HotTier, ids: Selection, *, thread: str | None = None) -> list[Outcome]:
     """Put dead letters back in the outbox, each at the tail of its shard's
-    stream as a new entry with its original fields (its large values' `p`
+    stream as a new entry with its original fields (an older entry's `p`
     keys renamed to the new id), atomically per dead letter; the thread's
     pending count is unchanged (it stays pending). `ids`: dead letter ids or
     outbox entry ids (`SHARD:ID` for one shard), or ALL: those there now,
@@ -180,8 +180,8 @@ def _retried(raw: Raw, status: str, rest: list[str]) -> Outcome:
 
 
 async def drop(hot: HotTier, ids: Selection, *, thread: str | None = None) -> list[Outcome]:
-    """Delete dead letters for good: the dead letter, its index field and its
-    large values' `p` keys, and uncount it from its thread's pending entries
+    """Delete dead letters for good: the dead letter, its index field and an
+    older entry's `p` keys, and uncount it from its thread's pending entries
     (as an applied entry is); a thread left with none gets its TTL and
     window now. What the entry held will NEVER be in the durable store:
     the thread's hot copy, once it expires, is all there was. `ids` as for

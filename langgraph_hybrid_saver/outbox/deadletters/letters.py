@@ -72,7 +72,7 @@ class FieldView:
     name: str  # NUL (between a channel and its version) shown as "\\0"
     size: int  # bytes of the value (of the large value, when it has its own key)
     value: str | None  # the text of short text fields; None for binary payloads
-    large_key: str | None = None  # the `p` key holding the value
+    large_key: str | None = None  # the key holding the value
     missing: bool = False  # that key is gone: the entry cannot be applied whole
 
 
@@ -140,9 +140,9 @@ class Raw:
         return KINDS.get(self.entry.get(b"k", b""), "unknown")
 
     def large_fields(self) -> list[bytes]:
-        """The fields whose values are in `p` keys of their own."""
+        """The fields whose values are in keys of their own."""
         return [f for f, v in self.entry.items() if v == b"" and b"\x00" in f]
 
-    def p_key(self, hot: HotTier, name: bytes) -> bytes:
-        assert self.thread_id is not None
-        return f"{hot.base(self.thread_id)}:p:{self.outbox_id}:".encode() + name
+    def large_key(self, hot: HotTier, name: bytes) -> bytes | None:
+        """The key holding the value of large field `name`."""
+        return hot.keys.entry_value(self.outbox_id, self.entry, name)

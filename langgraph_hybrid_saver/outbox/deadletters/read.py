@@ -72,8 +72,11 @@ async def _now_ms(hot: HotTier) -> int:
 
 
 async def _large_sizes(hot: HotTier, raws: Sequence[Raw]) -> list[dict[bytes, int | None]]:
-    """Per dead letter: large field -> bytes of its `p` key (None: gone)."""
-    keys = [[(f, r.p_key(hot, f)) for f in r.large_fields()] if r.thread_id else [] for r in raws]
+    """Per dead letter: large field -> bytes of its key (None: gone)."""
+    keys = [
+        [(f, k) for f in r.large_fields() if (k := r.large_key(hot, f)) is not None]
+        for r in raws
+    ]
     flat = [k for ks in keys for _, k in ks]
     sizes: list[int] = []
     if flat:
@@ -232,7 +235,9 @@ async def show(hot: HotTier, dead_or_outbox_id: str) -> DeadLetterDetail:
         if name in sizes:
             n = sizes[name]
             views.append(
-                FieldView(shown, n or 0, None, as_text(raw.p_key(hot, name)), missing=n is None)
+                FieldView(
+                    shown, n or 0, None, as_text(raw.large_key(hot, name) or b""), missing=n is None
+                )
             )
             continue
         text = None
