@@ -13,8 +13,11 @@ def test_every_thread_key_parses_back_to_its_kind(thread_id: str) -> None:
     keys = Keys("app", 16)
     base = keys.base(thread_id)
     assert keys.after_thread(f"{base}:n".encode()) == b":n"
-    pinned = keys.pinned(thread_id, "5-0", b"messages\x001")
-    assert keys.after_thread(pinned) == b":p:5-0:messages\x001"
+    old = keys.entry_value("5-0", {b"t": thread_id.encode(), b"R": b""}, b"messages\x001")
+    assert old is not None and keys.after_thread(old) == b":p:5-0:messages\x001"
+    entry = {b"t": thread_id.encode(), b"n": b"", b"V": b""}
+    large = keys.entry_value("5-0", entry, b"messages\x001")
+    assert large is not None and keys.after_thread(large) == b":v:0::messages\x001"
     assert keys.after_thread(keys.ns_key(thread_id, "c", "").encode()) == b":c:0:"
 
 
