@@ -20,6 +20,7 @@ from langgraph_hybrid_saver.backends import DurableBackend, unavailable
 from langgraph_hybrid_saver.core import (
     ListQuery,
     StoredCheckpoint,
+    WriteRow,
     matches,
     merge_newest_first,
     to_tuple,
@@ -152,10 +153,17 @@ class Tiers:
             id(d) for d in durable if (d.thread_id, d.checkpoint_ns, d.checkpoint_id) not in stale
         }
         headers = [s for s in merged if id(s) not in full_rows and id(s) not in whole]
+        # A durable row of one thread can lack writes still queued in Redis
+        # (made while Redis did not hold its checkpoint, e.g. after a drop of
+        # the thread): they are read with the hot headers, in the same trip.
+        rows = [s for s in merged if id(s) in full_rows] if query.thread_id is not None else []
         reads = await self.hot.get_many(
-            [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in headers]
+            [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in (*headers, *rows)]
         )
-        full = whole | {id(h): r for h, r in zip(headers, reads, strict=True)}
+        full = whole | {id(h): r for h, r in zip(headers, reads[: len(headers)], strict=True)}
+        for row, read in zip(rows, reads[len(headers) :], strict=True):
+            if read.writes:
+                row.writes = union_writes(read.writes, row.writes)
         out = []
         for s in merged:
             if id(s) in full:  # a hot header: blobs and writes fetched above
@@ -243,6 +251,14 @@ class Tiers:
                 "in Redis keep working, this read needs the store: start it or check "
                 "durable_url, then retry"
             ) from e
+
+
+def union_writes(hot: Sequence[WriteRow], durable: Sequence[WriteRow]) -> list[WriteRow]:
+    """Both tiers' writes of a checkpoint, the hot one winning a (task, idx)
+    both hold (as the read-through script merges them)."""
+    seen = {(w.task_id, w.idx): w for w in durable}
+    seen.update({(w.task_id, w.idx): w for w in hot})
+    return list(seen.values())
 
 
 async def read_hot_whole(

@@ -39,6 +39,7 @@ from langgraph_hybrid_saver.outbox.ops import Op
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
 from .conftest import hybrid_saver, pg_schema
+from .helpers import reconcile
 
 T = TypeVar("T")
 RunDurability = Literal["sync", "async", "exit"]
@@ -280,6 +281,46 @@ async def test_unreconciled_thread_outlives_its_ttl_then_expires_once_durable(
             await asyncio.sleep(0.1)
         assert (await graph.aget_state(config(t))).values == {"steps": final()}
         assert summarize(await history(graph, config(t))) == expected
+
+
+async def test_a_write_queued_after_the_checkpoint_left_redis_is_listed(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    """The checkpoint expired from Redis (durable, past its ttl); a write to
+    it waits in the outbox (no reconciler runs). Every read shows it: the
+    listing of the thread, of its namespace, with a filter, with a limit."""
+    async with hybrid_saver(
+        redis_url, durable_url, key_prefix, ttl=1, reconciler="external"
+    ) as saver:
+        t = tid("late")
+        graph = build(saver)
+        await graph.ainvoke({"steps": ["in0"]}, config(t))
+        await reconcile(saver)
+        deadline = asyncio.get_running_loop().time() + 5
+        while await pttls(saver, t) != [-2] * len(BLOB_KEYS):  # until it expires
+            assert asyncio.get_running_loop().time() < deadline, await pttls(saver, t)
+            await asyncio.sleep(0.1)
+        history_ = [s async for s in saver.alist(config(t))]
+        target = history_[2].config
+        await saver.aput_writes(target, [("steps", ["late"])], "task-late")
+        write = ("task-late", "steps", ["late"])
+        got = await saver.aget_tuple(target)
+        assert got is not None and write in got.pending_writes
+        target_id = target["configurable"]["checkpoint_id"]
+        for cfg, options in [
+            (config(t), {}),
+            ({"configurable": {"thread_id": t, "checkpoint_ns": ""}}, {}),
+            (config(t), {"filter": {"step": got.metadata["step"]}}),
+            (config(t), {"limit": 3}),
+        ]:
+            listed = {
+                s.config["configurable"]["checkpoint_id"]: s.pending_writes
+                async for s in saver.alist(cfg, **options)
+            }
+            assert write in listed[target_id], options
+        assert await reconcile(saver) == 1  # still queued until now
+        again = {s.config["configurable"]["checkpoint_id"]: s async for s in saver.alist(config(t))}
+        assert write in again[target_id].pending_writes
 
 
 # --- 3. hot_window trims only what is durable -------------------------------
