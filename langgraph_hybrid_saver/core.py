@@ -27,6 +27,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import TASKS
 
 from langgraph_hybrid_saver.errors import ConfigError, CorruptDataError
 
@@ -238,13 +239,33 @@ def _loads_typed(
         ) from e
 
 
-def to_tuple(serde: SerializerProtocol, stored: StoredCheckpoint) -> CheckpointTuple:
-    """Deserialize a stored checkpoint into what LangGraph expects."""
+def pre_v4(checkpoint: Any) -> bool:
+    """Whether a checkpoint's format (`v`) is older than 4: such a checkpoint
+    reads its pending sends from its parent's writes to TASKS."""
+    v = checkpoint.get("v") if isinstance(checkpoint, dict) else None
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v < 4
+
+
+def to_tuple(
+    serde: SerializerProtocol, stored: StoredCheckpoint, sends: Sequence[WriteRow] = ()
+) -> CheckpointTuple:
+    """Deserialize a stored checkpoint into what LangGraph expects. `sends`:
+    the parent's writes to TASKS of a checkpoint older than format v4, which
+    become its TASKS value at its highest channel version, as PostgresSaver
+    migrates them."""
     values = dict(stored.checkpoint.get("channel_values") or {})
     for channel, (type_, blob) in stored.blobs.items():
         if type_ != "empty":
             values[channel] = _loads_typed(serde, type_, blob, f"channel {channel!r}", stored)
     checkpoint = cast(Checkpoint, {**stored.checkpoint, "channel_values": values})
+    if sends:
+        values[TASKS] = [
+            _loads_typed(serde, w.type, w.blob, f"pending send of task {w.task_id!r}", stored)
+            for w in sort_writes(sends)
+        ]
+        versions = dict(stored.checkpoint.get("channel_versions") or {})
+        versions[TASKS] = max(versions.values()) if versions else next_version(None)
+        checkpoint["channel_versions"] = versions
     parent = (
         next_config(stored.thread_id, stored.checkpoint_ns, stored.parent_checkpoint_id)
         if stored.parent_checkpoint_id

@@ -23,7 +23,9 @@ DeltaChannel: a thread whose checkpoints carry
 checkpoints, so keep-latest also keeps, for each checkpoint it keeps, the
 ancestors back to the nearest one storing each DeltaChannel value
 (`backends._prune`, from `chain_index`), and reports them; deleting an
-idle thread takes the whole chain, which severs nothing.
+idle thread takes the whole chain, which severs nothing. A subgraph call's
+namespace goes with the root checkpoint it started from, as in
+PostgresSaver's prune; a thread with one is planned from `chain_index` too.
 
 Idempotent: a second run finds nothing more to remove.
 """
@@ -41,7 +43,7 @@ from typing import Any
 from uuid import UUID
 
 from langgraph_hybrid_saver.backends import DurableBackend
-from langgraph_hybrid_saver.backends._prune import ChainRow, keep_with_chains
+from langgraph_hybrid_saver.backends._prune import ChainRow, kept_checkpoints
 from langgraph_hybrid_saver.errors import ConfigError, FlushTimeoutError
 from langgraph_hybrid_saver.hot import HotTier
 from langgraph_hybrid_saver.outbox.ops import DeleteThreadOp, seq_key
@@ -139,7 +141,7 @@ class RetentionReport:
     threads_pruned: int = 0  # threads that lost checkpoints to keep-latest
     checkpoints_pruned: int = 0
     # older than the latest N, kept because a kept checkpoint's DeltaChannel
-    # values are rebuilt from them
+    # values are rebuilt from them (or, format < v4, its pending sends read)
     threads_kept_for_delta: int = 0
     checkpoints_kept_for_delta: int = 0
 
@@ -149,12 +151,13 @@ class RetentionReport:
 
 @dataclass(slots=True)
 class BatchPlan:
-    """What one page of threads loses. `delta`: threads with a DeltaChannel
-    and more than `keep` checkpoints in a namespace, planned by `plan_delta`."""
+    """What one page of threads loses. `chains`: threads with more than
+    `keep` checkpoints in a namespace and a DeltaChannel or a subgraph
+    call's namespace, planned checkpoint by checkpoint by `plan_chains`."""
 
     idle: list[str] = field(default_factory=list)
     prune: list[str] = field(default_factory=list)
-    delta: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)
     checkpoints_idle: int = 0
     checkpoints_pruned: int = 0
     threads_kept_for_delta: int = 0
@@ -167,7 +170,10 @@ def plan_batch(
     """The plan of a page from its `checkpoint_index` rows: a thread whose
     newest checkpoint id sorts before `cutoff` is idle; any other with more
     than `keep` checkpoints in a namespace is pruned, or, when it uses a
-    DeltaChannel, left to `plan_delta`."""
+    DeltaChannel or has a subgraph call's namespace, left to `plan_chains`.
+    (A pruned thread of checkpoints older than format v4 also keeps the
+    parent a newest one reads its pending sends from, which the count of
+    such a thread leaves out.)"""
     counts: dict[str, dict[str, int]] = {}
     newest: dict[str, str] = {}
     delta: set[str] = set()
@@ -186,34 +192,39 @@ def plan_batch(
             excess = sum(max(0, n - keep) for n in counts[thread_id].values())
             if not excess:
                 continue
-            if thread_id in delta:
-                plan.delta.append(thread_id)
+            if thread_id in delta or any(":" in ns for ns in counts[thread_id]):
+                plan.chains.append(thread_id)
             else:
                 plan.prune.append(thread_id)
                 plan.checkpoints_pruned += excess
     return plan
 
 
-def plan_delta(plan: BatchPlan, rows: Sequence[ChainRow], keep: int) -> None:
-    """Add to `plan` what the DeltaChannel threads of `plan.delta` lose, from
-    their `chain_index` rows: all but the newest `keep` of each namespace and
-    the ancestors those need (`keep_with_chains`, what `prune_keep_latest`
-    with `delta_chains` keeps)."""
-    kept = keep_with_chains(rows, keep)
-    total = Counter(r.thread_id for r in rows)
-    left = Counter(
-        r.thread_id for r in rows if (r.thread_id, r.checkpoint_ns, r.checkpoint_id) in kept
+def plan_chains(plan: BatchPlan, rows: Sequence[ChainRow], keep: int) -> None:
+    """Add to `plan` what the threads of `plan.chains` lose, from their
+    `chain_index` rows: what `prune_keep_latest` with `delta_chains` does
+    not keep (`kept_checkpoints`)."""
+    kept = kept_checkpoints(rows, keep)
+    by_ns: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        by_ns.setdefault((r.thread_id, r.checkpoint_ns), []).append(r.checkpoint_id)
+    newest = {
+        (thread_id, ns, cid)
+        for (thread_id, ns), ids in by_ns.items()
+        for cid in sorted(ids, reverse=True)[:keep]
+    }
+    gone = Counter(
+        t
+        for t, ns, cid in ((r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows)
+        if (t, ns, cid) not in kept
     )
-    newest: Counter[str] = Counter()
-    for (thread_id, _), n in Counter((r.thread_id, r.checkpoint_ns) for r in rows).items():
-        newest[thread_id] += min(n, keep)
-    for thread_id in sorted(total):
-        if gone := total[thread_id] - left[thread_id]:
-            plan.prune.append(thread_id)
-            plan.checkpoints_pruned += gone
-        if older := left[thread_id] - newest[thread_id]:
-            plan.threads_kept_for_delta += 1
-            plan.checkpoints_kept_for_delta += older
+    older = Counter(thread_id for thread_id, _, _ in kept - newest)
+    for thread_id in sorted(gone):
+        plan.prune.append(thread_id)
+        plan.checkpoints_pruned += gone[thread_id]
+    for thread_id in sorted(older):
+        plan.threads_kept_for_delta += 1
+        plan.checkpoints_kept_for_delta += older[thread_id]
 
 
 async def wait_outbox(outbox: Outbox, timeout: float) -> None:
@@ -276,9 +287,9 @@ async def retain(
         after = threads[-1]
         keep = policy.keep_latest
         plan = plan_batch(await backend.checkpoint_index(threads), keep, cutoff)
-        if plan.delta:
+        if plan.chains:
             assert keep is not None
-            plan_delta(plan, await backend.chain_index(plan.delta), keep)
+            plan_chains(plan, await backend.chain_index(plan.chains), keep)
         if not dry_run:
             if plan.idle:
                 await delete_threads(hot, outbox, backend, plan.idle)

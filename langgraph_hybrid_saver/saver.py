@@ -29,6 +29,7 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import TASKS
 from redis.asyncio import Redis, RedisCluster
 
 from langgraph_hybrid_saver import telemetry
@@ -36,10 +37,14 @@ from langgraph_hybrid_saver.backends import PRUNE_STRATEGIES, DurableBackend
 from langgraph_hybrid_saver.bridge import SyncBridge, on_own_loop
 from langgraph_hybrid_saver.clients import open_clients
 from langgraph_hybrid_saver.core import (
+    ListQuery,
+    StoredCheckpoint,
+    WriteRow,
     list_query,
     next_version,
     normalize_id,
     parse_config,
+    pre_v4,
     to_tuple,
 )
 from langgraph_hybrid_saver.errors import ConfigError
@@ -301,7 +306,9 @@ class AsyncHybridSaver(SyncBridge):
         thread_id, ns, cid = parse_config(config)
         with redis_errors(self.hot.where):
             stored = await self.tiers.get(thread_id, ns, cid)
-        return to_tuple(self.serde, stored) if stored else None
+            if stored is None:
+                return None
+            return to_tuple(self.serde, stored, await self._sends(stored))
 
     @telemetry.traced("alist", telemetry.of_config)
     async def alist(
@@ -324,9 +331,25 @@ class AsyncHybridSaver(SyncBridge):
         query = list_query(config, filter, before, limit)
         self._check_open()
         with redis_errors(self.hot.where):
-            listed = await self._on_own_loop(self.tiers.list(query))
-        for stored in listed:
-            yield to_tuple(self.serde, stored)
+            listed = await self._on_own_loop(self._list_with_sends(query))
+        for stored, sends in listed:
+            yield to_tuple(self.serde, stored, sends)
+
+    async def _list_with_sends(
+        self, query: ListQuery
+    ) -> list[tuple[StoredCheckpoint, list[WriteRow]]]:
+        return [(s, await self._sends(s)) for s in await self.tiers.list(query)]
+
+    async def _sends(self, stored: StoredCheckpoint) -> list[WriteRow]:
+        """The pending sends of a checkpoint older than format v4: its
+        parent's writes to TASKS (LangGraph 1 writes format v4, which keeps
+        them in the checkpoint)."""
+        if not (stored.parent_checkpoint_id and pre_v4(stored.checkpoint)):
+            return []
+        parent = await self.tiers.get(
+            stored.thread_id, stored.checkpoint_ns, stored.parent_checkpoint_id
+        )
+        return [w for w in parent.writes if w.channel == TASKS] if parent else []
 
     @on_own_loop
     async def aget_delta_channel_history(
@@ -416,8 +439,10 @@ class AsyncHybridSaver(SyncBridge):
     @on_own_loop
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: "keep_latest" keeps the newest checkpoint of each
-        namespace (refusing threads with a DeltaChannel), "delete" deletes them.
-        """
+        namespace, as PostgresSaver's `prune` (a subgraph call's namespace
+        goes with the root checkpoint it started from; threads with a
+        DeltaChannel are refused with `NotImplementedError`); "delete"
+        deletes them."""
         if isinstance(thread_ids, str):
             raise ConfigError("thread_ids must be a list of thread ids, not a str")
         if strategy not in PRUNE_STRATEGIES:

@@ -8,10 +8,12 @@ import asyncio
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from langgraph.checkpoint.conformance.test_utils import generate_config
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.types import Command
 
 from langgraph_hybrid_saver import (
     AsyncHybridSaver,
@@ -20,8 +22,8 @@ from langgraph_hybrid_saver import (
     SaverClosedError,
 )
 
-from .conftest import hybrid_saver
-from .helpers import put_chain
+from .conftest import hybrid_saver, pg_schema
+from .helpers import build, put_chain
 
 
 def test_sync_saver_has_the_async_surface_and_setup(
@@ -228,3 +230,54 @@ async def test_the_saver_draws_nothing_from_uuid4(
         assert await uuid4_calls(saver) == reference
     finally:
         await saver.aclose()
+
+
+def shape(t: Any) -> tuple[Any, ...]:
+    """A listed checkpoint without its ids (each saver makes its own)."""
+    ns = t.config["configurable"]["checkpoint_ns"]
+    return (
+        ns.partition(":")[0],
+        t.metadata["step"],
+        t.metadata["source"],
+        t.parent_config is not None,
+        sorted(t.checkpoint["channel_values"]),
+        sorted(channel for _, channel, _ in t.pending_writes),
+    )
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+async def test_prune_keeps_what_async_postgres_saver_keeps(
+    redis_url: str,
+    durable_url: str,
+    pg_admin_url: str,
+    key_prefix: str,
+    durability: Literal["sync", "async", "exit"],
+) -> None:
+    """A graph with a subgraph node (its namespace is a call: `details:<task
+    id>`) and an interrupt, run twice on a thread, then pruned by each saver:
+    the same checkpoints remain, the subgraph's calls going with their root
+    checkpoints, and the graph resumes the same."""
+    thread = {"configurable": {"thread_id": f"prune-{uuid.uuid4().hex[:8]}"}}
+    start = {"steps": [], "approved": None, "detail": ""}
+    shapes = []
+    with pg_schema(pg_admin_url) as ref_url:
+        async with (
+            AsyncPostgresSaver.from_conn_string(ref_url) as official,
+            hybrid_saver(redis_url, durable_url, key_prefix) as saver,
+        ):
+            await official.setup()
+            for checkpointer in (official, saver):
+                graph = build(checkpointer)
+                for _ in range(2):
+                    await graph.ainvoke(start, thread, durability=durability)
+                    await graph.ainvoke(Command(resume="yes"), thread, durability=durability)
+                before = [shape(t) async for t in checkpointer.alist(thread)]
+                # "exit" saves the root graph's last checkpoint of each run only
+                assert any(s[0] == "details" for s in before) == (durability != "exit")
+                await checkpointer.aprune([thread["configurable"]["thread_id"]])
+                after = [shape(t) async for t in checkpointer.alist(thread)]
+                await graph.ainvoke(start, thread, durability=durability)
+                resumed = await graph.ainvoke(Command(resume="no"), thread, durability=durability)
+                shapes.append((before, after, resumed))
+    assert shapes[1] == shapes[0]
+    assert len(shapes[0][1]) < len(shapes[0][0])

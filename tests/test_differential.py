@@ -15,7 +15,7 @@ import pytest
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
+from langgraph.checkpoint.serde.types import ERROR, INTERRUPT, TASKS
 
 from langgraph_hybrid_saver import AsyncHybridSaver
 
@@ -50,6 +50,9 @@ class Model:
         # as LangGraph does, so it never refers to a blob nobody stored
         self.versions: dict[str, dict[str, str]] = {}
         self.run_of: dict[str, str] = {}
+        self.parent_of: dict[str, str | None] = {}
+        self.root_of: dict[str, str | None] = {}  # a subgraph call's root checkpoint
+        self.sends: set[str] = set()  # checkpoints with writes to TASKS
 
     def key(self) -> tuple[str, str]:
         return self.rng.choice(self.threads), self.rng.choice(["", "child:1"])
@@ -83,7 +86,12 @@ async def apply(
             channel_versions=dict(versions),
         )
         model.versions[cp["id"]] = versions
+        roots = model.ids.get((tid, ""), [])
+        root = None
+        if ns and (roots or rng.random() < 0.3):  # the call's root: mostly the newest
+            root = rng.choice([*roots[-1:] * 6, *roots, "never-saved"])
         md = generate_metadata(
+            **({"parents": {"": root}} if root else {}),
             source=rng.choice(["loop", "input", "update"]),
             step=len(existing),
             score=rng.randint(0, 3),
@@ -94,6 +102,8 @@ async def apply(
             await saver.aput(config, cp, md, dict(new))
         model.ids.setdefault((tid, ns), []).append(cp["id"])
         model.run_of[cp["id"]] = md["run_id"]
+        model.parent_of[cp["id"]] = parent
+        model.root_of[cp["id"]] = root
     elif op == "writes":
         tid, ns = model.key()
         if not model.ids.get((tid, ns)):
@@ -108,8 +118,11 @@ async def apply(
                 [(ERROR, "boom")],
                 [(INTERRUPT, {"q": rng.randint(0, 9)})],
                 [("notes", {"n": 1})],
+                [(TASKS, {"send": rng.randint(0, 9)})],
             ]
         )
+        if writes[0][0] == TASKS:
+            model.sends.add(cid)
         task = f"task{rng.randint(0, 2)}"
         path = rng.choice(["", "~a", "~b"])
         for saver in (hybrid, ref):
@@ -124,8 +137,7 @@ async def apply(
         tid = rng.choice(model.threads)
         for saver in (hybrid, ref):
             await saver.aprune([prefix + tid], strategy="keep_latest")
-        for key in [k for k in model.ids if k[0] == tid]:
-            model.ids[key] = model.ids[key][-1:]
+        prune_model(model, tid)
     elif op == "copy":
         src = rng.choice(model.threads)
         dst = f"c{len(model.threads)}"
@@ -145,6 +157,22 @@ async def apply(
             model.ids[key] = [i for i in ids if model.run_of[i] != run]
     elif op == "flush":
         await hybrid.aflush(timeout=20)
+
+
+def prune_model(model: Model, tid: str) -> None:
+    """What PostgresSaver's keep_latest leaves of the thread: the newest of
+    each namespace and, as those are format v1, its parent when that has
+    writes to TASKS; a subgraph call goes with a saved root it no longer has."""
+    roots = set(model.ids.get((tid, ""), []))
+    for key in [k for k in model.ids if k[0] == tid and model.ids[k]]:
+        ids = model.ids[key]
+        keep = {ids[-1]}
+        if (parent := model.parent_of[ids[-1]]) in model.sends:
+            keep.add(parent)
+        model.ids[key] = [i for i in ids if i in keep]
+    call = model.ids.get((tid, "child:1"))
+    if call and model.root_of[call[-1]] in roots - set(model.ids.get((tid, ""), [])):
+        model.ids[(tid, "child:1")] = []
 
 
 def comparable(t: CheckpointTuple | None) -> Any:
@@ -189,11 +217,22 @@ async def compare_reads(
             async for t in ref.alist(listing, filter=filter_, before=before, limit=limit)
         ]
         assert ours == theirs, f"list {tid} filter={filter_} before={before} limit={limit} {where}"
+    # Across threads PostgresSaver gives pre-v4 checkpoints their parents'
+    # pending sends only in the first listed row's thread (it looks them up
+    # by `values[0]["thread_id"]`); the hybrid saver gives them in every
+    # thread, as its per-thread reads do, so the sends are left out here.
     filter_ = rng.choice([None, {"tag": "b"}])
-    ours = [comparable(t) async for t in hybrid.alist(None, filter=filter_)]
-    theirs = [comparable(t) async for t in ref.alist(None, filter=filter_)]
+    ours = [without_sends(t) async for t in hybrid.alist(None, filter=filter_)]
+    theirs = [without_sends(t) async for t in ref.alist(None, filter=filter_)]
     mine = [t for t in ours if t[0]["configurable"]["thread_id"].startswith(prefix)]
     assert sorted(mine, key=_order) == sorted(theirs, key=_order), f"list(None) {where}"
+
+
+def without_sends(t: CheckpointTuple) -> Any:
+    values = {k: v for k, v in t.checkpoint["channel_values"].items() if k != TASKS}
+    versions = {k: v for k, v in t.checkpoint["channel_versions"].items() if k != TASKS}
+    checkpoint: Any = {**t.checkpoint, "channel_values": values, "channel_versions": versions}
+    return comparable(t._replace(checkpoint=checkpoint))
 
 
 def _order(t: Any) -> tuple[str, str, str]:

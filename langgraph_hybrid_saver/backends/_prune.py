@@ -1,6 +1,16 @@
-"""Which checkpoints keep-latest keeps on a thread that uses a DeltaChannel:
-the newest `keep` of every namespace and the ancestors their DeltaChannel
-values are rebuilt from. Pure; every store plans its prune with it.
+"""Which checkpoints keep-latest keeps: the newest `keep` of every
+namespace, as PostgresSaver's `prune` (langgraph-checkpoint-postgres 3.2)
+does, and on a thread that uses a DeltaChannel the ancestors their
+DeltaChannel values are rebuilt from. Pure; every store plans its prune
+with it.
+
+PostgresSaver's rules, kept here: a newest checkpoint older than format v4
+reads its pending sends from its parent's writes to TASKS, so that parent
+is kept when it has some. A subgraph call's namespace (its task id after a
+":", unlike a `checkpointer=True` subgraph's, whose state outlives each
+call) goes whole with the root checkpoint the call started from (its
+newest checkpoint's `metadata["parents"][""]`) once that one is saved and
+not kept: runs save in the background, so a call can be saved first.
 
 How LangGraph reads such a value (langgraph 1.2 `pregel/_checkpoint.py`,
 `BaseCheckpointSaver.get_delta_channel_history` and PostgresSaver's and
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 CheckpointKey = tuple[str, str, str]  # thread_id, checkpoint_ns, checkpoint_id
 
@@ -40,6 +51,10 @@ class ChainRow:
         versioned: The channels of its `channel_versions`.
         stored: The channels whose value it stores (an inline value other
             than null, or a blob at its version whose type is not "empty").
+        root: Its metadata's `parents[""]`: the root graph's checkpoint a
+            subgraph call started from.
+        pre_v4: Its format (`checkpoint["v"]`) is older than 4.
+        sends: It has pending writes to TASKS.
     """
 
     thread_id: str
@@ -49,14 +64,25 @@ class ChainRow:
     delta: frozenset[str]
     versioned: frozenset[str]
     stored: frozenset[str]
+    root: str | None = None
+    pre_v4: bool = False
+    sends: bool = False
 
 
-def keep_with_chains(rows: Iterable[ChainRow], keep: int) -> set[CheckpointKey]:
-    """The checkpoints to keep: the newest `keep` of each (thread, namespace)
-    and, for each of those, its ancestors down to the nearest one storing
-    each DeltaChannel it does not store itself (see the module docstring).
-    A chain that ends at a missing parent or a root without one keeps what
-    it passed."""
+def root_of(metadata: Any) -> str | None:
+    """A checkpoint metadata's `parents[""]` (`ChainRow.root`)."""
+    parents = metadata.get("parents") if isinstance(metadata, dict) else None
+    root = parents.get("") if isinstance(parents, dict) else None
+    return root if isinstance(root, str) else None
+
+
+def kept_checkpoints(rows: Iterable[ChainRow], keep: int) -> set[CheckpointKey]:
+    """The checkpoints to keep: the newest `keep` of each (thread, namespace),
+    the parent a pre-v4 one reads its sends from, and, for each kept one,
+    its ancestors down to the nearest one storing each DeltaChannel it does
+    not store itself; minus the subgraph calls whose root checkpoint goes
+    (see the module docstring). A chain that ends at a missing parent or a
+    root without one keeps what it passed."""
     by_ns: dict[tuple[str, str], dict[str, ChainRow]] = {}
     for r in rows:
         by_ns.setdefault((r.thread_id, r.checkpoint_ns), {})[r.checkpoint_id] = r
@@ -66,6 +92,9 @@ def keep_with_chains(rows: Iterable[ChainRow], keep: int) -> set[CheckpointKey]:
         for head in sorted(found, reverse=True)[:keep]:
             kept.add((thread_id, ns, head))
             row = found[head]
+            parent = found.get(row.parent_checkpoint_id or "")
+            if row.pre_v4 and parent is not None and parent.sends:
+                kept.add((thread_id, ns, parent.checkpoint_id))
             need = (delta & row.versioned) - row.stored
             cursor, seen = row.parent_checkpoint_id, {head}
             # `seen`: a re-put id can make a chain loop (SqliteSaver's note)
@@ -74,13 +103,21 @@ def keep_with_chains(rows: Iterable[ChainRow], keep: int) -> set[CheckpointKey]:
                 kept.add((thread_id, ns, cursor))
                 need -= found[cursor].stored
                 cursor = found[cursor].parent_checkpoint_id
+    for (thread_id, ns), found in by_ns.items():
+        root = found[max(found)].root
+        if (
+            ":" in ns
+            and root in by_ns.get((thread_id, ""), {})
+            and (thread_id, "", root) not in kept
+        ):
+            kept -= {(thread_id, ns, cid) for cid in found}
     return kept
 
 
-def doomed_with_chains(rows: Iterable[ChainRow], keep: int) -> list[CheckpointKey]:
-    """The checkpoints `keep_with_chains` does not keep, sorted."""
+def doomed_checkpoints(rows: Iterable[ChainRow], keep: int) -> list[CheckpointKey]:
+    """The checkpoints `kept_checkpoints` does not keep, sorted."""
     rows = list(rows)
-    kept = keep_with_chains(rows, keep)
+    kept = kept_checkpoints(rows, keep)
     return sorted(
         key for r in rows if (key := (r.thread_id, r.checkpoint_ns, r.checkpoint_id)) not in kept
     )

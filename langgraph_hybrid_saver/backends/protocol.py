@@ -85,7 +85,7 @@ class DurableBackend(Protocol):
         a DeltaChannel) is refused with `NotImplementedError`, as
         PostgresSaver's `prune` refuses it, unless `delta_chains`: then it
         also keeps the ancestors its kept checkpoints' DeltaChannel values
-        are rebuilt from (`backends._prune.keep_with_chains`, planned in the
+        are rebuilt from (`backends._prune.kept_checkpoints`, planned in the
         same transaction from `chain_index`'s rows)."""
 
     async def checkpoint_index(

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.serde.types import TASKS
 
 from langgraph_hybrid_saver.backends import DurableBackend, open_backend
 from langgraph_hybrid_saver.backends._prune import ChainRow
@@ -28,7 +29,7 @@ from langgraph_hybrid_saver.core import (
     StoredCheckpoint,
     WriteRow,
 )
-from langgraph_hybrid_saver.outbox.ops import PutOp, seq_key
+from langgraph_hybrid_saver.outbox.ops import PutOp, WritesOp, seq_key
 
 from ..helpers import delete_op, put_op, writes_op
 
@@ -298,6 +299,45 @@ async def test_prune_keep_latest_keeps_the_newest_per_namespace(backend: Durable
     assert await ids(backend, "t") == ["s2", "c3"]
 
 
+async def test_prune_keep_latest_follows_postgres_savers_rules(backend: DurableBackend) -> None:
+    """A subgraph call's namespace goes with the root checkpoint it started
+    from; a checkpointer subgraph's keeps its newest; a pre-v4 head keeps
+    the parent holding its pending sends."""
+    root = [put_op(1, "t", "r1"), put_op(2, "t", "r2", parent="r1")]
+    started = {"parents": {"": "r1"}}
+    call = [
+        put_op(3, "t", "s1", ns="child:task", metadata=started),
+        put_op(4, "t", "s2", ns="child:task", metadata=started, parent="s1"),
+        put_op(5, "t", "k1", ns="keeper", metadata=started),
+        put_op(6, "t", "k2", ns="keeper", metadata=started, parent="k1"),
+    ]
+    send = WriteRow("task", 0, "~p", TASKS, "bytes", b"send")
+    sends = [
+        put_op(7, "p", "p1"),
+        put_op(8, "p", "p2", parent="p1"),
+        WritesOp(seq_key("9-0"), "p", "", "p2", False, (send,)),
+        put_op(10, "p", "p3", parent="p2"),
+    ]
+    await backend.apply([*root, *call, *sends])
+    await backend.apply([writes_op(11, "t", "s2", b"ws", False, ns="child:task")])
+    rows = {r.checkpoint_id: r for r in await backend.chain_index(["t", "p"])}
+    assert (rows["s2"].root, rows["r2"].root, rows["p2"].sends, rows["p3"].sends) == (
+        "r1",
+        None,
+        True,
+        False,
+    )
+    assert rows["p3"].pre_v4  # put_op writes format v1
+    await backend.prune_keep_latest(["t", "p"])
+    assert await ids(backend, "t") == ["r2", "k2"]
+    assert await ids(backend, "p") == ["p3", "p2"]
+    p3 = await backend.get("p", "", "p3")
+    assert p3 is not None and p3.parent_checkpoint_id == "p2"
+    p2 = await backend.get("p", "", "p2")
+    assert p2 is not None and p2.parent_checkpoint_id is None
+    assert [w.blob for w in p2.writes] == [b"send"]
+
+
 async def test_prune_keep_latest_refuses_a_delta_channel_thread(backend: DurableBackend) -> None:
     delta = {"step": 1, "counters_since_delta_snapshot": {"messages": 1}}
     await backend.apply([put_op(1, "d", "c1"), put_op(2, "d", "c2", metadata=delta, parent="c1")])
@@ -352,7 +392,7 @@ async def test_prune_keep_latest_keeps_a_delta_channel_chain(backend: DurableBac
     await backend.apply(chain("t"))
     rows = {r.checkpoint_id: r for r in await backend.chain_index(["d"])}
     assert rows["c4"] == ChainRow(
-        "d", "", "c4", "c3", frozenset({"m"}), frozenset({"m", "x"}), frozenset()
+        "d", "", "c4", "c3", frozenset({"m"}), frozenset({"m", "x"}), frozenset(), pre_v4=True
     )
     assert rows["c3"].stored == {"m"} and rows["c3"].delta == set()
     assert rows["s1"].stored == {"step"} and rows["s1"].versioned == set()

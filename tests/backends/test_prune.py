@@ -5,10 +5,12 @@ delta step), `.` does not version it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph_hybrid_saver.backends._prune import (
     ChainRow,
-    doomed_with_chains,
-    keep_with_chains,
+    doomed_checkpoints,
+    kept_checkpoints,
 )
 
 
@@ -53,13 +55,13 @@ def chain(spec: str, channel: str = "m", ns: str = "") -> list[ChainRow]:
 
 
 def kept_ids(rows: list[ChainRow], keep: int = 1) -> list[str]:
-    return sorted(cid for _, _, cid in keep_with_chains(rows, keep))
+    return sorted(cid for _, _, cid in kept_checkpoints(rows, keep))
 
 
 def test_the_chain_back_to_the_nearest_snapshot() -> None:
     rows = chain("SddSdd")
     assert kept_ids(rows) == ["c3", "c4", "c5"]  # c5's value: c3's snapshot + c3, c4's writes
-    assert doomed_with_chains(rows, 1) == [("t", "", "c0"), ("t", "", "c1"), ("t", "", "c2")]
+    assert doomed_checkpoints(rows, 1) == [("t", "", "c0"), ("t", "", "c1"), ("t", "", "c2")]
 
 
 def test_a_head_that_stores_its_value_needs_nothing_older() -> None:
@@ -139,10 +141,49 @@ def test_namespaces_and_threads_are_planned_apart() -> None:
             for i in range(4)
         ],
     ]
-    assert sorted(keep_with_chains(rows, 1)) == [
+    assert sorted(kept_checkpoints(rows, 1)) == [
         ("t", "", "c2"),
         ("t", "", "c3"),
         ("t", "sub", "c2"),
         ("t", "sub", "c3"),
         ("u", "", "c3"),  # no DeltaChannel: the latest only
     ]
+
+
+# --- PostgresSaver's rules, for every thread -----------------------------------------------------
+
+
+def plain(cid: str, parent: str | None, ns: str = "", **extra: Any) -> ChainRow:
+    """A checkpoint of a thread without a DeltaChannel."""
+    empty: frozenset[str] = frozenset()
+    return ChainRow("t", ns, cid, parent, empty, empty, empty, **extra)
+
+
+def test_a_pre_v4_head_keeps_the_parent_its_sends_are_in() -> None:
+    rows = [plain("c0", None), plain("c1", "c0", sends=True), plain("c2", "c1", pre_v4=True)]
+    assert kept_ids(rows) == ["c1", "c2"]
+    # v4 keeps its sends in the checkpoint; a parent without sends is not needed
+    assert kept_ids([*rows[:2], plain("c2", "c1")]) == ["c2"]
+    assert kept_ids([rows[0], plain("c1", "c0"), rows[2]]) == ["c2"]
+
+
+def test_a_subgraph_call_goes_with_its_root_checkpoint() -> None:
+    root = [plain("r0", None), plain("r1", "r0")]
+
+    def call(started_from: str) -> list[ChainRow]:
+        ns = "child:task1"
+        return [plain("s0", None, ns, root=started_from), plain("s1", "s0", ns, root=started_from)]
+
+    assert sorted(kept_checkpoints([*root, *call("r0")], 1)) == [("t", "", "r1")]
+    assert kept_ids([*root, *call("r1")]) == ["r1", "s1"]  # from the kept root: its newest
+    # a root not saved (a run saves it in the background): the call stays
+    assert kept_ids([*root, *call("r2")]) == ["r1", "s1"]
+    # with keep=2 the root r0 is kept, and so is its call's newest two
+    assert kept_ids([*root, *call("r0")], keep=2) == ["r0", "r1", "s0", "s1"]
+
+
+def test_a_checkpointer_subgraph_keeps_its_newest() -> None:
+    # no task id in the namespace: its state outlives each call
+    root = [plain("r0", None), plain("r1", "r0")]
+    sub = [plain("s0", None, "child", root="r0"), plain("s1", "s0", "child", root="r0")]
+    assert kept_ids([*root, *sub]) == ["r1", "s1"]

@@ -12,12 +12,11 @@ from typing import Any
 from azure.cosmos import exceptions
 
 from langgraph_hybrid_saver.backends._apply import plan_apply, refuse_delta_threads
-from langgraph_hybrid_saver.backends._prune import ChainRow, keep_with_chains
+from langgraph_hybrid_saver.backends._prune import ChainRow, kept_checkpoints
 from langgraph_hybrid_saver.backends.cosmos.client import CosmosBase, Watermark
 from langgraph_hybrid_saver.backends.cosmos.documents import (
     MAX_CONFLICT_RETRIES,
     WATERMARK_ID,
-    Doc,
     chain_row,
     checkpoint_doc_id,
     chunk_ids,
@@ -34,6 +33,7 @@ from langgraph_hybrid_saver.backends.cosmos.queries import (
     DELTA_THREADS_SQL,
     INDEX_SQL,
     RUNS_SQL,
+    SENDS_SQL,
     VALUE_BLOB_IDS_SQL,
     WRITE_IDS_OF_SQL,
 )
@@ -245,9 +245,10 @@ class CosmosWrites(CosmosBase):
         payloads (and chunks), and which of its blobs hold a value."""
         docs = await self._query(CHECKPOINT_DOCS_SQL, [], thread_id)
         value_blobs = set(await self._query(VALUE_BLOB_IDS_SQL, [], thread_id))
+        sends = set(await self._query(SENDS_SQL, [], thread_id))
         wanted = [i for d in docs for i in chunk_ids(d)]
         chunks = {c["id"]: c for c in await self._query_ids(BY_IDS_SQL, wanted, thread_id)}
-        return [chain_row(d, chunks, value_blobs) for d in docs]
+        return [chain_row(d, chunks, value_blobs, sends) for d in docs]
 
     @metered
     async def prune_keep_latest(
@@ -265,22 +266,12 @@ class CosmosWrites(CosmosBase):
             async def plan_for(mark: Watermark) -> tuple[dict[str, Change], str, int]:
                 index = await self._query(INDEX_SQL, [], thread_id)
                 checkpoints = [d for d in index if d["kind"] == "checkpoint"]
-                if delta_chains and any(d.get("delta") for d in checkpoints):
-                    keys = keep_with_chains(await self._chain_rows(thread_id), keep)
-                    kept = [
-                        d
-                        for d in checkpoints
-                        if (thread_id, d["checkpoint_ns"], d["checkpoint_id"]) in keys
-                    ]
-                else:
-                    by_ns: dict[str, builtins.list[Doc]] = {}
-                    for d in checkpoints:
-                        by_ns.setdefault(d["checkpoint_ns"], []).append(d)
-                    kept = [
-                        d
-                        for docs in by_ns.values()
-                        for d in sorted(docs, key=lambda d: d["checkpoint_id"], reverse=True)[:keep]
-                    ]
+                keys = kept_checkpoints(await self._chain_rows(thread_id), keep)
+                kept = [
+                    d
+                    for d in checkpoints
+                    if (thread_id, d["checkpoint_ns"], d["checkpoint_id"]) in keys
+                ]
                 kept_ids = {d["id"] for d in kept}
                 doomed = {d["id"] for d in checkpoints} - kept_ids
                 plan = deletion_plan(index, doomed)

@@ -11,10 +11,11 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from langgraph_hybrid_saver.backends._prune import ChainRow
+from langgraph_hybrid_saver.backends._prune import ChainRow, root_of
 from langgraph_hybrid_saver.core import (
     StoredCheckpoint,
     WriteRow,
+    pre_v4,
 )
 from langgraph_hybrid_saver.errors import CorruptDataError
 from langgraph_hybrid_saver.outbox.ops import PutOp
@@ -214,9 +215,12 @@ def stored(
         ) from e
 
 
-def chain_row(doc: Doc, chunks: Mapping[str, Doc], value_blobs: set[str]) -> ChainRow:
+def chain_row(
+    doc: Doc, chunks: Mapping[str, Doc], value_blobs: set[str], sends: set[str]
+) -> ChainRow:
     """The `ChainRow` of a checkpoint document; `value_blobs`: the ids of the
-    thread's blob documents that hold a value (type not "empty")."""
+    thread's blob documents that hold a value (type not "empty"); `sends`:
+    the ids of its checkpoint documents with pending writes to TASKS."""
     try:
         payload = json.loads(unpack(doc, chunks) or b"null")
         checkpoint, metadata = payload["checkpoint"], payload["metadata"]
@@ -240,4 +244,7 @@ def chain_row(doc: Doc, chunks: Mapping[str, Doc], value_blobs: set[str]) -> Cha
             {ch for ch, v in versions.items() if blob_doc_id(ns, ch, str(v)) in value_blobs}
             | {ch for ch, v in inline.items() if v is not None}
         ),
+        root_of(metadata),
+        pre_v4(checkpoint),
+        doc["id"] in sends,
     )

@@ -28,7 +28,9 @@ CHECKPOINT_INDEX_SQL = (
     "SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.delta FROM c "
     "WHERE c.kind = 'checkpoint' AND ARRAY_CONTAINS(@threads, c.thread_id)"
 )
-# What `backends._prune` plans a DeltaChannel thread from: its checkpoint
-# documents with their payloads, and the blobs that hold a value.
+# What `backends._prune` plans a prune from: a thread's checkpoint documents
+# with their payloads, the blobs that hold a value, and the checkpoints with
+# pending sends.
 CHECKPOINT_DOCS_SQL = "SELECT * FROM c WHERE c.kind = 'checkpoint'"
 VALUE_BLOB_IDS_SQL = "SELECT VALUE c.id FROM c WHERE c.kind = 'blob' AND c.type != 'empty'"
+SENDS_SQL = "SELECT VALUE c.cp FROM c WHERE c.kind = 'write' AND c.channel = '__pregel_tasks'"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from langgraph.checkpoint.postgres.base import MIGRATIONS as OFFICIAL_MIGRATIONS
@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from langgraph_hybrid_saver.backends import redact
 from langgraph_hybrid_saver.backends._apply import refuse_delta_threads
-from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_with_chains
+from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_checkpoints
 from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.postgres.apply import apply_staged
 from langgraph_hybrid_saver.backends.postgres.read import stored
@@ -32,7 +32,6 @@ from langgraph_hybrid_saver.backends.postgres.sql import (
     DELTA_THREADS_SQL,
     LOCK_THREADS_SQL,
     MIGRATIONS,
-    PRUNE_OLDER_SQL,
     SELECT_BLOBS_SQL,
     SELECT_SQL,
     SELECT_WATERMARK_SQL,
@@ -139,7 +138,9 @@ class PostgresBackend:
         rows = await self._fetch(THREAD_IDS_SQL, (after, limit))
         return [r["thread_id"] for r in rows]
 
-    async def _fetch(self, sql: str, args: Sequence[Any]) -> builtins.list[DictRow]:
+    async def _fetch(
+        self, sql: str, args: Sequence[Any] | Mapping[str, Any]
+    ) -> builtins.list[DictRow]:
         """Run a read; once more if the server had closed the pooled
         connection (a PostgreSQL restart): checking every connection at
         checkout would cost a round trip per read."""
@@ -193,7 +194,9 @@ class PostgresBackend:
         return [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], r["delta"]) for r in rows]
 
     async def chain_index(self, thread_ids: Sequence[str]) -> builtins.list[ChainRow]:
-        return _chain_rows(await self._fetch(CHAIN_INDEX_SQL, (sorted(set(thread_ids)),)))
+        threads = sorted(set(thread_ids))
+        args = {"threads": threads, "delta": threads}
+        return _chain_rows(await self._fetch(CHAIN_INDEX_SQL, args))
 
     async def prune_keep_latest(
         self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
@@ -206,17 +209,12 @@ class PostgresBackend:
             delta = sorted(cast(DictRow, r)["thread_id"] for r in await cur.fetchall())
             if not delta_chains:
                 refuse_delta_threads(delta)
-            if plain := sorted(set(threads) - set(delta)):
-                await cur.execute(PRUNE_OLDER_SQL, {"threads": plain, "keep": keep})
+            await cur.execute(CHAIN_INDEX_SQL, {"threads": threads, "delta": delta})
+            rows = _chain_rows(cast(builtins.list[DictRow], await cur.fetchall()))
+            if doomed := doomed_checkpoints(rows, keep):
+                keys = tuple([key[i] for key in doomed] for i in range(3))
+                await cur.execute(DELETE_CHECKPOINTS_SQL, keys)
                 await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
-            if delta:
-                await cur.execute(CHAIN_INDEX_SQL, (delta,))
-                rows = _chain_rows(cast(builtins.list[DictRow], await cur.fetchall()))
-                if doomed := doomed_with_chains(rows, keep):
-                    keys = tuple([key[i] for key in doomed] for i in range(3))
-                    await cur.execute(DELETE_CHECKPOINTS_SQL, keys)
-                    gone = cast(builtins.list[DictRow], await cur.fetchall())
-                    await _delete_writes_of(cur, gone)
             await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
 
@@ -261,6 +259,9 @@ def _chain_rows(rows: Sequence[DictRow]) -> builtins.list[ChainRow]:
             frozenset(r["delta"]),
             frozenset(r["versioned"]),
             frozenset(r["stored"]),
+            r["root"],
+            r["pre_v4"],
+            r["sends"],
         )
         for r in rows
     ]

@@ -174,44 +174,44 @@ DELTA_THREADS_SQL = """
 SELECT DISTINCT thread_id FROM checkpoints
 WHERE thread_id = ANY(%s) AND metadata ? 'counters_since_delta_snapshot'
 """
-# Every checkpoint but the newest %(keep)s of its namespace.
-PRUNE_OLDER_SQL = """
-DELETE FROM checkpoints c
-USING (
-    SELECT thread_id, checkpoint_ns, checkpoint_id, row_number() OVER (
-        PARTITION BY thread_id, checkpoint_ns ORDER BY checkpoint_id DESC
-    ) AS n
-    FROM checkpoints WHERE thread_id = ANY(%(threads)s)
-) r
-WHERE c.thread_id = r.thread_id AND c.checkpoint_ns = r.checkpoint_ns
-  AND c.checkpoint_id = r.checkpoint_id AND r.n > %(keep)s
-RETURNING c.thread_id, c.checkpoint_ns, c.checkpoint_id
-"""
 CHECKPOINT_INDEX_SQL = """
 SELECT thread_id, checkpoint_ns, checkpoint_id, metadata ? 'counters_since_delta_snapshot' AS delta
 FROM checkpoints WHERE thread_id = ANY(%s)
 """
-# What `backends._prune` plans a DeltaChannel thread from, per checkpoint:
-# the channels of its delta counters, of its versions, and those it stores
-# (an inline value other than null, or a blob at its version that is not
-# "empty": PostgresSaver writes those for a version without a value). One
-# primary-key probe per versioned channel, as PostgresSaver's delta walk.
+# What `backends._prune` plans a prune from, per checkpoint: the root
+# checkpoint a subgraph call started from, whether its format predates v4
+# and whether it has pending sends; and the channels of its delta counters,
+# of its versions, and those it stores (an inline value other than null, or
+# a blob at its version that is not "empty": PostgresSaver writes those for
+# a version without a value). One primary-key probe per versioned channel,
+# as PostgresSaver's delta walk, and only for a DeltaChannel thread's rows.
 CHAIN_INDEX_SQL = """
 SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
+    c.metadata -> 'parents' ->> '' AS root,
+    coalesce(jsonb_typeof(c.checkpoint -> 'v') = 'number'
+        AND (c.checkpoint ->> 'v')::numeric < 4, false) AS pre_v4,
+    EXISTS (
+        SELECT 1 FROM checkpoint_writes w
+        WHERE w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
+          AND w.checkpoint_id = c.checkpoint_id AND w.channel = '__pregel_tasks'
+    ) AS sends,
     ARRAY(SELECT jsonb_object_keys(CASE
         WHEN jsonb_typeof(c.metadata -> 'counters_since_delta_snapshot') = 'object'
         THEN c.metadata -> 'counters_since_delta_snapshot' END)) AS delta,
     ARRAY(SELECT jsonb_object_keys(CASE
         WHEN jsonb_typeof(c.checkpoint -> 'channel_versions') = 'object'
+        AND c.thread_id = ANY(%(delta)s)
         THEN c.checkpoint -> 'channel_versions' END)) AS versioned,
     ARRAY(
         SELECT i.key FROM jsonb_each(CASE
             WHEN jsonb_typeof(c.checkpoint -> 'channel_values') = 'object'
+            AND c.thread_id = ANY(%(delta)s)
             THEN c.checkpoint -> 'channel_values' END) AS i
         WHERE jsonb_typeof(i.value) <> 'null'
         UNION
         SELECT v.key FROM jsonb_each_text(CASE
             WHEN jsonb_typeof(c.checkpoint -> 'channel_versions') = 'object'
+            AND c.thread_id = ANY(%(delta)s)
             THEN c.checkpoint -> 'channel_versions' END) AS v
         WHERE EXISTS (
             SELECT 1 FROM checkpoint_blobs b
@@ -219,7 +219,7 @@ SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
               AND b.channel = v.key AND b.version = v.value AND b.type <> 'empty'
         )
     ) AS stored
-FROM checkpoints c WHERE c.thread_id = ANY(%s)
+FROM checkpoints c WHERE c.thread_id = ANY(%(threads)s)
 """
 # The checkpoints `backends._prune` planned to delete, by key.
 DELETE_CHECKPOINTS_SQL = """

@@ -21,7 +21,7 @@ from langgraph_hybrid_saver.backends._apply import (
     plan_apply,
     refuse_delta_threads,
 )
-from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_with_chains
+from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_checkpoints
 from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.sqlite.apply import write_run
 from langgraph_hybrid_saver.backends.sqlite.official_rows import OfficialRows
@@ -35,7 +35,6 @@ from langgraph_hybrid_saver.backends.sqlite.sql import (
     DELETE_WRITES_OF_SQL,
     DELTA_THREADS_SQL,
     MIGRATIONS,
-    PRUNE_OLDER_SQL,
     SELECT_SQL,
     SELECT_WATERMARK_SQL,
     SELECT_WATERMARKS_SQL,
@@ -243,13 +242,9 @@ class SqliteBackend:
             delta = sorted(r[0] for r in rows)
             if not delta_chains:
                 refuse_delta_threads(delta)
-            if plain := sorted(set(threads) - set(delta)):
-                gone = await conn.execute_fetchall(PRUNE_OLDER_SQL, (json.dumps(plain), keep))
-                await conn.executemany(DELETE_WRITES_OF_SQL, gone)
-            if delta:
-                doomed = doomed_with_chains(await chain_rows(conn, delta, self.official), keep)
-                await conn.executemany(DELETE_CHECKPOINT_SQL, doomed)
-                await conn.executemany(DELETE_WRITES_OF_SQL, doomed)
+            doomed = doomed_checkpoints(await chain_rows(conn, threads, self.official), keep)
+            await conn.executemany(DELETE_CHECKPOINT_SQL, doomed)
+            await conn.executemany(DELETE_WRITES_OF_SQL, doomed)
             await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (json.dumps(threads),))
             await _delete_orphan_blobs(conn, threads)
 

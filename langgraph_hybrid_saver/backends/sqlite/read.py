@@ -1,6 +1,6 @@
 """The SQLite backend's reads: a `checkpoints` row with its blobs and
 writes, as a `StoredCheckpoint`; blobs by key, in one query; the rows a
-DeltaChannel thread's prune is planned from."""
+prune is planned from."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import aiosqlite
 
-from langgraph_hybrid_saver.backends._prune import ChainRow
+from langgraph_hybrid_saver.backends._prune import ChainRow, root_of
 from langgraph_hybrid_saver.backends.sqlite.sql import (
     CHAIN_DOCS_SQL,
     SELECT_BLOB_KEYS_SQL,
@@ -20,6 +20,7 @@ from langgraph_hybrid_saver.backends.sqlite.sql import (
 from langgraph_hybrid_saver.core import (
     StoredCheckpoint,
     WriteRow,
+    pre_v4,
 )
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ async def chain_rows(
     arg = (json.dumps(sorted(set(threads))),)
     values = {tuple(k) for k in await conn.execute_fetchall(VALUE_BLOBS_SQL, arg)}
     out = []
-    for t, ns, cid, parent, metadata, doc_text, type_, data in await conn.execute_fetchall(
+    for t, ns, cid, parent, metadata, doc_text, type_, data, sends in await conn.execute_fetchall(
         CHAIN_DOCS_SQL, arg
     ):
         if doc_text is None:  # written by the official saver
@@ -100,7 +101,8 @@ async def chain_rows(
                 if (t, ns, ch, str(v)) in values
             }
         inline = doc.get("channel_values") or {}
-        counters = parse_metadata(metadata).get("counters_since_delta_snapshot")
+        meta = parse_metadata(metadata)
+        counters = meta.get("counters_since_delta_snapshot")
         out.append(
             ChainRow(
                 t,
@@ -110,6 +112,9 @@ async def chain_rows(
                 frozenset(counters if isinstance(counters, dict) else ()),
                 frozenset(doc.get("channel_versions") or ()),
                 frozenset(in_blobs | {ch for ch, v in inline.items() if v is not None}),
+                root_of(meta),
+                pre_v4(doc),
+                bool(sends),
             )
         )
     return out

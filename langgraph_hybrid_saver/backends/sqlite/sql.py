@@ -154,30 +154,25 @@ SELECT DISTINCT thread_id FROM checkpoints
 WHERE thread_id IN (SELECT value FROM json_each(?))
     AND json_type(CAST(metadata AS TEXT), '$.counters_since_delta_snapshot') IS NOT NULL
 """
-# Every checkpoint but the newest `keep` (the second parameter) of its namespace.
-PRUNE_OLDER_SQL = """
-DELETE FROM checkpoints
-WHERE thread_id IN (SELECT value FROM json_each(?)) AND (
-    SELECT count(*) FROM checkpoints AS k
-    WHERE k.thread_id = checkpoints.thread_id AND k.checkpoint_ns = checkpoints.checkpoint_ns
-        AND k.checkpoint_id > checkpoints.checkpoint_id
-) >= ?
-RETURNING thread_id, checkpoint_ns, checkpoint_id
-"""
 CHECKPOINT_INDEX_SQL = """
 SELECT thread_id, checkpoint_ns, checkpoint_id,
     json_type(CAST(metadata AS TEXT), '$.counters_since_delta_snapshot') IS NOT NULL
 FROM checkpoints WHERE thread_id IN (SELECT value FROM json_each(?))
 """
-# What `backends._prune` plans a DeltaChannel thread from (sqlite/read.py:
-# `chain_rows`): every checkpoint's metadata and document (the whole
-# serialized checkpoint of a row the official saver wrote), and which blobs
-# hold a value.
+# What `backends._prune` plans a prune from (sqlite/read.py: `chain_rows`):
+# every checkpoint's metadata and document (the whole serialized checkpoint
+# of a row the official saver wrote), whether it has pending sends, and
+# which blobs hold a value.
 CHAIN_DOCS_SQL = """
 SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata,
     hybrid_checkpoint,
     CASE WHEN hybrid_checkpoint IS NULL THEN type END,
-    CASE WHEN hybrid_checkpoint IS NULL THEN checkpoint END
+    CASE WHEN hybrid_checkpoint IS NULL THEN checkpoint END,
+    EXISTS (
+        SELECT 1 FROM writes AS w
+        WHERE w.thread_id = checkpoints.thread_id AND w.checkpoint_ns = checkpoints.checkpoint_ns
+            AND w.checkpoint_id = checkpoints.checkpoint_id AND w.channel = '__pregel_tasks'
+    )
 FROM checkpoints WHERE thread_id IN (SELECT value FROM json_each(?))
 """
 VALUE_BLOBS_SQL = """
