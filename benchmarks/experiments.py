@@ -827,6 +827,103 @@ async def bulk_experiment(env: comp.Env, quick: bool) -> tuple[str, list[str], l
     return note, header, table_rows
 
 
+async def apply_in_one_pipeline(conn: Any, ops: Sequence[Any]) -> int:
+    """`apply_staged` with the batch's rows sent in the pipeline of the
+    statements that read them (INSERT ... SELECT FROM unnest(arrays), binary
+    parameters) instead of a COPY of their own: one round trip fewer."""
+    from langgraph_hybrid_saver.backends._apply import batch_threads, plan_apply
+    from langgraph_hybrid_saver.backends.postgres import apply as pg_apply
+    from langgraph_hybrid_saver.backends.postgres import sql
+
+    stage = """INSERT INTO pg_temp.hybrid_saver_stage SELECT * FROM unnest(%b::int4[],
+        %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+        %b::text[], %b::text[], %b::text[], %b::text[], %b::int4[], %b::text[], %b::bytea[])"""
+    cur = conn.cursor()
+    async with conn.pipeline():
+        await cur.execute("BEGIN")
+        await cur.execute(sql.LOCK_THREADS_SQL, (batch_threads(ops),))
+        rows = await cur.fetchall()
+    if not rows[0]["staged"]:
+        await cur.execute(sql.STAGE_SQL)
+    plan = plan_apply(ops, {r["thread_id"]: r["applied_seq"] for r in rows})
+    runs = enumerate(plan.runs)
+    staged = [row for seg, (run, _) in runs for row in pg_apply.staged_rows(seg, run)]
+    async with conn.pipeline():
+        if staged:
+            await cur.execute(stage, [list(c) for c in zip(*staged, strict=True)])
+        for seg, (run, delete) in enumerate(plan.runs):
+            if run:
+                await cur.execute(sql.STAGED_SQL, {"seg": seg})
+            if delete is not None:
+                for statement in sql.DELETE_THREAD_SQL:
+                    await cur.execute(statement, (delete.thread_id,))
+        if plan.watermarks:
+            moved = plan.watermarks
+            await cur.execute(sql.SET_WATERMARKS_SQL, (list(moved), list(moved.values())))
+        await cur.execute("COMMIT")
+    return plan.applied
+
+
+async def small_batch_experiment(
+    env: comp.Env, quick: bool
+) -> tuple[str, list[str], list[list[str]]]:
+    """The in-process reconciler's CPU per batch when invocations run one
+    after another: each batch holds one support-graph invocation's entries.
+    Apply variants: the package's (a COPY of the rows, then the statements
+    in a pipeline) and `apply_in_one_pipeline`, alternating batch by batch
+    on one saver; the read (with the previous batch's ack) is the same."""
+    from benchmarks.support_graph import build_support_graph, ticket
+    from langgraph_hybrid_saver import Reconciler
+    from langgraph_hybrid_saver.backends.postgres import backend as pg_backend
+
+    package = pg_backend.apply_staged
+    variants = {"COPY, then a pipeline": package, "one pipeline": apply_in_one_pipeline}
+    names = list(variants)
+    cpu: dict[str, dict[str, list[float]]] = {n: {"read": [], "apply": []} for n in names}
+    n = 100 if quick else 600
+    async with open_saver(env, "small", placement=NONE) as saver:
+        graph = build_support_graph(saver)
+        worker = Reconciler(saver.hot, saver.backend)
+        read, apply = worker.outbox.read, worker._apply
+        phase: dict[str, float] = {}
+
+        async def timed_read(*args: Any, **kwargs: Any) -> Any:
+            c0 = time.thread_time()
+            out = await read(*args, **kwargs)
+            phase["read"] = time.thread_time() - c0
+            return out
+
+        async def timed_apply(*args: Any) -> Any:
+            c0 = time.thread_time()
+            out = await apply(*args)
+            phase["apply"] = time.thread_time() - c0
+            return out
+
+        worker.outbox.read, worker._apply = timed_read, timed_apply  # type: ignore[method-assign]
+        try:
+            for i in range(n):
+                name = names[i % 2]
+                await graph.ainvoke(ticket(i), {"configurable": {"thread_id": f"small-{i}"}})
+                pg_backend.apply_staged = variants[name]  # type: ignore[assignment]
+                await worker.step(None, defer_ack=True)
+                if i >= 20:  # warm-up
+                    for key in ("read", "apply"):
+                        cpu[name][key].append(phase[key])
+        finally:
+            pg_backend.apply_staged = package
+            await worker.flush_acks()
+            await worker.release_all()
+    rows = []
+    for key in ("read", "apply"):
+        medians = {v: statistics.median(cpu[v][key]) * 1e6 for v in names}
+        rows.append(_row(f"{key} CPU µs per batch (median)", medians, names, ",.0f"))
+    note = f"{n} support-graph invocations, one after another, each on a new thread; after "
+    note += "each, one reconciler step (this process's thread CPU of the step's read, which "
+    note += "also deletes the previous batch's entries, and of its apply), the two apply "
+    note += "variants alternating. No reconciler runs otherwise (reconciler='external')."
+    return note, _header(names, "")[:-1], rows
+
+
 EXPERIMENTS = {
     "parser": parser_experiment,
     "placement": placement_experiment,
@@ -838,6 +935,7 @@ EXPERIMENTS = {
     "bulk": bulk_experiment,
     "pinned": pinned_experiment,
     "toast": toast_experiment,
+    "small_batch": small_batch_experiment,
 }
 
 
