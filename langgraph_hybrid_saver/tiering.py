@@ -155,8 +155,11 @@ class Tiers:
         headers = [s for s in merged if id(s) not in full_rows and id(s) not in whole]
         # A durable row of one thread can lack writes still queued in Redis
         # (made while Redis did not hold its checkpoint, e.g. after a drop of
-        # the thread): they are read with the hot headers, in the same trip.
+        # the thread): while the thread has entries pending, they are read
+        # with the hot headers, in the same trip.
         rows = [s for s in merged if id(s) in full_rows] if query.thread_id is not None else []
+        if rows and not await self.hot.pending(rows[0].thread_id):
+            rows = []
         reads = await self.hot.get_many(
             [(h.thread_id, h.checkpoint_ns, h.checkpoint_id) for h in (*headers, *rows)]
         )

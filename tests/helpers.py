@@ -85,6 +85,7 @@ async def put_chain(
             },
             channel_versions={"messages": version, "step": version},
         )
+        cp["v"] = 4  # LangGraph 1's format (an older one reads its parent's sends too)
         stored = await saver.aput(
             config, cp, generate_metadata(step=i, run_id=run_id), {"messages": version}
         )

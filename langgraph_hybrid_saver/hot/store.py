@@ -455,6 +455,10 @@ class HotTier:
                 replies = await pipe.execute()
         return [self._read(t, ns, reply) for (t, ns, _), reply in zip(keys, replies, strict=True)]
 
+    async def pending(self, thread_id: str) -> bool:
+        """Whether the thread has outbox entries not yet durable (`base:o`)."""
+        return bool(int(await self.redis.hget(self.base(thread_id) + ":o", "n") or 0))
+
     async def namespaces(self, thread_id: str) -> list[str]:
         return sorted(
             _b(n) for n in await self.run.eval(self._namespaces, [self.base(thread_id)], [])
