@@ -295,9 +295,9 @@ async def retain(
                 await delete_threads(hot, outbox, backend, plan.idle)
             if plan.prune:
                 assert keep is not None
-                await backend.prune_keep_latest(plan.prune, keep, delta_chains=True)
-                for thread_id in plan.prune:  # re-read from the store on demand
-                    await hot.drop_thread(thread_id, queue=False)
+                await hot.forget(
+                    await backend.prune_keep_latest(plan.prune, keep, delta_chains=True)
+                )
         report.threads_scanned += len(threads)
         report.threads_deleted += len(plan.idle)
         report.checkpoints_of_deleted += plan.checkpoints_idle

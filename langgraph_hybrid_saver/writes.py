@@ -356,10 +356,11 @@ class Writes:
             await self.hot.drop_thread(thread_id, queue=False)
 
     async def prune_keep_latest(self, thread_ids: list[str]) -> None:
+        """Flush, prune the durable store, then remove from Redis what the
+        prune deleted or changed (a run writing to the thread meanwhile keeps
+        what it wrote since the flush)."""
         await self.flush(None)
-        await self.backend.prune_keep_latest(thread_ids)
-        for thread_id in thread_ids:
-            await self.hot.drop_thread(thread_id, queue=False)
+        await self.hot.forget(await self.backend.prune_keep_latest(thread_ids))
 
     async def copy_thread(self, src: str, dst: str) -> None:
         """Every checkpoint of `src` (both tiers) written to `dst` in one script."""

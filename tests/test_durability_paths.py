@@ -323,6 +323,73 @@ async def test_a_write_queued_after_the_checkpoint_left_redis_is_listed(
         assert write in again[target_id].pending_writes
 
 
+async def test_a_prune_keeps_what_the_thread_gained_after_its_flush(
+    redis_url: str, durable_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run writes to the thread between aprune's flush and the durable
+    store's prune: Redis still serves what it wrote (not yet durable), and
+    only what the prune deleted leaves Redis."""
+    async with hybrid_saver(redis_url, durable_url, key_prefix, reconciler="external") as saver:
+        t = tid("prune")
+        graph = build(saver)
+        await graph.ainvoke({"steps": ["in0"]}, config(t))
+        before = [s.config["configurable"]["checkpoint_id"] async for s in saver.alist(config(t))]
+        real = saver.backend.prune_keep_latest
+        late: list[RunnableConfig] = []
+
+        async def prune_after_a_run(*args: Any, **kwargs: Any) -> Any:
+            state = await graph.aget_state(config(t))
+            late.append(await graph.aupdate_state(state.config, {"steps": ["late"]}))
+            await saver.aput_writes(late[0], [("steps", ["pending"])], "task-late")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(saver.backend, "prune_keep_latest", prune_after_a_run)
+        async with reconciler_task(saver):  # what aprune's flush waits for
+            await saver.aflush(timeout=10)
+        await saver.aprune([t])  # no reconciler: the run's writes stay pending
+        latest = await saver.aget_tuple(config(t))
+        assert latest is not None and latest.config == late[0]
+        assert ("task-late", "steps", ["pending"]) in latest.pending_writes
+        assert (await graph.aget_state(config(t))).values == {"steps": [*final(), "late"]}
+        listed = [s.config["configurable"]["checkpoint_id"] async for s in saver.alist(config(t))]
+        assert listed == [late[0]["configurable"]["checkpoint_id"], before[0]]
+        for gone in before[1:]:  # neither tier has them
+            by_id = {"configurable": {"thread_id": t, "checkpoint_ns": "", "checkpoint_id": gone}}
+            assert await saver.aget_tuple(by_id) is None
+        async with reconciler_task(saver):
+            await saver.aflush(timeout=10)
+        assert [
+            s.config["configurable"]["checkpoint_id"] async for s in saver.alist(config(t))
+        ] == listed
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "exit"])
+async def test_aprune_while_the_thread_runs_loses_nothing(
+    redis_url: str, durable_url: str, key_prefix: str, mode: RunDurability
+) -> None:
+    """aprune in a loop while runs go on the thread (an Agent Server TTL
+    sweep, a retention job): every run ends as it would alone."""
+    async with hybrid_saver(redis_url, durable_url, key_prefix) as saver:
+        graph = build(saver)
+        for k in range(4):
+            t = tid("busy")
+            stop = asyncio.Event()
+
+            async def prune_until_stopped(thread_id: str = t, stop: asyncio.Event = stop) -> None:
+                while not stop.is_set():
+                    await saver.aprune([thread_id])
+                    await asyncio.sleep(0)
+
+            pruning = asyncio.create_task(prune_until_stopped())
+            try:
+                for i in range(2):
+                    await graph.ainvoke({"steps": [f"in{i}"]}, config(t), durability=mode)
+            finally:
+                stop.set()
+                await pruning
+            assert (await graph.aget_state(config(t))).values == {"steps": final(2)}, k
+
+
 # --- 3. hot_window trims only what is durable -------------------------------
 
 

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CheckpointKey = tuple[str, str, str]  # thread_id, checkpoint_ns, checkpoint_id
+# A checkpoint a prune deleted (True) or changed (False: it lost its parent).
+PrunedKey = tuple[str, str, str, bool]
 
 
 @dataclass(frozen=True, slots=True)

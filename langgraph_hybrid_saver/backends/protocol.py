@@ -22,7 +22,7 @@ import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from langgraph_hybrid_saver.backends._prune import ChainRow
+from langgraph_hybrid_saver.backends._prune import ChainRow, PrunedKey
 from langgraph_hybrid_saver.core import (
     ListQuery,
     StoredCheckpoint,
@@ -76,10 +76,12 @@ class DurableBackend(Protocol):
 
     async def prune_keep_latest(
         self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
-    ) -> None:
+    ) -> builtins.list[PrunedKey]:
         """Keep only the newest `keep` checkpoints of every namespace of the
-        threads (their writes and the blobs they refer to), in one
-        transaction; a kept checkpoint whose parent goes becomes a root.
+        threads (their writes and the blobs they refer to), by PostgresSaver's
+        rules (`backends._prune.kept_checkpoints`), in one transaction; a kept
+        checkpoint whose parent goes becomes a root. Returns the checkpoints
+        it deleted and those it made roots (what Redis must forget).
 
         A thread whose metadata has `counters_since_delta_snapshot` (it uses
         a DeltaChannel) is refused with `NotImplementedError`, as

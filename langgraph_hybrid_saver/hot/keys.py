@@ -99,9 +99,7 @@ class Keys:
         """The key of a large blob value, `large_key` in the scripts."""
         return f"{self.ns_key(thread_id, 'v', ns)}:".encode() + field
 
-    def entry_value(
-        self, entry_id: str, entry: dict[bytes, bytes], field: bytes
-    ) -> bytes | None:
+    def entry_value(self, entry_id: str, entry: dict[bytes, bytes], field: bytes) -> bytes | None:
         """The key holding the value of a large field of outbox entry `entry`:
         the thread's `v` key (record 'V'), the entry's own `p` key (record
         'R', written by older layouts), None when the entry has none."""

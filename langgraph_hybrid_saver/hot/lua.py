@@ -9,7 +9,18 @@ from importlib.resources import files
 # Scripts that name a thread's keys or settle a thread start with the shared
 # helpers of scripts/prelude.lua.
 WITH_PRELUDE = frozenset(
-    {"put", "put_writes", "copy", "get", "list_full", "list", "repopulate", "drop_thread", "ack"}
+    {
+        "put",
+        "put_writes",
+        "copy",
+        "get",
+        "list_full",
+        "list",
+        "repopulate",
+        "drop_thread",
+        "forget",
+        "ack",
+    }
 )
 
 

@@ -172,6 +172,7 @@ class HotTier:
         self._list_full = redis.register_script(source("list_full"))
         self._repopulate = redis.register_script(source("repopulate"))
         self._drop = redis.register_script(source("drop_thread"))
+        self._forget = redis.register_script(source("forget"))
         self._namespaces = redis.register_script(source("namespaces"))
         self._thread_lease = redis.register_script(source("thread_lease"))
         self._thread_lease_keep = redis.register_script(source("thread_lease_keep"))
@@ -392,6 +393,23 @@ class HotTier:
             if self.local is not None:  # a read in flight may predate the deletion
                 self.local.forget_thread(thread_id)
         return _b(sid) if sid else None
+
+    async def forget(self, changed: Sequence[tuple[str, str, str, bool]]) -> None:
+        """Remove from Redis the checkpoints (thread, namespace, id, deleted)
+        a prune of the durable store deleted or changed, one script per
+        thread; the rest of each thread stays, what was written since the
+        prune's flush included."""
+        by_thread: dict[str, list[str]] = {}
+        for thread_id, ns, cid, deleted in changed:
+            by_thread.setdefault(thread_id, []).extend((ns, cid, "d" if deleted else "u"))
+        for thread_id, args in by_thread.items():
+            what = f"the prune of thread {thread_id!r}"
+            stamp = self._stamp(thread_id, self.ttl_ms)
+            try:
+                await self.run.write(self._forget, [self.base(thread_id)], args, what, stamp=stamp)
+            finally:
+                if self.local is not None:  # a read in flight may predate the prune
+                    self.local.forget_thread(thread_id)
 
     # --- reads ----------------------------------------------------------------
 

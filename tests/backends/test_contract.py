@@ -328,7 +328,17 @@ async def test_prune_keep_latest_follows_postgres_savers_rules(backend: DurableB
         False,
     )
     assert rows["p3"].pre_v4  # put_op writes format v1
-    await backend.prune_keep_latest(["t", "p"])
+    changed = await backend.prune_keep_latest(["t", "p"])
+    assert sorted(changed) == [  # deleted, and made roots (what Redis must forget)
+        ("p", "", "p1", True),
+        ("p", "", "p2", False),
+        ("t", "", "r1", True),
+        ("t", "", "r2", False),
+        ("t", "child:task", "s1", True),
+        ("t", "child:task", "s2", True),
+        ("t", "keeper", "k1", True),
+        ("t", "keeper", "k2", False),
+    ]
     assert await ids(backend, "t") == ["r2", "k2"]
     assert await ids(backend, "p") == ["p3", "p2"]
     p3 = await backend.get("p", "", "p3")

@@ -12,7 +12,7 @@ from typing import Any
 from azure.cosmos import exceptions
 
 from langgraph_hybrid_saver.backends._apply import plan_apply, refuse_delta_threads
-from langgraph_hybrid_saver.backends._prune import ChainRow, kept_checkpoints
+from langgraph_hybrid_saver.backends._prune import ChainRow, PrunedKey, kept_checkpoints
 from langgraph_hybrid_saver.backends.cosmos.client import CosmosBase, Watermark
 from langgraph_hybrid_saver.backends.cosmos.documents import (
     MAX_CONFLICT_RETRIES,
@@ -253,14 +253,16 @@ class CosmosWrites(CosmosBase):
     @metered
     async def prune_keep_latest(
         self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
-    ) -> None:
+    ) -> builtins.list[PrunedKey]:
         threads = sorted(set(thread_ids))
         if not threads:
-            return
+            return []
         if not delta_chains:
             param = [{"name": "@threads", "value": threads}]
             scope = threads[0] if len(threads) == 1 else None
             refuse_delta_threads(set(await self._query(DELTA_THREADS_SQL, param, scope)))
+
+        changed: dict[str, builtins.list[PrunedKey]] = {}  # by thread, of the last plan
 
         async def thread(thread_id: str) -> int:
             async def plan_for(mark: Watermark) -> tuple[dict[str, Change], str, int]:
@@ -279,6 +281,11 @@ class CosmosWrites(CosmosBase):
                 # deleted before by delete_for_runs) becomes a root, as in
                 # PostgresSaver.
                 kept_keys = {(d["checkpoint_ns"], d["checkpoint_id"]) for d in kept}
+                changed[thread_id] = [
+                    (thread_id, d["checkpoint_ns"], d["checkpoint_id"], True)
+                    for d in checkpoints
+                    if d["id"] in doomed
+                ]
                 for d in kept:
                     parent = d.get("parent_checkpoint_id")
                     if parent and (d["checkpoint_ns"], parent) not in kept_keys:
@@ -288,8 +295,11 @@ class CosmosWrites(CosmosBase):
                             plan[d["id"]] = Change(
                                 "checkpoint", root | {"parent_checkpoint_id": None}
                             )
+                            key = (thread_id, d["checkpoint_ns"], d["checkpoint_id"], False)
+                            changed[thread_id].append(key)
                 return plan, mark.seq, len(doomed)
 
             return await self._fenced(thread_id, plan_for)
 
         await self._per_thread(threads, thread)
+        return [key for t in threads for key in changed.get(t, [])]

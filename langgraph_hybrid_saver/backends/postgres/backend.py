@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from langgraph_hybrid_saver.backends import redact
 from langgraph_hybrid_saver.backends._apply import refuse_delta_threads
-from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_checkpoints
+from langgraph_hybrid_saver.backends._prune import ChainRow, PrunedKey, doomed_checkpoints
 from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.postgres.apply import apply_staged
 from langgraph_hybrid_saver.backends.postgres.read import stored
@@ -200,7 +200,7 @@ class PostgresBackend:
 
     async def prune_keep_latest(
         self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
-    ) -> None:
+    ) -> builtins.list[PrunedKey]:
         threads = sorted(set(thread_ids))
         async with self.pool.connection() as conn, conn.transaction():
             # Lock the threads against a concurrent reconcile, like `apply`.
@@ -211,12 +211,16 @@ class PostgresBackend:
                 refuse_delta_threads(delta)
             await cur.execute(CHAIN_INDEX_SQL, {"threads": threads, "delta": delta})
             rows = _chain_rows(cast(builtins.list[DictRow], await cur.fetchall()))
+            changed: builtins.list[PrunedKey] = []
             if doomed := doomed_checkpoints(rows, keep):
                 keys = tuple([key[i] for key in doomed] for i in range(3))
                 await cur.execute(DELETE_CHECKPOINTS_SQL, keys)
                 await _delete_writes_of(cur, cast(builtins.list[DictRow], await cur.fetchall()))
+                changed += [(*key, True) for key in doomed]
             await cur.execute(UNLINK_PRUNED_PARENTS_SQL, (threads,))
+            changed += [_key(r, False) for r in await cur.fetchall()]
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
+        return changed
 
     async def server_version(self) -> str:
         """The server's version, e.g. "PostgreSQL 15.6" (for `setup` and `status`)."""
@@ -247,6 +251,10 @@ async def _migrate(conn: AsyncConnection[Any], migrations: Sequence[str], table:
     for v in range(version + 1, len(migrations)):
         await conn.execute(migrations[v])
         await conn.execute(f"INSERT INTO {table} (v) VALUES (%s)", (v,))
+
+
+def _key(r: Any, deleted: bool) -> PrunedKey:
+    return (r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], deleted)
 
 
 def _chain_rows(rows: Sequence[DictRow]) -> builtins.list[ChainRow]:

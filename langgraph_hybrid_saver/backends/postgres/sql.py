@@ -237,4 +237,5 @@ WHERE c.thread_id = ANY(%s) AND c.parent_checkpoint_id IS NOT NULL AND NOT EXIST
     WHERE p.thread_id = c.thread_id AND p.checkpoint_ns = c.checkpoint_ns
       AND p.checkpoint_id = c.parent_checkpoint_id
 )
+RETURNING c.thread_id, c.checkpoint_ns, c.checkpoint_id
 """

@@ -21,7 +21,7 @@ from langgraph_hybrid_saver.backends._apply import (
     plan_apply,
     refuse_delta_threads,
 )
-from langgraph_hybrid_saver.backends._prune import ChainRow, doomed_checkpoints
+from langgraph_hybrid_saver.backends._prune import ChainRow, PrunedKey, doomed_checkpoints
 from langgraph_hybrid_saver.backends._sql import get_clause
 from langgraph_hybrid_saver.backends.sqlite.apply import write_run
 from langgraph_hybrid_saver.backends.sqlite.official_rows import OfficialRows
@@ -234,7 +234,7 @@ class SqliteBackend:
 
     async def prune_keep_latest(
         self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False
-    ) -> None:
+    ) -> builtins.list[PrunedKey]:
         threads = sorted(set(thread_ids))
         # BEGIN IMMEDIATE holds off a concurrent reconcile, as in `apply`.
         async with self._writing() as conn:
@@ -245,8 +245,11 @@ class SqliteBackend:
             doomed = doomed_checkpoints(await chain_rows(conn, threads, self.official), keep)
             await conn.executemany(DELETE_CHECKPOINT_SQL, doomed)
             await conn.executemany(DELETE_WRITES_OF_SQL, doomed)
-            await conn.execute(UNLINK_PRUNED_PARENTS_SQL, (json.dumps(threads),))
+            unlinked = await conn.execute_fetchall(
+                UNLINK_PRUNED_PARENTS_SQL, (json.dumps(threads),)
+            )
             await _delete_orphan_blobs(conn, threads)
+        return [(*key, True) for key in doomed] + [(t, ns, cid, False) for t, ns, cid in unlinked]
 
     async def server_version(self) -> str:
         """The library's version, e.g. "SQLite 3.40.1" (for `setup` and `status`)."""

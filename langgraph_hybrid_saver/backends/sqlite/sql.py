@@ -191,4 +191,5 @@ WHERE thread_id IN (SELECT value FROM json_each(?)) AND parent_checkpoint_id IS 
         WHERE p.thread_id = checkpoints.thread_id AND p.checkpoint_ns = checkpoints.checkpoint_ns
             AND p.checkpoint_id = checkpoints.parent_checkpoint_id
     )
+RETURNING thread_id, checkpoint_ns, checkpoint_id
 """

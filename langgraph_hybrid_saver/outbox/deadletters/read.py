@@ -74,8 +74,7 @@ async def _now_ms(hot: HotTier) -> int:
 async def _large_sizes(hot: HotTier, raws: Sequence[Raw]) -> list[dict[bytes, int | None]]:
     """Per dead letter: large field -> bytes of its key (None: gone)."""
     keys = [
-        [(f, k) for f in r.large_fields() if (k := r.large_key(hot, f)) is not None]
-        for r in raws
+        [(f, k) for f in r.large_fields() if (k := r.large_key(hot, f)) is not None] for r in raws
     ]
     flat = [k for ks in keys for _, k in ks]
     sizes: list[int] = []

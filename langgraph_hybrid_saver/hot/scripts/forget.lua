@@ -1,0 +1,49 @@
+-- KEYS: base. ARGV: triples (namespace, checkpoint id, how) of the
+-- checkpoints a prune of the durable store deleted (how 'd') or changed
+-- (how 'u': it lost its parent). Their records leave Redis, so a read asks
+-- the store for them (a changed one is read through again, as the store has
+-- it); a deleted one's writes go too, and so do the blobs no record left in
+-- Redis refers to. What the thread gained after the prune's flush (not yet
+-- in the store) stays. The generation stays too: a read-through in flight
+-- goes on (bumping it would make that read report the thread absent); one
+-- that read a checkpoint before the prune deleted it can copy it back, to
+-- leave with the thread's TTL. Returns the number of records removed.
+local removed, refs = 0, {}
+for i = 1, #ARGV, 3 do
+  local ns, cid, how = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local r = redis.call('HGET', nk('c', ns), cid)
+  if r then
+    removed = removed + 1
+    redis.call('HDEL', nk('c', ns), cid)
+    local ok, rec = pcall(cmsgpack.unpack, r)
+    refs[ns] = refs[ns] or {}
+    if ok and type(rec) == 'table' then
+      for _, f in ipairs(rec[4] or {}) do table.insert(refs[ns], f) end
+    end
+  end
+  redis.call('ZREM', nk('i', ns), cid)
+  redis.call('DEL', nk('f', ns))
+  if how == 'd' then
+    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\0', '(' .. cid .. '\1')
+    if #wf > 0 then
+      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
+      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. cid .. '\0', '(' .. cid .. '\1')
+    end
+  end
+end
+for ns, fields in pairs(refs) do
+  local used = {}
+  for _, r in ipairs(redis.call('HVALS', nk('c', ns))) do
+    local ok, rec = pcall(cmsgpack.unpack, r)
+    if ok and type(rec) == 'table' then
+      for _, f in ipairs(rec[4] or {}) do used[f] = true end
+    end
+  end
+  for _, f in ipairs(fields) do
+    if not used[f] then
+      redis.call('HDEL', nk('b', ns), f)
+      drop_large(ns, f)
+    end
+  end
+end
+return removed
