@@ -349,11 +349,11 @@ class Writes:
         await self.outbox.ack(applied)
 
     async def delete_for_runs(self, run_ids: list[str]) -> None:
-        """Flush, delete the runs' rows in the durable store, drop their threads
-        from Redis (re-read from the store on demand)."""
+        """Flush, delete the runs' rows in the durable store, then remove
+        those from Redis (a run writing to the thread meanwhile keeps what it
+        wrote since the flush)."""
         await self.flush(None)
-        for thread_id in await self.backend.delete_for_runs(run_ids):
-            await self.hot.drop_thread(thread_id, queue=False)
+        await self.hot.forget(await self.backend.delete_for_runs(run_ids))
 
     async def prune_keep_latest(self, thread_ids: list[str]) -> None:
         """Flush, prune the durable store, then remove from Redis what the

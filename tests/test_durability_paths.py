@@ -39,7 +39,7 @@ from langgraph_hybrid_saver.outbox.ops import Op
 from langgraph_hybrid_saver.outbox.reconciler import Reconciler
 
 from .conftest import hybrid_saver, pg_schema
-from .helpers import reconcile
+from .helpers import put_chain, reconcile
 
 T = TypeVar("T")
 RunDurability = Literal["sync", "async", "exit"]
@@ -361,6 +361,37 @@ async def test_a_prune_keeps_what_the_thread_gained_after_its_flush(
         assert [
             s.config["configurable"]["checkpoint_id"] async for s in saver.alist(config(t))
         ] == listed
+
+
+async def test_delete_for_runs_keeps_what_the_thread_gained_after_its_flush(
+    redis_url: str, durable_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another run writes to the thread between adelete_for_runs's flush and
+    the durable store's delete: its checkpoint and pending write stay
+    readable; the deleted run's checkpoints are gone from both tiers."""
+    async with hybrid_saver(redis_url, durable_url, key_prefix, reconciler="external") as saver:
+        t = tid("runs")
+        first = await put_chain(saver, t, 3, run_id="run-a")
+        real = saver.backend.delete_for_runs
+        late: list[dict[str, Any]] = []
+
+        async def delete_after_a_run(*args: Any, **kwargs: Any) -> Any:
+            parent = first[-1]["configurable"]["checkpoint_id"]
+            late.extend(await put_chain(saver, t, 1, run_id="run-b", parent=parent))
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(saver.backend, "delete_for_runs", delete_after_a_run)
+        async with reconciler_task(saver):  # what the delete's flush waits for
+            await saver.aflush(timeout=10)
+        await saver.adelete_for_runs(["run-a"])  # no reconciler: run-b's stay pending
+        listed = [s async for s in saver.alist(config(t))]
+        assert [s.config for s in listed] == late
+        assert [w[1:] for w in listed[0].pending_writes] == [("messages", "w0")]
+        for gone in first:
+            assert await saver.aget_tuple(gone) is None
+        async with reconciler_task(saver):
+            await saver.aflush(timeout=10)
+        assert [s.config async for s in saver.alist(config(t))] == late
 
 
 @pytest.mark.parametrize("mode", ["sync", "async", "exit"])

@@ -338,7 +338,7 @@ async def test_list_applies_the_limit_after_the_filter(backend: SqliteBackend) -
 
 async def test_deletes_drop_blobs_no_checkpoint_refers_to(backend: SqliteBackend) -> None:
     await backend.apply(chain_ops("t", 4))
-    assert await backend.delete_for_runs(["run-1"]) == ["t"]
+    assert [key[0] for key in await backend.delete_for_runs(["run-1"])] == ["t", "t"]
     assert await backend.count_rows() == {"checkpoints": 2, "hybrid_saver_blobs": 2, "writes": 2}
     await backend.prune_keep_latest(["t"])
     assert await backend.count_rows() == {"checkpoints": 1, "hybrid_saver_blobs": 1, "writes": 1}

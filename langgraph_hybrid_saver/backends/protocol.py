@@ -70,9 +70,9 @@ class DurableBackend(Protocol):
         store's order: pages of every thread the store holds (for the thread
         index in Redis)."""
 
-    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[PrunedKey]:
         """Delete checkpoints (and their writes) created by the runs; returns
-        the thread ids touched."""
+        the checkpoints deleted (what Redis must forget)."""
 
     async def prune_keep_latest(
         self, thread_ids: Sequence[str], keep: int = 1, *, delta_chains: bool = False

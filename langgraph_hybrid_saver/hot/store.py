@@ -396,7 +396,7 @@ class HotTier:
 
     async def forget(self, changed: Sequence[tuple[str, str, str, bool]]) -> None:
         """Remove from Redis the checkpoints (thread, namespace, id, deleted)
-        a prune of the durable store deleted or changed, one script per
+        a prune or `delete_for_runs` of the durable store deleted or changed, one script per
         thread; the rest of each thread stays, what was written since the
         prune's flush included."""
         by_thread: dict[str, list[str]] = {}

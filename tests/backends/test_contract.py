@@ -269,7 +269,10 @@ async def test_delete_for_runs_returns_the_threads_it_touched(backend: DurableBa
     await backend.apply(chain("t"))  # c1 by r1, c2 by r2
     await backend.apply([put_op(1, "u", "u1", {"b": b"u"}, metadata={"run_id": "r2"})])
     await backend.apply([put_op(1, "v", "v1", metadata={"run_id": "r3"})])
-    assert sorted(await backend.delete_for_runs(["r2", "r9"])) == ["t", "u"]
+    assert sorted(await backend.delete_for_runs(["r2", "r9"])) == [
+        ("t", "", "c2", True),
+        ("u", "", "u1", True),
+    ]
     assert await ids(backend, "t") == ["c1"]
     assert await ids(backend, "u") == []
     assert await ids(backend, "v") == ["v1"]

@@ -202,23 +202,26 @@ class CosmosWrites(CosmosBase):
         return plan, batch.watermarks.get(thread_id, mark.seq), batch.applied
 
     @metered
-    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[PrunedKey]:
         runs = {str(r) for r in run_ids}
         param = [{"name": "@runs", "value": sorted(runs)}]
         threads = sorted(set(await self._query(RUNS_SQL, param, None)))
+        gone: dict[str, builtins.list[PrunedKey]] = {}  # by thread, of the last plan
 
         async def thread(thread_id: str) -> int:
             async def plan_for(mark: Watermark) -> tuple[dict[str, Change], str, int]:
                 index = await self._query(INDEX_SQL, [], thread_id)
-                doomed = {
-                    d["id"] for d in index if d["kind"] == "checkpoint" and d.get("run_id") in runs
-                }
-                return deletion_plan(index, doomed), mark.seq, len(doomed)
+                doomed = [d for d in index if d["kind"] == "checkpoint" and d.get("run_id") in runs]
+                gone[thread_id] = [
+                    (thread_id, d["checkpoint_ns"], d["checkpoint_id"], True) for d in doomed
+                ]
+                plan = deletion_plan(index, {d["id"] for d in doomed})
+                return plan, mark.seq, len(doomed)
 
             return await self._fenced(thread_id, plan_for)
 
         await self._per_thread(threads, thread)
-        return threads
+        return [key for t in threads for key in gone.get(t, [])]
 
     @metered
     async def checkpoint_index(

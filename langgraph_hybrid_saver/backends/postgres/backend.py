@@ -176,7 +176,7 @@ class PostgresBackend:
             args.append(query.limit)
         return [stored(r) for r in await self._fetch(sql, args)]
 
-    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[PrunedKey]:
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(DELETE_RUNS_SQL, (list(run_ids),))
             gone = cast(builtins.list[DictRow], await cur.fetchall())
@@ -185,7 +185,7 @@ class PostgresBackend:
             await _delete_writes_of(cur, gone)
             threads = sorted({r["thread_id"] for r in gone})
             await cur.execute(DELETE_ORPHAN_BLOBS_SQL, (threads,))
-        return threads
+        return [_key(r, True) for r in gone]
 
     async def checkpoint_index(
         self, thread_ids: Sequence[str]

@@ -210,15 +210,14 @@ class SqliteBackend:
                         break
             return [await load(conn, row, self.official) for row in picked]
 
-    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[str]:
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> builtins.list[PrunedKey]:
         async with self._writing() as conn:
             gone = list(await conn.execute_fetchall(DELETE_RUNS_SQL, (json.dumps(list(run_ids)),)))
             if not gone:
                 return []
             await conn.executemany(DELETE_WRITES_OF_SQL, gone)
-            threads = sorted({r[0] for r in gone})
-            await _delete_orphan_blobs(conn, threads)
-        return threads
+            await _delete_orphan_blobs(conn, sorted({r[0] for r in gone}))
+        return [(t, ns, cid, True) for t, ns, cid in gone]
 
     async def checkpoint_index(
         self, thread_ids: Sequence[str]
