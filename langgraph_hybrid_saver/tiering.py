@@ -257,10 +257,14 @@ class Tiers:
 
 
 def union_writes(hot: Sequence[WriteRow], durable: Sequence[WriteRow]) -> list[WriteRow]:
-    """Both tiers' writes of a checkpoint, the hot one winning a (task, idx)
-    both hold (as the read-through script merges them)."""
-    seen = {(w.task_id, w.idx): w for w in durable}
-    seen.update({(w.task_id, w.idx): w for w in hot})
+    """Both tiers' writes of a checkpoint. Where both hold a (task, idx), the
+    durable one wins a regular write (idx >= 0: the first is kept, as the
+    store keeps it) and the hot one a special write (it overwrites), as the
+    read-through script merges them."""
+    seen = {(w.task_id, w.idx): w for w in hot}
+    for w in durable:
+        if w.idx >= 0 or (w.task_id, w.idx) not in seen:
+            seen[(w.task_id, w.idx)] = w
     return list(seen.values())
 
 

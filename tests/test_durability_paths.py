@@ -30,6 +30,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.types import ERROR
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
@@ -321,6 +322,36 @@ async def test_a_write_queued_after_the_checkpoint_left_redis_is_listed(
         assert await reconcile(saver) == 1  # still queued until now
         again = {s.config["configurable"]["checkpoint_id"]: s async for s in saver.alist(config(t))}
         assert write in again[target_id].pending_writes
+
+
+async def test_a_write_sent_again_after_the_checkpoint_left_redis_reads_as_stored(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    """A task's write sent again under the same (task, idx) once the
+    checkpoint left Redis: a regular write reads as the first (the store
+    keeps it, as PostgresSaver's insert-once does), a special one (ERROR)
+    as the last (it overwrites), before and after the entry is applied."""
+    async with hybrid_saver(
+        redis_url, durable_url, key_prefix, ttl=1, reconciler="external"
+    ) as saver:
+        t = tid("again")
+        cfg = await saver.aput(config(t), empty_checkpoint(), {"step": -1}, {})
+        await saver.aput_writes(cfg, [("log", "FIRST")], "task-1")
+        await saver.aput_writes(cfg, [(ERROR, "FIRST")], "task-2")
+        await reconcile(saver)
+        deadline = asyncio.get_running_loop().time() + 5
+        while await pttls(saver, t, NS_KEYS) != [-2] * len(NS_KEYS):  # until it expires
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        await saver.aput_writes(cfg, [("log", "SECOND")], "task-1")
+        await saver.aput_writes(cfg, [(ERROR, "SECOND")], "task-2")
+        expected = [("task-1", "log", "FIRST"), ("task-2", ERROR, "SECOND")]
+        for applied in (False, True):
+            listed = [s.pending_writes async for s in saver.alist(config(t))]
+            got = await saver.aget_tuple(cfg)
+            assert got is not None
+            assert sorted(got.pending_writes) == sorted(listed[0]) == expected, applied
+            await reconcile(saver)
 
 
 async def test_a_prune_keeps_what_the_thread_gained_after_its_flush(
