@@ -11,6 +11,7 @@ from langgraph_hybrid_saver.backends import DurableBackend, open_backend
 from langgraph_hybrid_saver.errors import (
     BacklogError,
     ConfigError,
+    ConfigTypeError,
     CorruptDataError,
     DurableStoreError,
     FlushTimeoutError,
@@ -34,6 +35,7 @@ __all__ = [
     "AsyncHybridSaver",
     "BacklogError",
     "ConfigError",
+    "ConfigTypeError",
     "CorruptDataError",
     "DurableBackend",
     "DurableStoreError",

@@ -34,6 +34,11 @@ class ConfigError(HybridSaverError, ValueError):
     `thread_id`, an unknown URL scheme, credentials a server refused, ..."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument of the wrong type, such as one str where a list of ids
+    is expected: a TypeError, as the official savers raise there."""
+
+
 class MissingExtraError(HybridSaverError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 

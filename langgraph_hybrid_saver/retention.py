@@ -274,12 +274,13 @@ async def retain(
     """Apply `policy` to every thread of the durable store, `batch` threads
     per transaction; `flush` first returns once the outbox entries written
     before the run are applied. With `dry_run` nothing changes and the
-    report counts what would go. `progress` is called after every page."""
+    report counts what would go (after the same wait: the entries not yet
+    applied are part of what the run would meet). `progress` is called
+    after every page."""
     if batch < 1:
         raise ConfigError(f"batch={batch!r}: use 1 or more threads per transaction")
     report = RetentionReport(dry_run)
-    if not dry_run:
-        await flush()
+    await flush()
     start = time.time() if now is None else now
     cutoff = None if policy.idle is None else checkpoint_id_at(start - policy.idle)
     after = ""

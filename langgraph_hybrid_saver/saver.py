@@ -47,7 +47,7 @@ from langgraph_hybrid_saver.core import (
     pre_v4,
     to_tuple,
 )
-from langgraph_hybrid_saver.errors import ConfigError
+from langgraph_hybrid_saver.errors import ConfigError, ConfigTypeError
 from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, DEFAULT_SHARDS, HotTier
 from langgraph_hybrid_saver.hot.index import IndexBuilder
 from langgraph_hybrid_saver.hot.replicas import ReplicaAck
@@ -430,7 +430,7 @@ class AsyncHybridSaver(SyncBridge):
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints and writes created by the given runs."""
         if isinstance(run_ids, str):
-            raise ConfigError("run_ids must be a list of run ids, not a str")
+            raise ConfigTypeError("run_ids must be a list of run ids, not a str")
         ids = [normalize_id(r, "run_id") for r in run_ids]
         if ids:
             await self.writes.delete_for_runs(ids)
@@ -444,7 +444,7 @@ class AsyncHybridSaver(SyncBridge):
         DeltaChannel are refused with `NotImplementedError`); "delete"
         deletes them."""
         if isinstance(thread_ids, str):
-            raise ConfigError("thread_ids must be a list of thread ids, not a str")
+            raise ConfigTypeError("thread_ids must be a list of thread ids, not a str")
         if strategy not in PRUNE_STRATEGIES:
             raise ConfigError(f"strategy={strategy!r}: use one of {PRUNE_STRATEGIES}")
         ids = [normalize_id(t, "thread_id") for t in thread_ids]

@@ -39,7 +39,7 @@ from langgraph_hybrid_saver.errors import (
     NotDurableError,
     ServerUnreachableError,
 )
-from langgraph_hybrid_saver.hot import HotTier
+from langgraph_hybrid_saver.hot import DEFAULT_PREFIX, HotTier
 from langgraph_hybrid_saver.outbox.ops import (
     DeleteThreadOp,
     seq_key,
@@ -226,7 +226,12 @@ class Writes:
                     "is the durable store reachable? see the reconciler's log"
                     if self.reconciler is not None
                     else "is a reconciler running? start one with `python -m "
-                    "langgraph_hybrid_saver reconcile --redis URL --durable URL`"
+                    "langgraph_hybrid_saver reconcile --redis URL --durable URL"
+                    + (
+                        f" --key-prefix {self.hot.prefix}`"
+                        if self.hot.prefix != DEFAULT_PREFIX
+                        else "`"
+                    )
                 )
                 raise FlushTimeoutError(
                     f"outbox not drained after {timeout}s: {backlog} entries pending, "

@@ -111,8 +111,11 @@ async def test_bad_list_arguments(saver: AsyncHybridSaver) -> None:
 
 
 async def test_bad_prune_arguments(saver: AsyncHybridSaver) -> None:
-    with pytest.raises(ConfigError, match="not a str"):
+    with pytest.raises(ConfigError, match="not a str") as raised:
         await saver.aprune("thread-1")
+    assert isinstance(raised.value, TypeError)  # as the official savers raise
+    with pytest.raises(TypeError, match="not a str"):
+        await saver.adelete_for_runs("run-1")
     with pytest.raises(ConfigError, match="'oldest'"):
         await saver.aprune(["thread-1"], strategy="oldest")
 

@@ -125,8 +125,10 @@ async def test_flush_times_out_clearly_without_a_reconciler(external: AsyncHybri
     from langgraph_hybrid_saver import FlushTimeoutError
 
     await put_chain(external, str(uuid.uuid4()), 1)
-    with pytest.raises(FlushTimeoutError, match="reconcile"):
+    with pytest.raises(FlushTimeoutError, match="reconcile") as raised:
         await external.aflush(timeout=0.3)
+    # the command it suggests drains this saver's outbox: it names its key prefix
+    assert f"--key-prefix {external.hot.prefix}`" in str(raised.value)
 
 
 async def test_redis_wiped_after_flush_loses_nothing(

@@ -42,10 +42,11 @@ from langgraph_hybrid_saver.retention import (
     checkpoint_id_at,
     parse_duration,
     retain,
+    wait_outbox,
 )
 
 from .conftest import hybrid_saver, start_reconciler
-from .helpers import durable_ids, put_chain
+from .helpers import durable_ids, put_chain, reconcile
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -568,3 +569,31 @@ async def test_keep_latest_on_a_delta_channel_thread_the_official_saver_wrote(
         assert done.checkpoints_kept_for_delta == len(left) - 1 > 0
         assert again.checkpoints_pruned == 0
         assert (await graph.aget_state(config)).values == before
+
+
+async def test_a_dry_run_counts_the_entries_not_yet_applied(
+    redis_url: str, durable_url: str, key_prefix: str
+) -> None:
+    """A dry run waits for the outbox as the run does: the checkpoints still
+    queued count (a reconciler starts only after the dry run began)."""
+    async with hybrid_saver(redis_url, durable_url, key_prefix, reconciler="external") as saver:
+        await put_chain(saver, "queued", 3)
+        policy = RetentionPolicy(keep_latest=1)
+
+        async def reconcile_later() -> None:
+            await asyncio.sleep(0.3)
+            await reconcile(saver)
+
+        later = asyncio.create_task(reconcile_later())
+        dry = await retain(
+            saver.hot,
+            saver.outbox,
+            saver.backend,
+            policy,
+            flush=lambda: wait_outbox(saver.outbox, 10),
+            dry_run=True,
+        )
+        await later
+        assert (dry.threads_pruned, dry.checkpoints_pruned) == (1, 2)
+        done = await run(saver, policy)
+        assert done.to_json() == {**dry.to_json(), "dry_run": False}
