@@ -124,6 +124,16 @@ async def pttls(
     return [await saver.hot.redis.pttl(base + k) for k in keys]
 
 
+async def until_expired(
+    saver: AsyncHybridSaver, thread_id: str, keys: Sequence[str], within: float
+) -> None:
+    """Wait until the thread's `keys` have expired (failing after `within` s)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while await pttls(saver, thread_id, keys) != [-2] * len(keys):
+        assert asyncio.get_running_loop().time() < deadline, await pttls(saver, thread_id, keys)
+        await asyncio.sleep(0.1)
+
+
 async def durable_latest(saver: AsyncHybridSaver, thread_id: str) -> str | None:
     stored = await saver.backend.get(thread_id, "", None)
     return stored.checkpoint_id if stored else None
@@ -276,10 +286,7 @@ async def test_unreconciled_thread_outlives_its_ttl_then_expires_once_durable(
             assert 0 < left <= 2000, await pttls(saver, t)
         latest = (await graph.aget_state(config(t))).config["configurable"]["checkpoint_id"]
         assert await durable_latest(saver, t) == latest
-        deadline = asyncio.get_running_loop().time() + 3
-        while await pttls(saver, t) != [-2] * len(BLOB_KEYS):  # until it expires
-            assert asyncio.get_running_loop().time() < deadline, await pttls(saver, t)
-            await asyncio.sleep(0.1)
+        await until_expired(saver, t, BLOB_KEYS, 3)
         assert (await graph.aget_state(config(t))).values == {"steps": final()}
         assert summarize(await history(graph, config(t))) == expected
 
@@ -297,10 +304,7 @@ async def test_a_write_queued_after_the_checkpoint_left_redis_is_listed(
         graph = build(saver)
         await graph.ainvoke({"steps": ["in0"]}, config(t))
         await reconcile(saver)
-        deadline = asyncio.get_running_loop().time() + 5
-        while await pttls(saver, t) != [-2] * len(BLOB_KEYS):  # until it expires
-            assert asyncio.get_running_loop().time() < deadline, await pttls(saver, t)
-            await asyncio.sleep(0.1)
+        await until_expired(saver, t, BLOB_KEYS, 5)
         history_ = [s async for s in saver.alist(config(t))]
         target = history_[2].config
         await saver.aput_writes(target, [("steps", ["late"])], "task-late")
@@ -339,10 +343,7 @@ async def test_a_write_sent_again_after_the_checkpoint_left_redis_reads_as_store
         await saver.aput_writes(cfg, [("log", "FIRST")], "task-1")
         await saver.aput_writes(cfg, [(ERROR, "FIRST")], "task-2")
         await reconcile(saver)
-        deadline = asyncio.get_running_loop().time() + 5
-        while await pttls(saver, t, NS_KEYS) != [-2] * len(NS_KEYS):  # until it expires
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.1)
+        await until_expired(saver, t, NS_KEYS, 5)
         await saver.aput_writes(cfg, [("log", "SECOND")], "task-1")
         await saver.aput_writes(cfg, [(ERROR, "SECOND")], "task-2")
         expected = [("task-1", "log", "FIRST"), ("task-2", ERROR, "SECOND")]

@@ -23,13 +23,7 @@ for i = 1, #ARGV, 3 do
   end
   redis.call('ZREM', nk('i', ns), cid)
   redis.call('DEL', nk('f', ns))
-  if how == 'd' then
-    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\0', '(' .. cid .. '\1')
-    if #wf > 0 then
-      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
-      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. cid .. '\0', '(' .. cid .. '\1')
-    end
-  end
+  if how == 'd' then drop_writes(ns, cid) end
 end
 for ns, fields in pairs(refs) do
   local used = {}

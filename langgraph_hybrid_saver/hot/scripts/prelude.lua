@@ -102,6 +102,14 @@ end
 local function drop_large(ns, f)
   if redis.call('SREM', nk('V', ns), f) == 1 then redis.call('DEL', large_key(ns, f)) end
 end
+-- Delete the pending writes of a checkpoint.
+local function drop_writes(ns, cid)
+  local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\0', '(' .. cid .. '\1')
+  if #wf > 0 then
+    call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
+    redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. cid .. '\0', '(' .. cid .. '\1')
+  end
+end
 local function read_writes(ns, cid)
   local fields = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. cid .. '\0', '(' .. cid .. '\1')
   if #fields == 0 then return {} end
@@ -137,11 +145,7 @@ local function trim_ns(ns, window, mine)
       end
     end
     redis.call('HDEL', ck, gone)
-    local wf = redis.call('ZRANGEBYLEX', nk('z', ns), '[' .. gone .. '\0', '(' .. gone .. '\1')
-    if #wf > 0 then
-      call_chunked('HDEL', nk('w', ns), wf, 1, #wf, 4000)
-      redis.call('ZREMRANGEBYLEX', nk('z', ns), '[' .. gone .. '\0', '(' .. gone .. '\1')
-    end
+    drop_writes(ns, gone)
   end
 end
 -- The thread's last pending entry is durable: apply the window and the TTL
