@@ -276,6 +276,11 @@ async def test_prune_keeps_what_async_postgres_saver_keeps(
                 assert any(s[0] == "details" for s in before) == (durability != "exit")
                 await checkpointer.aprune([thread["configurable"]["thread_id"]])
                 after = [shape(t) async for t in checkpointer.alist(thread)]
+                if checkpointer is saver:  # a namespace Redis keeps nothing of leaves its set
+                    base = saver.hot.base(thread["configurable"]["thread_id"])
+                    for ns in await saver.hot.redis.smembers(base + ":n"):
+                        held = [f"{base}:{k}:{len(ns)}:{ns.decode()}" for k in "ciwbV"]
+                        assert await saver.hot.redis.exists(*held), ns
                 await graph.ainvoke(start, thread, durability=durability)
                 resumed = await graph.ainvoke(Command(resume="no"), thread, durability=durability)
                 shapes.append((before, after, resumed))

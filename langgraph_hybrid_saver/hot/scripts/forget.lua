@@ -3,8 +3,9 @@
 -- (how 'u': it lost its parent). Their records leave Redis, so a read asks
 -- the store for them (a changed one is read through again, as the store has
 -- it); a deleted one's writes go too, and so do the blobs no record left in
--- Redis refers to. What the thread gained after the prune's flush (not yet
--- in the store) stays. The generation stays too: a read-through in flight
+-- Redis refers to, and a namespace with nothing left leaves `base:n`. What
+-- the thread gained after the prune's flush (not yet in the store) stays.
+-- The generation stays too: a read-through in flight
 -- goes on (bumping it would make that read report the thread absent); one
 -- that read a checkpoint before the prune deleted it can copy it back, to
 -- leave with the thread's TTL. Returns the number of records removed.
@@ -38,6 +39,11 @@ for ns, fields in pairs(refs) do
       redis.call('HDEL', nk('b', ns), f)
       drop_large(ns, f)
     end
+  end
+  -- A namespace left with nothing in Redis (a subgraph call that went with
+  -- its root checkpoint) leaves the thread's set of namespaces.
+  if redis.call('EXISTS', nk('c', ns), nk('i', ns), nk('w', ns), nk('b', ns), nk('V', ns)) == 0 then
+    redis.call('SREM', base .. ':n', ns)
   end
 end
 return removed
