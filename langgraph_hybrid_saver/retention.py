@@ -213,11 +213,8 @@ def plan_chains(plan: BatchPlan, rows: Sequence[ChainRow], keep: int) -> None:
         for (thread_id, ns), ids in by_ns.items()
         for cid in sorted(ids, reverse=True)[:keep]
     }
-    gone = Counter(
-        t
-        for t, ns, cid in ((r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows)
-        if (t, ns, cid) not in kept
-    )
+    every = {(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows}
+    gone = Counter(thread_id for thread_id, _, _ in every - kept)
     older = Counter(thread_id for thread_id, _, _ in kept - newest)
     for thread_id in sorted(gone):
         plan.prune.append(thread_id)

@@ -338,17 +338,22 @@ class AsyncHybridSaver(SyncBridge):
     async def _list_with_sends(
         self, query: ListQuery
     ) -> list[tuple[StoredCheckpoint, list[WriteRow]]]:
-        return [(s, await self._sends(s)) for s in await self.tiers.list(query)]
+        listed = await self.tiers.list(query)
+        by_key = {(s.thread_id, s.checkpoint_ns, s.checkpoint_id): s for s in listed}
+        return [(s, await self._sends(s, by_key)) for s in listed]
 
-    async def _sends(self, stored: StoredCheckpoint) -> list[WriteRow]:
+    async def _sends(
+        self,
+        stored: StoredCheckpoint,
+        read: Mapping[tuple[str, str, str], StoredCheckpoint] | None = None,
+    ) -> list[WriteRow]:
         """The pending sends of a checkpoint older than format v4: its
         parent's writes to TASKS (LangGraph 1 writes format v4, which keeps
-        them in the checkpoint)."""
+        them in the checkpoint); the parent is taken from `read` when there."""
         if not (stored.parent_checkpoint_id and pre_v4(stored.checkpoint)):
             return []
-        parent = await self.tiers.get(
-            stored.thread_id, stored.checkpoint_ns, stored.parent_checkpoint_id
-        )
+        key = (stored.thread_id, stored.checkpoint_ns, stored.parent_checkpoint_id)
+        parent = (read or {}).get(key) or await self.tiers.get(*key)
         return [w for w in parent.writes if w.channel == TASKS] if parent else []
 
     @on_own_loop

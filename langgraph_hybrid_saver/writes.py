@@ -222,16 +222,14 @@ class Writes:
         while await self.outbox.pending_upto(targets):
             if time.monotonic() > deadline:
                 backlog, age = await self.outbox.backlog()
+                prefix = (
+                    "" if self.hot.prefix == DEFAULT_PREFIX else f" --key-prefix {self.hot.prefix}"
+                )
                 hint = (
                     "is the durable store reachable? see the reconciler's log"
                     if self.reconciler is not None
                     else "is a reconciler running? start one with `python -m "
-                    "langgraph_hybrid_saver reconcile --redis URL --durable URL"
-                    + (
-                        f" --key-prefix {self.hot.prefix}`"
-                        if self.hot.prefix != DEFAULT_PREFIX
-                        else "`"
-                    )
+                    f"langgraph_hybrid_saver reconcile --redis URL --durable URL{prefix}`"
                 )
                 raise FlushTimeoutError(
                     f"outbox not drained after {timeout}s: {backlog} entries pending, "

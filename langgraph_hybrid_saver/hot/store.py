@@ -396,9 +396,9 @@ class HotTier:
 
     async def forget(self, changed: Sequence[tuple[str, str, str, bool]]) -> None:
         """Remove from Redis the checkpoints (thread, namespace, id, deleted)
-        a prune or `delete_for_runs` of the durable store deleted or changed, one script per
-        thread; the rest of each thread stays, what was written since the
-        prune's flush included."""
+        that a prune or `delete_for_runs` of the durable store deleted or
+        changed, one script per thread; the rest of each thread stays, what
+        was written since the flush included."""
         by_thread: dict[str, list[str]] = {}
         for thread_id, ns, cid, deleted in changed:
             by_thread.setdefault(thread_id, []).extend((ns, cid, "d" if deleted else "u"))
