@@ -21,8 +21,6 @@ from uuid import UUID
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    Checkpoint,
-    CheckpointMetadata,
     CheckpointTuple,
     writes_sort_key,
 )
@@ -225,18 +223,13 @@ def sort_writes(writes: Sequence[WriteRow]) -> list[WriteRow]:
     return sorted(writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
 
 
-def _loads_typed(
-    serde: SerializerProtocol, type_: str, blob: bytes | None, what: str, at: StoredCheckpoint
-) -> Any:
-    try:
-        return serde.loads_typed((type_, cast(bytes, blob)))
-    except Exception as e:
-        raise CorruptDataError(
-            f"{what} of checkpoint {at.checkpoint_id!r} (thread {at.thread_id!r}, "
-            f"namespace {at.checkpoint_ns!r}) cannot be decoded or decrypted "
-            f"({type(e).__name__}: {e}); with EncryptedSerializer, is the key right? A "
-            "corrupt copy in Redis can be deleted: the durable copy is read through"
-        ) from e
+def _undecodable(what: str, at: StoredCheckpoint, e: Exception) -> CorruptDataError:
+    return CorruptDataError(
+        f"{what} of checkpoint {at.checkpoint_id!r} (thread {at.thread_id!r}, "
+        f"namespace {at.checkpoint_ns!r}) cannot be decoded or decrypted "
+        f"({type(e).__name__}: {e}); with EncryptedSerializer, is the key right? A "
+        "corrupt copy in Redis can be deleted: the durable copy is read through"
+    )
 
 
 def pre_v4(checkpoint: Any) -> bool:
@@ -253,19 +246,34 @@ def to_tuple(
     the parent's writes to TASKS of a checkpoint older than format v4, which
     become its TASKS value at its highest channel version, as PostgresSaver
     migrates them."""
+    # The hot path of every read (a local cache hit is mostly this): one
+    # bound method, and an error's message is built only when one occurs.
+    loads = serde.loads_typed
     values = dict(stored.checkpoint.get("channel_values") or {})
-    for channel, (type_, blob) in stored.blobs.items():
-        if type_ != "empty":
-            values[channel] = _loads_typed(serde, type_, blob, f"channel {channel!r}", stored)
-    checkpoint = cast(Checkpoint, {**stored.checkpoint, "channel_values": values})
+    for channel, typed in stored.blobs.items():
+        if typed[0] != "empty":
+            try:
+                values[channel] = loads(typed)  # type: ignore[arg-type]
+            except Exception as e:
+                raise _undecodable(f"channel {channel!r}", stored, e) from e
+    checkpoint: Any = {**stored.checkpoint, "channel_values": values}
     if sends:
-        values[TASKS] = [
-            _loads_typed(serde, w.type, w.blob, f"pending send of task {w.task_id!r}", stored)
-            for w in sort_writes(sends)
-        ]
+        tasks = []
+        for w in sort_writes(sends):
+            try:
+                tasks.append(loads((w.type, w.blob)))
+            except Exception as e:
+                raise _undecodable(f"pending send of task {w.task_id!r}", stored, e) from e
+        values[TASKS] = tasks
         versions = dict(stored.checkpoint.get("channel_versions") or {})
         versions[TASKS] = max(versions.values()) if versions else next_version(None)
         checkpoint["channel_versions"] = versions
+    pending = []
+    for w in sort_writes(stored.writes) if len(stored.writes) > 1 else stored.writes:
+        try:
+            pending.append((w.task_id, w.channel, loads((w.type, w.blob))))
+        except Exception as e:
+            raise _undecodable(f"write to {w.channel!r} by task {w.task_id!r}", stored, e) from e
     parent = (
         next_config(stored.thread_id, stored.checkpoint_ns, stored.parent_checkpoint_id)
         if stored.parent_checkpoint_id
@@ -274,18 +282,9 @@ def to_tuple(
     return CheckpointTuple(
         config=next_config(stored.thread_id, stored.checkpoint_ns, stored.checkpoint_id),
         checkpoint=checkpoint,
-        metadata=cast(CheckpointMetadata, stored.metadata),
+        metadata=stored.metadata,  # type: ignore[arg-type]
         parent_config=parent,
-        pending_writes=[
-            (
-                w.task_id,
-                w.channel,
-                _loads_typed(
-                    serde, w.type, w.blob, f"write to {w.channel!r} by task {w.task_id!r}", stored
-                ),
-            )
-            for w in sort_writes(stored.writes)
-        ],
+        pending_writes=pending,
     )
 
 
