@@ -869,15 +869,29 @@ async def small_batch_experiment(
 ) -> tuple[str, list[str], list[list[str]]]:
     """The in-process reconciler's CPU per batch when invocations run one
     after another: each batch holds one support-graph invocation's entries.
-    Apply variants: the package's (a COPY of the rows, then the statements
-    in a pipeline) and `apply_in_one_pipeline`, alternating batch by batch
-    on one saver; the read (with the previous batch's ack) is the same."""
+    Apply variants, alternating batch by batch on one saver: the package's
+    (`apply_batch`: one statement, `hybrid_saver_apply`), the staged way it
+    takes for large batches (a COPY of the rows, then the statements in a
+    pipeline) and `apply_in_one_pipeline`; the read (with the previous
+    batch's ack) is the same."""
     from benchmarks.support_graph import build_support_graph, ticket
     from langgraph_hybrid_saver import Reconciler
+    from langgraph_hybrid_saver.backends.postgres import apply as pg_apply
     from langgraph_hybrid_saver.backends.postgres import backend as pg_backend
 
-    package = pg_backend.apply_staged
-    variants = {"COPY, then a pipeline": package, "one pipeline": apply_in_one_pipeline}
+    package = pg_backend.apply_batch  # type: ignore[attr-defined]
+
+    async def staged(conn: Any, ops: Sequence[Any], marks: Any) -> int:
+        return (await pg_apply.apply_staged(conn, ops))[0]
+
+    async def one_pipeline(conn: Any, ops: Sequence[Any], marks: Any) -> int:
+        return await apply_in_one_pipeline(conn, ops)
+
+    variants = {
+        "one statement": package,
+        "COPY, then a pipeline": staged,
+        "one pipeline": one_pipeline,
+    }
     names = list(variants)
     cpu: dict[str, dict[str, list[float]]] = {n: {"read": [], "apply": []} for n in names}
     n = 100 if quick else 600
@@ -902,15 +916,15 @@ async def small_batch_experiment(
         worker.outbox.read, worker._apply = timed_read, timed_apply  # type: ignore[method-assign]
         try:
             for i in range(n):
-                name = names[i % 2]
+                name = names[i % len(names)]
                 await graph.ainvoke(ticket(i), {"configurable": {"thread_id": f"small-{i}"}})
-                pg_backend.apply_staged = variants[name]  # type: ignore[assignment]
+                pg_backend.apply_batch = variants[name]  # type: ignore[attr-defined]
                 await worker.step(None, defer_ack=True)
                 if i >= 20:  # warm-up
                     for key in ("read", "apply"):
                         cpu[name][key].append(phase[key])
         finally:
-            pg_backend.apply_staged = package
+            pg_backend.apply_batch = package  # type: ignore[attr-defined]
             await worker.flush_acks()
             await worker.release_all()
     rows = []
@@ -919,7 +933,7 @@ async def small_batch_experiment(
         rows.append(_row(f"{key} CPU µs per batch (median)", medians, names, ",.0f"))
     note = f"{n} support-graph invocations, one after another, each on a new thread; after "
     note += "each, one reconciler step (this process's thread CPU of the step's read, which "
-    note += "also deletes the previous batch's entries, and of its apply), the two apply "
+    note += "also deletes the previous batch's entries, and of its apply), the apply "
     note += "variants alternating. No reconciler runs otherwise (reconciler='external')."
     return note, _header(names, "")[:-1], rows
 

@@ -1,8 +1,10 @@
-"""PostgreSQL apply: a batch goes through a binary COPY into a temporary
-staging table and one statement per run. What executemany gave for
-free must still hold: rows repeated within one batch land as if applied in
-entry order, a session that lost the staging table (DISCARD ALL, a pooler)
-still applies, and a failed batch writes nothing."""
+"""PostgreSQL apply, both ways: a small batch in one statement
+(`hybrid_saver_apply`, planned with the watermarks this process last saw),
+a large one through a binary COPY into a temporary staging table and one
+statement per run. Either way rows repeated within one batch land as if
+applied in entry order, a session that lost the staging table (DISCARD ALL,
+a pooler) still applies, and a failed batch writes nothing; a watermark
+another applier moved makes the batch planned again from the stored one."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from langgraph_hybrid_saver.backends.postgres import PostgresBackend
-from langgraph_hybrid_saver.backends.postgres.apply import staged_rows
+from langgraph_hybrid_saver.backends.postgres.apply import ONE_STATEMENT_MAX_BYTES, staged_rows
 from langgraph_hybrid_saver.core import (
     CheckpointRow,
     StoredCheckpoint,
@@ -39,9 +41,12 @@ def writes(n: int, tid: str, cid: str, upsert: bool, *rows: tuple[str, int, byte
     )  # fmt: skip
 
 
-@pytest.fixture
-async def backends(pg_admin_url: str) -> AsyncIterator[tuple[PostgresBackend, PostgresBackend]]:
-    """Two stores in schemas of their own, one connection each."""
+@pytest.fixture(params=["one statement", "staged"])
+async def backends(
+    pg_admin_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[PostgresBackend, PostgresBackend]]:
+    """Two stores in schemas of their own, one connection each, applying
+    small batches in one statement or, as large ones, staged."""
     with pg_schema(pg_admin_url) as a_url, pg_schema(pg_admin_url) as b_url:
         pair = (
             PostgresBackend.from_url(a_url, max_size=1),
@@ -50,6 +55,7 @@ async def backends(pg_admin_url: str) -> AsyncIterator[tuple[PostgresBackend, Po
         for b in pair:
             await b.open()
             await b.setup()
+            b.marks.one_statement = request.param == "one statement"
         try:
             yield pair
         finally:
@@ -147,9 +153,7 @@ async def test_a_failed_batch_writes_nothing_and_the_connection_goes_on(
     with pytest.raises(Exception, match="json"):
         await backend.apply([good, bad])
     assert await state(backend, tid, ["c1"]) == [None]
-    async with backend.pool.connection() as conn:
-        cur = await conn.execute("SELECT count(*) AS n FROM hybrid_saver_threads")
-        assert (await cur.fetchone())["n"] == 0
+    assert await watermark_rows(backend) == 0
     assert await backend.apply([good]) == 1
     assert [s[0] if s else None for s in await state(backend, tid, ["c1"])] == ["c1"]
 
@@ -186,6 +190,107 @@ async def test_setup_names_a_missing_temporary_table_privilege(pg_admin_url: str
         finally:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             await admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+async def staged_table(backend: PostgresBackend) -> bool:
+    """Whether the session of the pool's only connection has the staging table."""
+    async with backend.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT to_regclass('pg_temp.hybrid_saver_stage') IS NOT NULL AS staged"
+        )
+        return bool((await cur.fetchone())["staged"])
+
+
+async def watermark_rows(backend: PostgresBackend) -> int:
+    async with backend.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM hybrid_saver_threads")
+        return int((await cur.fetchone())["n"])
+
+
+async def test_a_small_batch_goes_in_one_statement_a_large_one_is_staged(
+    pg_admin_url: str,
+) -> None:
+    with pg_schema(pg_admin_url) as url:
+        backend = PostgresBackend.from_url(url, max_size=1)
+        await backend.open()
+        try:
+            await backend.setup()
+            tid = str(uuid.uuid4())
+            assert await backend.apply([put_op(1, tid, "c1", {"a": b"x" * 100})]) == 1
+            assert not await staged_table(backend)
+            big = b"y" * (ONE_STATEMENT_MAX_BYTES + 1)
+            assert await backend.apply([put_op(2, tid, "c2", {"a": big}, parent="c1")]) == 1
+            assert await staged_table(backend)
+            got = await state(backend, tid, ["c1", "c2"])
+            assert [g[2] if g else None for g in got] == [  # type: ignore[index]
+                [("a", ("bytes", b"x" * 100))],
+                [("a", ("bytes", big))],
+            ]
+        finally:
+            await backend.close()
+
+
+async def test_a_watermark_moved_by_another_applier_is_planned_from_the_store(
+    pg_admin_url: str,
+) -> None:
+    """Two appliers on one store (a shard that changed hands): each applies
+    in one statement what it planned with the watermark it last saw; where
+    the other moved it since, the batch is planned again from the stored
+    watermark, so no entry is applied twice or skipped."""
+    with pg_schema(pg_admin_url) as url:
+        a = PostgresBackend.from_url(url, max_size=1)
+        b = PostgresBackend.from_url(url, max_size=1)
+        for backend in (a, b):
+            await backend.open()
+        try:
+            await a.setup()
+            tid = str(uuid.uuid4())
+            ops: list[Op] = [
+                put_op(1, tid, "c1", {"a": b"1"}),
+                writes(2, tid, "c1", False, ("t", 0, b"first")),
+                writes(3, tid, "c1", True, ("u", -1, b"u3")),
+                writes(4, tid, "c1", False, ("t", 0, b"second")),  # a no-op: t/0 is written
+                writes(5, tid, "c1", True, ("u", -1, b"u5")),
+                put_op(6, tid, "c2", {"a": b"6"}, parent="c1"),
+            ]
+            assert await a.apply(ops[:3]) == 3  # a: watermark 3
+            assert await b.apply(ops[:5]) == 2  # b knew none: 4 and 5 only
+            assert await a.apply(ops[3:]) == 1  # a saw 3, the store has 5: 6 only
+            assert await b.apply(ops) == 0
+            assert a.marks.of([tid]) == b.marks.of([tid]) == {tid: ops[-1].seq}
+            c1, c2 = await state(a, tid, ["c1", "c2"])
+            assert c1 is not None and c2 is not None
+            assert [(w.task_id, w.blob) for w in c1[3]] == [  # type: ignore[index]
+                ("t", b"first"),
+                ("u", b"u5"),
+            ]
+            # A thread deleted and written again by the other applier.
+            assert await b.apply([DeleteThreadOp(seq_key("7-0"), tid)]) == 1
+            assert await a.apply([put_op(8, tid, "c8")]) == 1
+            assert await state(a, tid, ["c1", "c8"]) == [None, ("c8", {"step": 8}, [], [])]
+        finally:
+            for backend in (a, b):
+                await backend.close()
+
+
+async def test_a_schema_without_the_function_applies_staged(pg_admin_url: str) -> None:
+    """A store whose migrations predate `hybrid_saver_apply` (setup not run
+    since): the batch goes staged, and so does every later one."""
+    with pg_schema(pg_admin_url) as url:
+        backend = PostgresBackend.from_url(url, max_size=1)
+        await backend.open()
+        try:
+            await backend.setup()
+            async with backend.pool.connection() as conn:
+                await conn.execute("DROP FUNCTION hybrid_saver_apply(jsonb)")
+            tid = str(uuid.uuid4())
+            assert await backend.apply([put_op(1, tid, "c1")]) == 1
+            assert await staged_table(backend) and not backend.marks.one_statement
+            assert await backend.apply([put_op(2, tid, "c2", parent="c1")]) == 1
+            got = await state(backend, tid, ["c1", "c2"])
+            assert [g[0] if g else None for g in got] == ["c1", "c2"]
+        finally:
+            await backend.close()
 
 
 def test_staged_rows_hold_each_key_once() -> None:

@@ -1,19 +1,29 @@
-"""`apply` on PostgreSQL: a batch's rows through one binary COPY into the
-session's staging table, then one statement per run (docs/ARCHITECTURE.md,
-"PostgreSQL apply").
+"""`apply` on PostgreSQL (docs/ARCHITECTURE.md, "PostgreSQL apply").
+
+A small batch goes in one statement, `hybrid_saver_apply` (sql.py), planned
+with the watermarks this process last saw its threads at; the function
+checks them under the lock and refuses when one moved (another applier took
+the thread), and the batch is then planned again from the stored ones. A
+large batch, or one refused so, goes the staged way: its rows through one
+binary COPY into the session's staging table, then one statement per run.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
+import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, cast
 
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor, DatabaseError, InterfaceError, OperationalError
+from psycopg.errors import UndefinedFunction
 from psycopg.rows import DictRow
 
-from langgraph_hybrid_saver.backends._apply import batch_threads, plan_apply
+from langgraph_hybrid_saver.backends._apply import ApplyPlan, batch_threads, plan_apply
 from langgraph_hybrid_saver.backends.postgres.sql import (
+    APPLY_SQL,
     COPY_STAGE_SQL,
     DELETE_THREAD_SQL,
     LOCK_THREADS_SQL,
@@ -28,8 +38,100 @@ from langgraph_hybrid_saver.outbox.ops import (
     PutOp,
 )
 
+# Past these a batch is staged: a binary COPY spends less CPU on many rows
+# and on large values than JSON with base64 blobs.
+ONE_STATEMENT_MAX_ROWS = 256
+ONE_STATEMENT_MAX_BYTES = 64 * 1024
 
-async def apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op]) -> int:
+
+class Watermarks:
+    """The watermark this process last read or set for each thread (the
+    most recent `limit`); a thread it does not know is planned as new."""
+
+    def __init__(self, limit: int = 65536) -> None:
+        self.limit = limit
+        self.seqs: OrderedDict[str, str] = OrderedDict()
+        self.one_statement = True  # False once the schema lacks hybrid_saver_apply
+
+    def of(self, threads: Sequence[str]) -> dict[str, str]:
+        return {t: self.seqs.get(t, "") for t in threads}
+
+    def update(self, seqs: dict[str, str]) -> None:
+        for thread, seq in seqs.items():
+            self.seqs[thread] = seq
+            self.seqs.move_to_end(thread)
+        while len(self.seqs) > self.limit:
+            self.seqs.popitem(last=False)
+
+    def forget(self, threads: Sequence[str]) -> None:
+        for thread in threads:
+            self.seqs.pop(thread, None)
+
+
+async def apply_batch(conn: AsyncConnection[Any], ops: Sequence[Op], marks: Watermarks) -> int:
+    """Apply `ops` in one statement when the batch is small and planned with
+    the stored watermarks, else staged."""
+    threads = batch_threads(ops)
+    expected = marks.of(threads)
+    plan = plan_apply(ops, expected)
+    doc = _one_statement(plan, threads, expected) if marks.one_statement else None
+    if doc is not None:
+        try:
+            cur = await conn.execute(APPLY_SQL, (doc,))
+            row = await cur.fetchone()
+        except (OperationalError, InterfaceError):  # the connection or the server
+            marks.forget(threads)
+            raise
+        except DatabaseError as e:
+            # Refused, not lost: the staged way below tells what it refuses,
+            # as it would have without this path. A schema whose migrations
+            # predate the function keeps to the staged way.
+            marks.one_statement = not isinstance(e, UndefinedFunction)
+            await conn.rollback()
+            row = None
+        except BaseException:
+            marks.forget(threads)
+            raise
+        if row is not None and _first(row):
+            marks.update({**expected, **plan.watermarks})
+            return plan.applied
+    try:
+        applied, stored = await apply_staged(conn, ops)
+    except BaseException:
+        marks.forget(threads)
+        raise
+    marks.update(stored)
+    return applied
+
+
+def _first(row: Any) -> Any:
+    return row["applied"] if isinstance(row, dict) else row[0]
+
+
+def _one_statement(plan: ApplyPlan, threads: list[str], expected: dict[str, str]) -> str | None:
+    """The batch as `hybrid_saver_apply`'s argument, or None when it is too
+    large for one statement."""
+    rows = [row for seg, (run, _) in enumerate(plan.runs) for row in staged_rows(seg, run)]
+    if len(rows) > ONE_STATEMENT_MAX_ROWS:
+        return None
+    size = 0
+    out = []
+    for row in rows:
+        blob = row[-1]
+        if blob is not None:
+            size += len(blob)
+            row = (*row[:-1], base64.b64encode(blob).decode("ascii"))
+        out.append(row)
+    if size > ONE_STATEMENT_MAX_BYTES:
+        return None
+    deletes = [None if delete is None else delete.thread_id for _, delete in plan.runs]
+    batch = {"t": threads, "e": expected, "m": plan.watermarks, "d": deletes, "r": out}
+    return json.dumps(batch, separators=(",", ":"))
+
+
+async def apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op]) -> tuple[int, dict[str, str]]:
+    """Apply `ops` through the staging table; returns the number applied and
+    the threads' watermarks after the batch."""
     cur: AsyncCursor[Any] = conn.cursor()
     async with conn.pipeline():
         await cur.execute("BEGIN")
@@ -55,7 +157,8 @@ async def apply_staged(conn: AsyncConnection[Any], ops: Sequence[Op]) -> int:
             moved = plan.watermarks
             await cur.execute(SET_WATERMARKS_SQL, (list(moved), list(moved.values())))
         await cur.execute("COMMIT")
-    return plan.applied
+    marks = {r["thread_id"]: r["applied_seq"] for r in rows}
+    return plan.applied, {**marks, **plan.watermarks}
 
 
 def staged_rows(seg: int, ops: Sequence[Op]) -> list[tuple[Any, ...]]:

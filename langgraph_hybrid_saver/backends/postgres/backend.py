@@ -19,7 +19,7 @@ from langgraph_hybrid_saver.backends import redact
 from langgraph_hybrid_saver.backends._apply import refuse_delta_threads
 from langgraph_hybrid_saver.backends._prune import ChainRow, PrunedKey, doomed_checkpoints
 from langgraph_hybrid_saver.backends._sql import get_clause
-from langgraph_hybrid_saver.backends.postgres.apply import apply_staged
+from langgraph_hybrid_saver.backends.postgres.apply import Watermarks, apply_batch
 from langgraph_hybrid_saver.backends.postgres.read import stored
 from langgraph_hybrid_saver.backends.postgres.refusals import refusal
 from langgraph_hybrid_saver.backends.postgres.sql import (
@@ -62,6 +62,7 @@ class PostgresBackend:
         self.pool = pool
         self.owns_pool = owns_pool
         self.where = where or "PostgreSQL"
+        self.marks = Watermarks()
 
     @classmethod
     def from_url(cls, url: str, *, min_size: int = 1, max_size: int = 8) -> PostgresBackend:
@@ -114,14 +115,14 @@ class PostgresBackend:
     async def apply(self, ops: Sequence[Op]) -> int:
         if not ops:
             return 0
-        # Four round trips: BEGIN and the lock (whose watermarks decide what
-        # is written; one more where the session lacks the staging table);
-        # the COPY (two); then, in a pipeline, each run's statement and
-        # delete, the watermarks and the COMMIT. A delete splits the
-        # batch: what was queued before it lands first. On an error the
-        # pool's connection context rolls back.
+        # A small batch: one round trip (apply.py). Staged: four, BEGIN and
+        # the lock (whose watermarks decide what is written; one more where
+        # the session lacks the staging table); the COPY (two); then, in a
+        # pipeline, each run's statement and delete, the watermarks and the
+        # COMMIT. A delete splits the batch: what was queued before it
+        # lands first. On an error the pool's connection context rolls back.
         async with self.pool.connection() as conn:
-            return await apply_staged(conn, ops)
+            return await apply_batch(conn, ops, self.marks)
 
     async def get(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None

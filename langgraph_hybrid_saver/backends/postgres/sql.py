@@ -25,6 +25,80 @@ MIGRATIONS = [
     END IF;
 EXCEPTION WHEN feature_not_supported THEN NULL;
 END $$""",
+    # A small batch in one statement (APPLY_SQL): the lock, the check that
+    # the watermarks are those the batch was planned with, each run's rows
+    # and delete, the new watermarks. `batch`: {"t": thread ids, "e":
+    # {thread: watermark planned with}, "m": {thread: new watermark}, "d":
+    # one entry per run (the thread its delete empties, or null), "r": rows
+    # as `staged_rows` makes them, blob in base64}. Returns false, having
+    # written nothing but the lock's watermark rows, when a watermark
+    # differs: the caller plans again from the stored ones.
+    """CREATE OR REPLACE FUNCTION hybrid_saver_apply(batch jsonb) RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_seg int;
+    v_del text;
+BEGIN
+    INSERT INTO hybrid_saver_threads (thread_id)
+    SELECT t FROM jsonb_array_elements_text(batch -> 't') AS t ORDER BY 1
+    ON CONFLICT (thread_id) DO UPDATE SET thread_id = EXCLUDED.thread_id;
+    IF EXISTS (
+        SELECT 1 FROM hybrid_saver_threads h
+        JOIN jsonb_each_text(batch -> 'e') AS e(thread_id, seq) ON h.thread_id = e.thread_id
+        WHERE h.applied_seq <> e.seq
+    ) THEN
+        RETURN false;
+    END IF;
+    FOR v_seg, v_del IN
+        SELECT o - 1, d FROM jsonb_array_elements_text(batch -> 'd') WITH ORDINALITY AS x(d, o)
+        ORDER BY o
+    LOOP
+        WITH r AS (
+            SELECT e ->> 1 AS kind, e ->> 2 AS thread_id, e ->> 3 AS checkpoint_ns,
+                e ->> 4 AS checkpoint_id, e ->> 5 AS parent_checkpoint_id,
+                e ->> 6 AS checkpoint, e ->> 7 AS metadata, e ->> 8 AS channel,
+                e ->> 9 AS version, e ->> 10 AS task_id, e ->> 11 AS task_path,
+                (e ->> 12)::int AS idx, e ->> 13 AS type, decode(e ->> 14, 'base64') AS blob
+            FROM jsonb_array_elements(batch -> 'r') AS e WHERE (e ->> 0)::int = v_seg
+        ), b AS (
+            INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+            SELECT r.thread_id, r.checkpoint_ns, r.channel, r.version, r.type, r.blob
+            FROM r WHERE r.kind = 'b'
+            ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+        ), c AS (
+            INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,
+                parent_checkpoint_id, checkpoint, metadata)
+            SELECT r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
+                r.checkpoint::jsonb, r.metadata::jsonb
+            FROM r WHERE r.kind = 'c'
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
+            DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+        ), w AS (
+            INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
+                task_path, idx, channel, type, blob)
+            SELECT r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.task_id, r.task_path,
+                r.idx, r.channel, r.type, r.blob
+            FROM r WHERE r.kind = 'w'
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
+        )
+        INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
+            task_path, idx, channel, type, blob)
+        SELECT r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.task_id, r.task_path, r.idx,
+            r.channel, r.type, r.blob
+        FROM r WHERE r.kind = 'u'
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+        DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob;
+        IF v_del IS NOT NULL THEN
+            DELETE FROM checkpoints WHERE thread_id = v_del;
+            DELETE FROM checkpoint_blobs WHERE thread_id = v_del;
+            DELETE FROM checkpoint_writes WHERE thread_id = v_del;
+        END IF;
+    END LOOP;
+    UPDATE hybrid_saver_threads h SET applied_seq = m.seq
+    FROM jsonb_each_text(batch -> 'm') AS m(thread_id, seq)
+    WHERE h.thread_id = m.thread_id;
+    RETURN true;
+END $fn$""",
 ]
 
 # One setup at a time per schema. Taken with try-and-sleep, never a blocking
@@ -76,6 +150,8 @@ THREAD_IDS_SQL = (
     "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id > %s ORDER BY thread_id LIMIT %s"
 )
 SELECT_WATERMARK_SQL = "SELECT applied_seq FROM hybrid_saver_threads WHERE thread_id = %s"
+
+APPLY_SQL = "SELECT hybrid_saver_apply(%s::jsonb) AS applied"
 
 SET_WATERMARKS_SQL = """
 UPDATE hybrid_saver_threads t SET applied_seq = v.seq
