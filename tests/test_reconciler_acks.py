@@ -55,3 +55,23 @@ async def test_release_deletes_what_a_deferred_step_applied(external: AsyncHybri
     await worker.release_all()
     assert (await external.outbox.backlog())[0] == 0
     assert await durable_ids(external, "t-acks3")
+
+
+async def test_acks_and_leases_survive_a_script_flush(external: AsyncHybridSaver) -> None:
+    """The outbox sends its scripts as plain EVALSHA in its pipelines: after
+    Redis forgot them (a restart, SCRIPT FLUSH) it loads them and runs the
+    pipeline again, so the deferred deletes, the lease renewal and the
+    release still happen."""
+    await put_chain(external, "t-acks4", 2)  # 2 puts + 2 writes entries
+    worker = Reconciler(external.hot, external.backend, batch_size=3)
+    assert await worker.step(None, defer_ack=True) == 3
+    await external.hot.redis.script_flush()
+    worker._renewed_at = 0.0  # the next step renews its leases first
+    assert await worker.step(None, defer_ack=True) == 1  # after deleting the 3
+    assert (await external.outbox.backlog())[0] == 1
+    await external.hot.redis.script_flush()
+    await worker.release_all()
+    assert (await external.outbox.backlog())[0] == 0
+    leases = [await external.hot.redis.get(k) for k in external.hot.keys.leases]
+    assert leases == [None] * len(leases)
+    assert len(await durable_ids(external, "t-acks4")) == 2

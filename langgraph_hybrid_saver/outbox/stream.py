@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from redis.exceptions import NoScriptError
 
 from langgraph_hybrid_saver.errors import CorruptDataError
 from langgraph_hybrid_saver.hot import HotTier
@@ -26,6 +28,10 @@ logger = logging.getLogger("langgraph_hybrid_saver.outbox")
 
 # An applied outbox entry: (shard, entry id, thread id).
 Applied = tuple[int, str, str]
+
+
+def _evalsha(pipe: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 def _b(value: bytes | str) -> str:
@@ -67,10 +73,31 @@ class Outbox:
         if self.cluster:  # the lease keys live in different slots
             calls = (script(keys=[self.keys.leases[s]], args=args) for s in shards)
             return list(await asyncio.gather(*calls))
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe: Any) -> None:
             for s in shards:
-                await script(keys=[self.keys.leases[s]], args=args, client=pipe)
-            return list(await pipe.execute())
+                _evalsha(pipe, script, [self.keys.leases[s]], args)
+
+        return await self._pipeline(queue)
+
+    async def _pipeline(self, queue: Callable[[Any], None]) -> list[Any]:
+        """The replies of the commands `queue` adds to a pipeline. Scripts go
+        as plain EVALSHA (redis-py's own scripts in a pipeline cost a SCRIPT
+        EXISTS round trip on every execute); when Redis does not know one (a
+        restart, SCRIPT FLUSH) the scripts are loaded and the pipeline runs
+        again: reads are repeatable, and an ack, lease or release done twice
+        does what it did once."""
+        for attempt in (1, 2):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    queue(pipe)
+                    return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in (self._ack, self._lease, self._release):
+                    await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     async def read(
         self,
@@ -96,10 +123,12 @@ class Outbox:
                 await asyncio.sleep(min(block_ms, 20) / 1000)
         else:
             streams = {self.keys.outboxes[s]: "0-0" for s in shards}
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self._queue_ack(pipe, ack)
+
+            def queue(pipe: Any) -> None:
+                self._queue_ack(pipe, ack)
                 pipe.xread(streams, count=count, block=block_ms)
-                *_, reply = await pipe.execute()
+
+            *_, reply = await self._pipeline(queue)
         read = [(index[_b(stream)], _b(sid), f) for stream, es in reply or [] for sid, f in es]
         large = await self.large_values([(sid, f) for _, sid, f in read])
         out = []
@@ -173,9 +202,7 @@ class Outbox:
             calls = [self._ack(keys=k, args=a) for k, a in self._ack_calls(applied)]
             await asyncio.gather(*calls, *(self.redis.delete(*p) for p in self._unpin(applied)))
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._queue_ack(pipe, applied)
-            await pipe.execute()
+        await self._pipeline(lambda pipe: self._queue_ack(pipe, applied))
 
     def _ack_calls(self, applied: Sequence[Applied]) -> list[tuple[list[str], list[str]]]:
         """(keys, args) of the ack script, one call per shard."""
@@ -188,9 +215,9 @@ class Outbox:
         """The `p` keys of applied entries, one list (one slot) per entry."""
         return [large for _, sid, _ in applied if (large := self._pins.pop(sid, None))]
 
-    async def _queue_ack(self, pipe: Any, applied: Sequence[Applied]) -> None:
+    def _queue_ack(self, pipe: Any, applied: Sequence[Applied]) -> None:
         for keys, args in self._ack_calls(applied):
-            await self._ack(keys=keys, args=args, client=pipe)
+            _evalsha(pipe, self._ack, keys, args)
         for large in self._unpin(applied):
             pipe.delete(*large)
 
