@@ -8,6 +8,7 @@ another applier moved makes the batch planned again from the stored one."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -220,6 +221,15 @@ async def test_a_small_batch_goes_in_one_statement_a_large_one_is_staged(
             assert not await staged_table(backend)
             big = b"y" * (ONE_STATEMENT_MAX_BYTES + 1)
             assert await backend.apply([put_op(2, tid, "c2", {"a": big}, parent="c1")]) == 1
+            assert await staged_table(backend)
+            async with backend.pool.connection() as conn:  # a new session: no staging table
+                await conn.execute("DISCARD ALL")
+            assert not await staged_table(backend)
+            inline = put_op(3, tid, "c3", parent="c2")  # a large str inline in the document
+            doc = json.loads(inline.row.checkpoint)
+            doc["channel_values"]["text"] = "z" * (ONE_STATEMENT_MAX_BYTES + 1)
+            inline = replace(inline, row=replace(inline.row, checkpoint=json.dumps(doc)))
+            assert await backend.apply([inline]) == 1
             assert await staged_table(backend)
             got = await state(backend, tid, ["c1", "c2"])
             assert [g[2] if g else None for g in got] == [  # type: ignore[index]

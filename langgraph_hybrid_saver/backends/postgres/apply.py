@@ -117,6 +117,8 @@ def _one_statement(plan: ApplyPlan, threads: list[str], expected: dict[str, str]
     size = 0
     out = []
     for row in rows:
+        # values: the blob, and a checkpoint's document (inline values) and metadata
+        size += len(row[6] or "") + len(row[7] or "")
         blob = row[-1]
         if blob is not None:
             size += len(blob)
