@@ -4,13 +4,17 @@ PostgreSQL: after the commit (`step()`), or with the next read
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ReadOnlyError
 
 from langgraph_hybrid_saver import AsyncHybridSaver, Reconciler
 
-from .conftest import hybrid_saver
+from .conftest import PrivateRedis, hybrid_saver
 from .helpers import durable_ids, put_chain
 
 
@@ -75,3 +79,40 @@ async def test_acks_and_leases_survive_a_script_flush(external: AsyncHybridSaver
     leases = [await external.hot.redis.get(k) for k in external.hot.keys.leases]
     assert leases == [None] * len(leases)
     assert len(await durable_ids(external, "t-acks4")) == 2
+
+
+async def reading_clients(admin: Redis) -> int:
+    """Connections whose last command was an XREAD: the reconciler's."""
+    return sum(1 for c in await admin.client_list() if c["cmd"] == "xread")
+
+
+async def test_a_demoted_server_is_left_for_a_new_connection(
+    private_redis: PrivateRedis, tmp_path: Path, pg_url: str, key_prefix: str
+) -> None:
+    """A failover demotes the server under the reconciler's pooled
+    connection: its deletes are refused (READONLY), and that connection is
+    dropped, so the next read opens a new one, which a DNS or Sentinel
+    failover points at the new primary."""
+    primary = PrivateRedis(tmp_path)
+    primary.start()
+    admin = Redis.from_url(private_redis.url)
+    try:
+        async with hybrid_saver(private_redis.url, pg_url, key_prefix, reconciler="external") as s:
+            await put_chain(s, "t-ro", 1)
+            worker = Reconciler(s.hot, s.backend, lease_ms=60_000)  # no renewal in the test
+            assert await worker.step(None, defer_ack=True) == 2  # deletes go with the next read
+            assert await reading_clients(admin) == 1
+            await admin.replicaof("127.0.0.1", primary.port)
+            for _ in range(100):  # until the replica has synced
+                if (await admin.info("replication")).get("master_link_status") == "up":
+                    break
+                await asyncio.sleep(0.05)
+            with pytest.raises(ReadOnlyError):
+                await worker.step(None, defer_ack=True)
+            assert await reading_clients(admin) == 0
+            await admin.replicaof("NO", "ONE")
+            assert await worker.step(None) == 0  # a new connection, on a primary again
+            await worker.release_all()
+    finally:
+        await admin.aclose()
+        primary.stop()

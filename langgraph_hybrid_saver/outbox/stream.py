@@ -7,12 +7,14 @@ backlog that flushes and bounds wait on."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
+import hiredis
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 from langgraph_hybrid_saver.errors import CorruptDataError
 from langgraph_hybrid_saver.hot import HotTier
@@ -30,8 +32,23 @@ logger = logging.getLogger("langgraph_hybrid_saver.outbox")
 Applied = tuple[int, str, str]
 
 
-def _evalsha(pipe: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
-    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+def _evalsha(script: Any, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+def _command_name(pool: Any) -> tuple[str, ...]:
+    """What `get_connection` takes: nothing since redis-py 5.3 (which warns
+    when given a command name), a command name before."""
+    param = inspect.signature(pool.get_connection).parameters.get("command_name")
+    return ("XREAD",) if param is not None and param.default is inspect.Parameter.empty else ()
+
+
+def _pairs(fields: Any) -> dict[bytes, bytes]:
+    """An entry's fields as a dict (RESP2 gives a flat list)."""
+    if isinstance(fields, dict):
+        return fields
+    it = iter(fields)
+    return dict(zip(it, it, strict=True))
 
 
 def _b(value: bytes | str) -> str:
@@ -52,6 +69,7 @@ class Outbox:
         self.cluster = hot.cluster
         self.keys = hot.keys
         self.shards = hot.shards
+        self._get_args: tuple[str, ...] | None = None  # what the pool's get_connection takes
         self._pins: dict[str, list[bytes]] = {}  # entry id -> its `p` keys, read, not yet deleted
         redis = hot.redis
         self._lease = redis.register_script(source("lease"))
@@ -73,31 +91,53 @@ class Outbox:
         if self.cluster:  # the lease keys live in different slots
             calls = (script(keys=[self.keys.leases[s]], args=args) for s in shards)
             return list(await asyncio.gather(*calls))
+        return await self._pipeline([_evalsha(script, [self.keys.leases[s]], args) for s in shards])
 
-        def queue(pipe: Any) -> None:
-            for s in shards:
-                _evalsha(pipe, script, [self.keys.leases[s]], args)
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The replies of `commands`, sent in one write on a connection of the
+        client's pool and read as Redis sent them (an error reply raises).
 
-        return await self._pipeline(queue)
-
-    async def _pipeline(self, queue: Callable[[Any], None]) -> list[Any]:
-        """The replies of the commands `queue` adds to a pipeline. Scripts go
-        as plain EVALSHA (redis-py's own scripts in a pipeline cost a SCRIPT
-        EXISTS round trip on every execute); when Redis does not know one (a
-        restart, SCRIPT FLUSH) the scripts are loaded and the pipeline runs
-        again: reads are repeatable, and an ack, lease or release done twice
-        does what it did once."""
+        The reconciler's reads and acks take this way instead of redis-py's
+        pipeline: its pure-Python encoding of every argument, its reply
+        callbacks and, for scripts, a SCRIPT EXISTS round trip on every
+        execute were the larger part of a sequential in-process reconcile.
+        Scripts go as EVALSHA; when Redis does not know one (a restart,
+        SCRIPT FLUSH) they are loaded and the commands sent again: reads are
+        repeatable, and an ack, lease or release done twice does what it did
+        once. A connection that fails is dropped; the reconciler retries."""
         for attempt in (1, 2):
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    queue(pipe)
-                    return list(await pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                for script in (self._ack, self._lease, self._release):
-                    await self.redis.script_load(script.script)
+            replies = await self._exchange(commands)
+            errors = [r for r in replies if isinstance(r, ResponseError)]
+            if not errors:
+                return replies
+            if attempt == 2 or not all(isinstance(e, NoScriptError) for e in errors):
+                raise errors[0]
+            for script in (self._ack, self._lease, self._release):
+                await self.redis.script_load(script.script)
         raise AssertionError("unreachable")
+
+    async def _exchange(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        pool = self.redis.connection_pool
+        if self._get_args is None:
+            self._get_args = _command_name(pool)
+        conn = await pool.get_connection(*self._get_args)
+        try:
+            await conn.send_packed_command(b"".join(hiredis.pack_command(c) for c in commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as e:  # read whole: the next reply follows
+                    replies.append(e)
+            if any(isinstance(r, ReadOnlyError) for r in replies):
+                # a failover demoted this server: the next connection finds the primary
+                await conn.disconnect()
+            return replies
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
 
     async def read(
         self,
@@ -122,13 +162,14 @@ class Outbox:
             if not reply and block_ms:
                 await asyncio.sleep(min(block_ms, 20) / 1000)
         else:
-            streams = {self.keys.outboxes[s]: "0-0" for s in shards}
-
-            def queue(pipe: Any) -> None:
-                self._queue_ack(pipe, ack)
-                pipe.xread(streams, count=count, block=block_ms)
-
-            *_, reply = await self._pipeline(queue)
+            xread: list[Any] = ["XREAD", "COUNT", count]
+            if block_ms is not None:
+                xread += ["BLOCK", block_ms]
+            xread += ["STREAMS", *index, *["0-0"] * len(index)]
+            *_, reply = await self._pipeline([*self._ack_commands(ack), tuple(xread)])
+            if isinstance(reply, dict):  # RESP3: a map of stream to entries
+                reply = list(reply.items())
+            reply = [(stream, [(sid, _pairs(f)) for sid, f in es]) for stream, es in reply or []]
         read = [(index[_b(stream)], _b(sid), f) for stream, es in reply or [] for sid, f in es]
         large = await self.large_values([(sid, f) for _, sid, f in read])
         out = []
@@ -202,7 +243,7 @@ class Outbox:
             calls = [self._ack(keys=k, args=a) for k, a in self._ack_calls(applied)]
             await asyncio.gather(*calls, *(self.redis.delete(*p) for p in self._unpin(applied)))
             return
-        await self._pipeline(lambda pipe: self._queue_ack(pipe, applied))
+        await self._pipeline(self._ack_commands(applied))
 
     def _ack_calls(self, applied: Sequence[Applied]) -> list[tuple[list[str], list[str]]]:
         """(keys, args) of the ack script, one call per shard."""
@@ -215,11 +256,9 @@ class Outbox:
         """The `p` keys of applied entries, one list (one slot) per entry."""
         return [large for _, sid, _ in applied if (large := self._pins.pop(sid, None))]
 
-    def _queue_ack(self, pipe: Any, applied: Sequence[Applied]) -> None:
-        for keys, args in self._ack_calls(applied):
-            _evalsha(pipe, self._ack, keys, args)
-        for large in self._unpin(applied):
-            pipe.delete(*large)
+    def _ack_commands(self, applied: Sequence[Applied]) -> list[tuple[Any, ...]]:
+        acks = [_evalsha(self._ack, keys, args) for keys, args in self._ack_calls(applied)]
+        return acks + [("DEL", *large) for large in self._unpin(applied)]
 
     async def heads(self) -> list[str | None]:
         """The newest entry id of every shard's outbox (None when empty)."""
