@@ -269,7 +269,7 @@ def to_tuple(
         versions[TASKS] = max(versions.values()) if versions else next_version(None)
         checkpoint["channel_versions"] = versions
     pending = []
-    for w in sort_writes(stored.writes) if len(stored.writes) > 1 else stored.writes:
+    for w in sort_writes(stored.writes):
         try:
             pending.append((w.task_id, w.channel, loads((w.type, w.blob))))
         except Exception as e:

@@ -31,23 +31,17 @@ from langgraph_hybrid_saver.errors import CorruptDataError, SerializationError
 COMPRESSED = "\x01"
 COMPRESS_LEVEL = 1  # zstd's fastest regular level
 
-# One compressor and decompressor per thread (neither may be used by two
-# threads at once): making a context costs ~16 µs a value.
-_zstd = threading.local()
+
+class _Zstd(threading.local):
+    """A compressor and a decompressor per thread (neither may be used by
+    two threads at once): making a context costs ~16 µs a value."""
+
+    def __init__(self) -> None:
+        self.c = zstandard.ZstdCompressor(level=COMPRESS_LEVEL)
+        self.d = zstandard.ZstdDecompressor()
 
 
-def _compressor() -> zstandard.ZstdCompressor:
-    c: zstandard.ZstdCompressor | None = getattr(_zstd, "c", None)
-    if c is None:
-        c = _zstd.c = zstandard.ZstdCompressor(level=COMPRESS_LEVEL)
-    return c
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    d: zstandard.ZstdDecompressor | None = getattr(_zstd, "d", None)
-    if d is None:
-        d = _zstd.d = zstandard.ZstdDecompressor()
-    return d
+_zstd = _Zstd()
 
 
 def squeeze(type_: str, blob: bytes | None, min_bytes: int) -> tuple[str, bytes | None]:
@@ -59,7 +53,7 @@ def squeeze(type_: str, blob: bytes | None, min_bytes: int) -> tuple[str, bytes 
             "printable text"
         )
     if min_bytes and blob is not None and len(blob) >= min_bytes:
-        packed = _compressor().compress(blob)
+        packed = _zstd.c.compress(blob)
         if len(packed) * 10 <= len(blob) * 9:
             return COMPRESSED + type_, packed
     return type_, blob
@@ -70,7 +64,7 @@ def expand(type_: str, blob: bytes) -> tuple[str, bytes]:
     if not type_.startswith(COMPRESSED):
         return type_, blob
     try:
-        return type_[1:], _decompressor().decompress(blob)
+        return type_[1:], _zstd.d.decompress(blob)
     except zstandard.ZstdError as e:
         raise CorruptDataError(f"a compressed value cannot be expanded ({e})") from e
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, cast
 
-from psycopg import AsyncConnection, AsyncCursor, DatabaseError, InterfaceError, OperationalError
+from psycopg import AsyncConnection, AsyncCursor, DatabaseError, OperationalError
 from psycopg.errors import UndefinedFunction
 from psycopg.rows import DictRow
 
@@ -75,37 +75,32 @@ async def apply_batch(conn: AsyncConnection[Any], ops: Sequence[Op], marks: Wate
     expected = marks.of(threads)
     plan = plan_apply(ops, expected)
     doc = _one_statement(plan, threads, expected) if marks.one_statement else None
-    if doc is not None:
-        try:
-            cur = await conn.execute(APPLY_SQL, (doc,))
-            row = await cur.fetchone()
-        except (OperationalError, InterfaceError):  # the connection or the server
-            marks.forget(threads)
-            raise
-        except DatabaseError as e:
-            # Refused, not lost: the staged way below tells what it refuses,
-            # as it would have without this path. A schema whose migrations
-            # predate the function keeps to the staged way.
-            marks.one_statement = not isinstance(e, UndefinedFunction)
-            await conn.rollback()
-            row = None
-        except BaseException:
-            marks.forget(threads)
-            raise
-        if row is not None and _first(row):
-            marks.update({**expected, **plan.watermarks})
-            return plan.applied
     try:
-        applied, stored = await apply_staged(conn, ops)
+        if doc is not None and await _applied_in_one(conn, doc, marks):
+            applied, seqs = plan.applied, {**expected, **plan.watermarks}
+        else:
+            applied, seqs = await apply_staged(conn, ops)
     except BaseException:
-        marks.forget(threads)
+        marks.forget(threads)  # whether the store has the batch is not known
         raise
-    marks.update(stored)
+    marks.update(seqs)
     return applied
 
 
-def _first(row: Any) -> Any:
-    return row["applied"] if isinstance(row, dict) else row[0]
+async def _applied_in_one(conn: AsyncConnection[Any], doc: str, marks: Watermarks) -> bool:
+    """Whether `hybrid_saver_apply` applied the batch: False when a
+    watermark moved, and when the server refused the statement (the staged
+    way then tells what it refuses, as it would have without this path; a
+    schema whose migrations predate the function keeps to the staged way)."""
+    try:
+        row = await (await conn.execute(APPLY_SQL, (doc,))).fetchone()
+    except DatabaseError as e:
+        if isinstance(e, OperationalError):  # the connection or the server
+            raise
+        marks.one_statement = not isinstance(e, UndefinedFunction)
+        await conn.rollback()
+        return False
+    return row is not None and bool(row["applied"])
 
 
 def _one_statement(plan: ApplyPlan, threads: list[str], expected: dict[str, str]) -> str | None:

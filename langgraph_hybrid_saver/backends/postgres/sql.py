@@ -32,7 +32,10 @@ END $$""",
     # one entry per run (the thread its delete empties, or null), "r": rows
     # as `staged_rows` makes them, blob in base64}. Returns false, having
     # written nothing but the lock's watermark rows, when a watermark
-    # differs: the caller plans again from the stored ones.
+    # differs: the caller plans again from the stored ones. Its statements
+    # are STAGED_SQL's and DELETE_THREAD_SQL's over the batch's rows (a
+    # migration's text stays as applied, so they are written out here);
+    # tests/test_pg_apply.py runs every case both ways.
     """CREATE OR REPLACE FUNCTION hybrid_saver_apply(batch jsonb) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
 DECLARE
